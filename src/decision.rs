@@ -1,0 +1,176 @@
+//! The outcome of judging one object: reason codes, findings and the verdict.
+//! Owns how findings become allowed/denied and the words a person reads;
+//! not how findings are produced.
+
+use serde::Serialize;
+use std::fmt;
+
+/// Stable reason codes. They are a public contract: users alert and grep on them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub enum ReasonCode {
+    /// An image reference that the Docker reference grammar rejects.
+    InvalidImageRef,
+    /// A Rego `deny` or `violation` fired without naming a code of its own.
+    PolicyDenied,
+    /// A Rego `warn` fired without naming a code of its own.
+    PolicyWarning,
+    /// Policy evaluation ran past its time limit.
+    PolicyTimeout,
+    /// Policy evaluation failed (a runtime error in a policy).
+    PolicyError,
+    /// The review cannot be judged (no request, no object, malformed fields).
+    InvalidRequest,
+    /// The review's deadline ran out before a verdict was reached.
+    Timeout,
+    /// An unexpected internal failure; always a denial.
+    InternalError,
+    /// A code chosen by a policy (`{"code": "...", "msg": "..."}`).
+    Custom(String),
+}
+
+impl ReasonCode {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::InvalidImageRef => "INVALID_IMAGE_REF",
+            Self::PolicyDenied => "POLICY_DENIED",
+            Self::PolicyWarning => "POLICY_WARNING",
+            Self::PolicyTimeout => "POLICY_TIMEOUT",
+            Self::PolicyError => "POLICY_ERROR",
+            Self::InvalidRequest => "INVALID_REQUEST",
+            Self::Timeout => "TIMEOUT",
+            Self::InternalError => "INTERNAL_ERROR",
+            Self::Custom(code) => code,
+        }
+    }
+}
+
+impl From<ReasonCode> for String {
+    fn from(code: ReasonCode) -> Self {
+        code.as_str().to_string()
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a finding blocks admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Deny,
+    Warn,
+}
+
+/// Where a finding came from: a policy rule, or verdict itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Origin {
+    /// A Rego rule: the file(s) declaring it and its full path, e.g. `data.kubernetes.admission.deny`.
+    Policy { files: Vec<String>, rule: String },
+    /// A check built into verdict (reference parsing, deadlines, request shape).
+    Builtin,
+}
+
+/// One reason, good or bad, that a person should read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub code: ReasonCode,
+    pub message: String,
+    pub origin: Origin,
+}
+
+impl Finding {
+    pub fn builtin(severity: Severity, code: ReasonCode, message: impl Into<String>) -> Self {
+        Self { severity, code, message: message.into(), origin: Origin::Builtin }
+    }
+
+    /// `[CODE] message`, the form shown to people.
+    pub fn display(&self) -> String {
+        format!("[{}] {}", self.code, self.message)
+    }
+}
+
+/// The decision for one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+/// All findings for one object, and what they add up to.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Findings(pub Vec<Finding>);
+
+impl Findings {
+    pub fn push(&mut self, finding: Finding) {
+        self.0.push(finding);
+    }
+
+    /// Denied as soon as one finding denies: there is no rule that overrides a denial.
+    pub fn decision(&self) -> Decision {
+        if self.denials().next().is_some() {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        }
+    }
+
+    pub fn denials(&self) -> impl Iterator<Item = &Finding> {
+        self.0.iter().filter(|f| f.severity == Severity::Deny)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
+        self.0.iter().filter(|f| f.severity == Severity::Warn)
+    }
+
+    /// Distinct reason codes of the denials, in order of first appearance.
+    pub fn denial_codes(&self) -> Vec<String> {
+        let mut codes: Vec<String> = Vec::new();
+        for f in self.denials() {
+            if !codes.iter().any(|c| c == f.code.as_str()) {
+                codes.push(f.code.to_string());
+            }
+        }
+        codes
+    }
+
+    /// The text for `status.message`: what was denied, each reason on its own line.
+    pub fn denial_message(&self, subject: &str) -> String {
+        let reasons: Vec<String> = self.denials().map(Finding::display).collect();
+        format!("verdict denied {subject}:\n- {}", reasons.join("\n- "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_denial_denies_and_warnings_do_not() {
+        let mut findings = Findings::default();
+        findings.push(Finding::builtin(Severity::Warn, ReasonCode::PolicyWarning, "careful"));
+        assert_eq!(findings.decision(), Decision::Allow);
+        findings.push(Finding::builtin(Severity::Deny, ReasonCode::InvalidImageRef, "bad ref"));
+        findings.push(Finding::builtin(Severity::Deny, ReasonCode::InvalidImageRef, "worse ref"));
+        assert_eq!(findings.decision(), Decision::Deny);
+        assert_eq!(findings.denial_codes(), ["INVALID_IMAGE_REF"]);
+        assert_eq!(
+            findings.denial_message("Pod default/web"),
+            "verdict denied Pod default/web:\n- [INVALID_IMAGE_REF] bad ref\n- [INVALID_IMAGE_REF] worse ref"
+        );
+    }
+
+    #[test]
+    fn codes_serialize_as_stable_strings() {
+        let json = serde_json::to_string(&ReasonCode::PolicyTimeout).expect("serializes");
+        assert_eq!(json, "\"POLICY_TIMEOUT\"");
+        let json = serde_json::to_string(&ReasonCode::Custom("IMAGE_TAG_LATEST".into())).expect("serializes");
+        assert_eq!(json, "\"IMAGE_TAG_LATEST\"");
+    }
+}

@@ -1,0 +1,174 @@
+//! Finding container images in Kubernetes objects. Owns where images live in
+//! each kind and how references are parsed; not what is done with them.
+
+mod reference;
+
+pub use reference::{ImageRef, ReferenceError, DEFAULT_REGISTRY};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Which list of a pod spec an image came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerKind {
+    Container,
+    Init,
+    Ephemeral,
+}
+
+impl ContainerKind {
+    const LISTS: [(&'static str, ContainerKind); 3] = [
+        ("initContainers", ContainerKind::Init),
+        ("containers", ContainerKind::Container),
+        ("ephemeralContainers", ContainerKind::Ephemeral),
+    ];
+}
+
+/// One image field of an object, in document order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageOccurrence {
+    /// Container name (empty when the object has none).
+    pub container: String,
+    pub kind: ContainerKind,
+    /// JSON path of the image field, e.g. `spec.template.spec.containers[0].image`.
+    pub path: String,
+    /// The reference as written.
+    pub reference: String,
+    /// The parsed reference, or why it could not be parsed.
+    pub parsed: Result<ImageRef, ReferenceError>,
+}
+
+/// Kinds whose objects carry pod specs, with the path to the pod spec.
+/// The webhook configuration in `deploy/` must cover exactly these.
+pub const POD_SPEC_PATHS: &[(&str, &[&str])] = &[
+    ("Pod", &["spec"]),
+    ("PodTemplate", &["template", "spec"]),
+    ("ReplicationController", &["spec", "template", "spec"]),
+    ("Deployment", &["spec", "template", "spec"]),
+    ("ReplicaSet", &["spec", "template", "spec"]),
+    ("StatefulSet", &["spec", "template", "spec"]),
+    ("DaemonSet", &["spec", "template", "spec"]),
+    ("Job", &["spec", "template", "spec"]),
+    ("CronJob", &["spec", "jobTemplate", "spec", "template", "spec"]),
+    // The `pods/ephemeralcontainers` subresource before Kubernetes 1.22.
+    ("EphemeralContainers", &[]),
+];
+
+/// Every image of `object`, a Kubernetes object of `kind`, in document order:
+/// init containers, containers, then ephemeral containers.
+/// Kinds that carry no pod spec yield nothing.
+pub fn extract(kind: &str, object: &Value) -> Vec<ImageOccurrence> {
+    let Some((_, path)) = POD_SPEC_PATHS.iter().find(|(k, _)| *k == kind) else {
+        return Vec::new();
+    };
+    let mut spec = object;
+    for key in *path {
+        match spec.get(key) {
+            Some(next) => spec = next,
+            None => return Vec::new(),
+        }
+    }
+    let prefix = path.join(".");
+    let mut found = Vec::new();
+    for (list, container_kind) in ContainerKind::LISTS {
+        let Some(containers) = spec.get(list).and_then(Value::as_array) else {
+            continue;
+        };
+        for (i, container) in containers.iter().enumerate() {
+            let Some(image) = container.get("image") else {
+                continue;
+            };
+            let reference = image.as_str().unwrap_or_default().to_string();
+            let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
+            let path = if prefix.is_empty() {
+                format!("{list}[{i}].image")
+            } else {
+                format!("{prefix}.{list}[{i}].image")
+            };
+            found.push(ImageOccurrence {
+                container: name.to_string(),
+                kind: container_kind,
+                path,
+                parsed: ImageRef::parse(&reference),
+                reference,
+            });
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod_spec() -> Value {
+        json!({
+            "initContainers": [{"name": "init", "image": "busybox:1.36"}],
+            "containers": [
+                {"name": "app", "image": "ghcr.io/acme/app:v1"},
+                {"name": "sidecar", "image": "envoyproxy/envoy:v1.30"}
+            ],
+            "ephemeralContainers": [{"name": "debug", "image": "nicolaka/netshoot"}]
+        })
+    }
+
+    fn wrap(path: &[&str], spec: Value) -> Value {
+        path.iter().rev().fold(spec, |inner, key| json!({ *key: inner }))
+    }
+
+    #[test]
+    fn extracts_every_list_of_every_kind_in_document_order() {
+        for (kind, path) in POD_SPEC_PATHS {
+            let object = wrap(path, pod_spec());
+            let found = extract(kind, &object);
+            let names: Vec<_> = found.iter().map(|o| o.container.as_str()).collect();
+            assert_eq!(names, ["init", "app", "sidecar", "debug"], "kind {kind}");
+            let kinds: Vec<_> = found.iter().map(|o| o.kind).collect();
+            assert_eq!(
+                kinds,
+                [
+                    ContainerKind::Init,
+                    ContainerKind::Container,
+                    ContainerKind::Container,
+                    ContainerKind::Ephemeral
+                ]
+            );
+            let prefix = if path.is_empty() { String::new() } else { format!("{}.", path.join(".")) };
+            assert_eq!(found[2].path, format!("{prefix}containers[1].image"), "kind {kind}");
+            assert!(found.iter().all(|o| o.parsed.is_ok()));
+        }
+    }
+
+    #[test]
+    fn cronjob_path_goes_through_job_template() {
+        let object = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {
+            "containers": [{"name": "c", "image": "alpine:3"}]}}}}}});
+        let found = extract("CronJob", &object);
+        assert_eq!(found[0].path, "spec.jobTemplate.spec.template.spec.containers[0].image");
+        assert_eq!(found[0].reference, "alpine:3");
+    }
+
+    #[test]
+    fn kinds_without_pod_specs_have_no_images() {
+        assert!(extract("Service", &json!({"spec": {"containers": [{"image": "x"}]}})).is_empty());
+        assert!(extract("ConfigMap", &json!({"data": {}})).is_empty());
+        assert!(extract("Deployment", &json!({"spec": {}})).is_empty());
+        assert!(extract("Pod", &json!({"spec": {"containers": "oops"}})).is_empty());
+    }
+
+    #[test]
+    fn keeps_unparseable_and_non_string_images_as_errors() {
+        let object = json!({"spec": {"containers": [
+            {"name": "bad", "image": "UPPER/case"},
+            {"name": "num", "image": 42},
+            {"name": "none"}
+        ]}});
+        let found = extract("Pod", &object);
+        assert_eq!(found.len(), 2);
+        assert!(found[0].parsed.is_err());
+        assert_eq!(found[1].reference, "");
+        assert_eq!(found[1].parsed, Err(ReferenceError::Empty));
+    }
+}

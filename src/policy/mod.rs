@@ -1,0 +1,258 @@
+//! Rego policies: compiling a policies folder with regorus into one prepared,
+//! shareable policy set, and evaluating it for one review under a time limit.
+//! Owns the `deny` / `warn` / `violation` conventions; not the HTTP side or reloads.
+
+mod sources;
+pub mod testing;
+
+pub use sources::{PolicySources, SourceFile};
+
+use crate::decision::{Finding, Origin, ReasonCode, Severity};
+use regorus::{Engine, Value};
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Why a policies folder cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    /// regorus' message names `file:line:col` and shows the offending line.
+    #[error("{0}")]
+    Compile(String),
+    #[error("{path}: invalid data document: {message}")]
+    Data { path: String, message: String },
+}
+
+/// Why one evaluation did not produce findings. Both become denials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error("policy evaluation of {rule} ran past its time limit of {limit:?}")]
+    Timeout { rule: String, limit: Duration },
+    #[error("policy evaluation of {rule} failed: {message}")]
+    Runtime { rule: String, message: String },
+}
+
+impl EvalError {
+    /// The denial a failed evaluation becomes: never an allow.
+    pub fn into_finding(self) -> Finding {
+        let code = match self {
+            Self::Timeout { .. } => ReasonCode::PolicyTimeout,
+            Self::Runtime { .. } => ReasonCode::PolicyError,
+        };
+        let message = format!(
+            "{self}; the request cannot be judged, so it is denied. Ask the policy owners to fix \
+             the policy (`verdict test` reproduces it) or raise --policy-timeout"
+        );
+        Finding::builtin(Severity::Deny, code, message)
+    }
+}
+
+/// The rule names collected from every package, and what they mean.
+const TARGET_RULES: [(&str, Severity, ReasonCode); 3] = [
+    ("deny", Severity::Deny, ReasonCode::PolicyDenied),
+    ("violation", Severity::Deny, ReasonCode::PolicyDenied),
+    ("warn", Severity::Warn, ReasonCode::PolicyWarning),
+];
+
+/// A rule to evaluate for every review, e.g. `data.kubernetes.admission.deny`.
+#[derive(Debug, Clone)]
+struct Target {
+    rule: String,
+    files: Vec<String>,
+    severity: Severity,
+    default_code: ReasonCode,
+}
+
+/// A compiled, prepared policy set. Cloning the engine per review is cheap: modules,
+/// data and the analysis are shared.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    engine: Engine,
+    targets: Vec<Target>,
+    /// The `.rego` files in the set.
+    pub files: Vec<String>,
+}
+
+impl PolicySet {
+    /// Reads and compiles a policies folder.
+    pub fn load(root: &Path) -> Result<Self, PolicyError> {
+        Self::compile(&PolicySources::read(root)?)
+    }
+
+    /// Compiles policies and data; test files are left out.
+    pub fn compile(sources: &PolicySources) -> Result<Self, PolicyError> {
+        let mut engine = new_engine();
+        let mut packages = Vec::new();
+        for file in &sources.rego {
+            packages.push((file.path.clone(), add_module(&mut engine, file)?));
+        }
+        add_data(&mut engine, &sources.data)?;
+        let targets = discover_targets(&engine, &packages)?;
+        // Preparing once here moves analysis errors to load time and lets every clone skip it.
+        engine
+            .eval_bool_query("true".to_string(), false)
+            .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        let files = sources.rego.iter().map(|f| f.path.clone()).collect();
+        Ok(Self { engine, targets, files })
+    }
+
+    /// Evaluates every `deny`, `violation` and `warn` rule for `input` within `limit`.
+    pub fn evaluate(&self, input: Value, limit: Duration) -> Result<Vec<Finding>, EvalError> {
+        let started = Instant::now();
+        let mut engine = self.engine.clone();
+        engine.set_input(input);
+        let mut findings = Vec::new();
+        for target in &self.targets {
+            let remaining = limit.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(EvalError::Timeout { rule: target.rule.clone(), limit });
+            }
+            engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+                limit: remaining,
+                check_interval: NonZeroU32::MIN.saturating_add(63),
+            });
+            let value = engine.eval_rule(target.rule.clone()).map_err(|e| {
+                if is_time_limit(&e) {
+                    EvalError::Timeout { rule: target.rule.clone(), limit }
+                } else {
+                    EvalError::Runtime { rule: target.rule.clone(), message: e.to_string() }
+                }
+            })?;
+            collect_findings(target, &value, &mut findings);
+        }
+        Ok(findings)
+    }
+}
+
+pub(crate) fn new_engine() -> Engine {
+    let mut engine = Engine::new();
+    engine.set_rego_v0(false);
+    // A builtin that fails (e.g. a bad regex) is an error, not a silent undefined.
+    engine.set_strict_builtin_errors(true);
+    engine
+}
+
+fn is_time_limit(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<regorus::LimitError>(),
+            Some(regorus::LimitError::TimeLimitExceeded { .. })
+        )
+    }) || e.to_string().contains("exceeded time limit")
+}
+
+/// Adds one module as Rego v1. A file that is not valid v1 but is valid v0 (the syntax of
+/// most policies written for OPA before 1.0 and for Gatekeeper) is loaded as v0, so such
+/// policies work unchanged; the reported error is the v1 one.
+pub(crate) fn add_module(engine: &mut Engine, file: &SourceFile) -> Result<String, PolicyError> {
+    match engine.add_policy(file.path.clone(), file.contents.clone()) {
+        Ok(package) => Ok(package),
+        Err(v1_error) => {
+            let mut probe = Engine::new();
+            probe.set_rego_v0(true);
+            if probe.add_policy(file.path.clone(), file.contents.clone()).is_err() {
+                return Err(PolicyError::Compile(v1_error.to_string()));
+            }
+            engine.set_rego_v0(true);
+            let added = engine.add_policy(file.path.clone(), file.contents.clone());
+            engine.set_rego_v0(false);
+            tracing::info!(file = %file.path, "loaded as Rego v0 (pre-1.0 syntax)");
+            added.map_err(|e| PolicyError::Compile(e.to_string()))
+        }
+    }
+}
+
+/// Merges each data document into `data` at the path of its folder, as `opa run` does.
+pub(crate) fn add_data(engine: &mut Engine, data: &[SourceFile]) -> Result<(), PolicyError> {
+    for file in data {
+        let invalid = |message: String| PolicyError::Data { path: file.path.clone(), message };
+        let value: serde_json::Value = if file.path.ends_with(".json") {
+            serde_json::from_str(&file.contents).map_err(|e| invalid(e.to_string()))?
+        } else {
+            yaml_serde::from_str(&file.contents).map_err(|e| invalid(e.to_string()))?
+        };
+        if value.is_null() {
+            continue;
+        }
+        if !value.is_object() {
+            return Err(invalid("the top level must be a mapping".to_string()));
+        }
+        let nested = file
+            .dir
+            .iter()
+            .rev()
+            .fold(value, |inner, key| serde_json::json!({ key: inner }));
+        engine.add_data(Value::from(nested)).map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn discover_targets(
+    engine: &Engine,
+    packages: &[(String, String)],
+) -> Result<Vec<Target>, PolicyError> {
+    let mut by_rule: BTreeMap<String, Target> = BTreeMap::new();
+    for (file, package) in packages {
+        for (name, severity, default_code) in &TARGET_RULES {
+            let declared = engine
+                .has_declared_rule_rooted_at(file, name)
+                .map_err(|e| PolicyError::Compile(format!("{file}: {e}")))?;
+            if !declared {
+                continue;
+            }
+            let rule = format!("{package}.{name}");
+            by_rule
+                .entry(rule.clone())
+                .or_insert_with(|| Target {
+                    rule,
+                    files: Vec::new(),
+                    severity: *severity,
+                    default_code: default_code.clone(),
+                })
+                .files
+                .push(file.clone());
+        }
+    }
+    Ok(by_rule.into_values().collect())
+}
+
+/// Turns a rule's value into findings. Sets and arrays give one finding per element;
+/// an element is a string or an object with `msg` (and optionally `code`).
+/// A complete rule that is simply `true` is one finding named after the rule.
+fn collect_findings(target: &Target, value: &Value, out: &mut Vec<Finding>) {
+    let mut push = |item: &Value| {
+        let (message, code) = match item {
+            Value::String(s) => (s.to_string(), None),
+            Value::Object(fields) => {
+                let text = |key: &str| match fields.get(&Value::from(key)) {
+                    Some(Value::String(s)) => Some(s.to_string()),
+                    _ => None,
+                };
+                let message = text("msg")
+                    .or_else(|| text("message"))
+                    .unwrap_or_else(|| item.to_json_str().unwrap_or_default());
+                (message, text("code"))
+            }
+            Value::Bool(false) | Value::Null | Value::Undefined => return,
+            Value::Bool(true) => (format!("{} is true", target.rule), None),
+            other => (other.to_json_str().unwrap_or_default(), None),
+        };
+        out.push(Finding {
+            severity: target.severity,
+            code: code.map_or_else(|| target.default_code.clone(), ReasonCode::Custom),
+            message,
+            origin: Origin::Policy { files: target.files.clone(), rule: target.rule.clone() },
+        });
+    };
+    match value {
+        Value::Set(items) => items.iter().for_each(&mut push),
+        Value::Array(items) => items.iter().for_each(&mut push),
+        other => push(other),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+use super::*;
+
+fn sources(rego: &[(&str, &str)], data: &[(&str, &[&str], &str)]) -> PolicySources {
+    let file = |path: &str, dir: &[&str], contents: &str| SourceFile {
+        path: path.to_string(),
+        dir: dir.iter().map(|s| s.to_string()).collect(),
+        contents: contents.to_string(),
+    };
+    PolicySources {
+        rego: rego.iter().map(|(p, c)| file(p, &[], c)).collect(),
+        tests: Vec::new(),
+        data: data.iter().map(|(p, d, c)| file(p, d, c)).collect(),
+    }
+}
+
+fn input(json: serde_json::Value) -> Value {
+    Value::from(json)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn collects_deny_warn_and_violation_from_every_package() {
+    let set = PolicySet::compile(&sources(
+        &[
+            ("a.rego", "package a\ndeny contains \"a-deny\" if input.x\nwarn contains \"a-warn\" if input.x\n"),
+            ("b.rego", "package b.c\nviolation contains {\"msg\": \"b-violation\", \"code\": \"B_CODE\"} if input.x\n"),
+            ("c.rego", "package c\nallow if input.x\n"),
+        ],
+        &[],
+    ))
+    .expect("compiles");
+    let findings = set.evaluate(input(serde_json::json!({"x": true})), SECOND).expect("evaluates");
+    let got: Vec<_> = findings
+        .iter()
+        .map(|f| (f.severity, f.code.to_string(), f.message.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Severity::Deny, "POLICY_DENIED".to_string(), "a-deny".to_string()),
+            (Severity::Warn, "POLICY_WARNING".to_string(), "a-warn".to_string()),
+            (Severity::Deny, "B_CODE".to_string(), "b-violation".to_string()),
+        ]
+    );
+    assert_eq!(
+        findings[2].origin,
+        Origin::Policy { files: vec!["b.rego".into()], rule: "data.b.c.violation".into() }
+    );
+    let none = set.evaluate(input(serde_json::json!({"x": false})), SECOND).expect("evaluates");
+    assert!(none.is_empty(), "{none:?}");
+}
+
+#[test]
+fn compile_errors_name_file_line_and_column() {
+    let err = PolicySet::compile(&sources(&[("policies/bad.rego", "package bad\n\ndeny contains msg if {\n  msg := \n}\n")], &[]))
+        .expect_err("fails");
+    let text = err.to_string();
+    assert!(text.contains("policies/bad.rego:5:1") || text.contains("policies/bad.rego:4:"), "{text}");
+}
+
+#[test]
+fn loads_classic_v0_admission_policies_unchanged() {
+    let classic = r#"package kubernetes.admission
+
+deny[msg] {
+  input.request.kind.kind == "Pod"
+  image := input.request.object.spec.containers[_].image
+  not startswith(image, "hooli.com/")
+  msg := sprintf("image '%v' comes from untrusted registry", [image])
+}
+"#;
+    let set = PolicySet::compile(&sources(&[("classic.rego", classic)], &[])).expect("compiles");
+    let review = serde_json::json!({"request": {"kind": {"kind": "Pod"}, "object": {"spec": {"containers": [{"image": "nginx"}]}}}});
+    let findings = set.evaluate(input(review), SECOND).expect("evaluates");
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].message, "image 'nginx' comes from untrusted registry");
+}
+
+#[test]
+fn merges_data_documents_at_their_folder_path() {
+    let set = PolicySet::compile(&sources(
+        &[("p.rego", "package p\ndeny contains r if { some r in data.lists.registries; not r in data.allowed }\n")],
+        &[
+            ("lists/r.yaml", &["lists"], "registries: [a.io, b.io]\n"),
+            ("root.json", &[], "{\"allowed\": [\"a.io\"]}"),
+        ],
+    ))
+    .expect("compiles");
+    let findings = set.evaluate(input(serde_json::json!({})), SECOND).expect("evaluates");
+    let messages: Vec<_> = findings.iter().map(|f| f.message.as_str()).collect();
+    assert_eq!(messages, ["b.io"]);
+}
+
+#[test]
+fn rejects_data_documents_that_are_not_mappings() {
+    let err = PolicySet::compile(&sources(&[], &[("list.yaml", &[], "- a\n- b\n")])).expect_err("fails");
+    assert!(err.to_string().contains("list.yaml"), "{err}");
+    let err = PolicySet::compile(&sources(&[], &[("x.json", &[], "{nope")])).expect_err("fails");
+    assert!(err.to_string().contains("x.json"), "{err}");
+}
+
+#[test]
+fn runaway_policy_times_out_instead_of_allowing() {
+    let runaway = "package slow\ndeny contains \"never\" if {\n  some i in numbers.range(1, 100000)\n  some j in numbers.range(1, 100000)\n  i + j < 0\n}\n";
+    let set = PolicySet::compile(&sources(&[("slow.rego", runaway)], &[])).expect("compiles");
+    let started = Instant::now();
+    let err = set.evaluate(input(serde_json::json!({})), Duration::from_millis(100)).expect_err("times out");
+    assert!(matches!(err, EvalError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let finding = err.into_finding();
+    assert_eq!(finding.code, ReasonCode::PolicyTimeout);
+    assert_eq!(finding.severity, Severity::Deny);
+}
+
+#[test]
+fn runtime_errors_become_policy_error_denials() {
+    let set = PolicySet::compile(&sources(
+        &[("e.rego", "package e\ndeny contains x if { x := to_number(input.s) }\n")],
+        &[],
+    ))
+    .expect("compiles");
+    let err = set.evaluate(input(serde_json::json!({"s": "not a number"})), SECOND).expect_err("fails");
+    assert_eq!(err.into_finding().code, ReasonCode::PolicyError);
+}

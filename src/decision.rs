@@ -86,7 +86,12 @@ pub struct Finding {
 
 impl Finding {
     pub fn builtin(severity: Severity, code: ReasonCode, message: impl Into<String>) -> Self {
-        Self { severity, code, message: message.into(), origin: Origin::Builtin }
+        Self {
+            severity,
+            code,
+            message: message.into(),
+            origin: Origin::Builtin,
+        }
     }
 
     /// `[CODE] message`, the form shown to people.
@@ -154,10 +159,22 @@ mod tests {
     #[test]
     fn one_denial_denies_and_warnings_do_not() {
         let mut findings = Findings::default();
-        findings.push(Finding::builtin(Severity::Warn, ReasonCode::PolicyWarning, "careful"));
+        findings.push(Finding::builtin(
+            Severity::Warn,
+            ReasonCode::PolicyWarning,
+            "careful",
+        ));
         assert_eq!(findings.decision(), Decision::Allow);
-        findings.push(Finding::builtin(Severity::Deny, ReasonCode::InvalidImageRef, "bad ref"));
-        findings.push(Finding::builtin(Severity::Deny, ReasonCode::InvalidImageRef, "worse ref"));
+        findings.push(Finding::builtin(
+            Severity::Deny,
+            ReasonCode::InvalidImageRef,
+            "bad ref",
+        ));
+        findings.push(Finding::builtin(
+            Severity::Deny,
+            ReasonCode::InvalidImageRef,
+            "worse ref",
+        ));
         assert_eq!(findings.decision(), Decision::Deny);
         assert_eq!(findings.denial_codes(), ["INVALID_IMAGE_REF"]);
         assert_eq!(
@@ -170,7 +187,8 @@ mod tests {
     fn codes_serialize_as_stable_strings() {
         let json = serde_json::to_string(&ReasonCode::PolicyTimeout).expect("serializes");
         assert_eq!(json, "\"POLICY_TIMEOUT\"");
-        let json = serde_json::to_string(&ReasonCode::Custom("IMAGE_TAG_LATEST".into())).expect("serializes");
+        let json = serde_json::to_string(&ReasonCode::Custom("IMAGE_TAG_LATEST".into()))
+            .expect("serializes");
         assert_eq!(json, "\"IMAGE_TAG_LATEST\"");
     }
 }

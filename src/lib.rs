@@ -1,6 +1,16 @@
 //! verdict: a Kubernetes validating admission webhook that proves where container images
 //! came from and lets Rego policies decide.
 
+pub mod admission;
+pub mod certs;
+pub mod cli;
+pub mod config;
 pub mod decision;
 pub mod images;
+pub mod manifest;
+pub mod metrics;
 pub mod policy;
+pub mod report;
+pub mod review;
+pub mod server;
+pub mod verify;

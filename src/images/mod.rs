@@ -50,7 +50,10 @@ pub const POD_SPEC_PATHS: &[(&str, &[&str])] = &[
     ("StatefulSet", &["spec", "template", "spec"]),
     ("DaemonSet", &["spec", "template", "spec"]),
     ("Job", &["spec", "template", "spec"]),
-    ("CronJob", &["spec", "jobTemplate", "spec", "template", "spec"]),
+    (
+        "CronJob",
+        &["spec", "jobTemplate", "spec", "template", "spec"],
+    ),
     // The `pods/ephemeralcontainers` subresource before Kubernetes 1.22.
     ("EphemeralContainers", &[]),
 ];
@@ -80,7 +83,10 @@ pub fn extract(kind: &str, object: &Value) -> Vec<ImageOccurrence> {
                 continue;
             };
             let reference = image.as_str().unwrap_or_default().to_string();
-            let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
+            let name = container
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let path = if prefix.is_empty() {
                 format!("{list}[{i}].image")
             } else {
@@ -115,7 +121,9 @@ mod tests {
     }
 
     fn wrap(path: &[&str], spec: Value) -> Value {
-        path.iter().rev().fold(spec, |inner, key| json!({ *key: inner }))
+        path.iter()
+            .rev()
+            .fold(spec, |inner, key| json!({ *key: inner }))
     }
 
     #[test]
@@ -135,8 +143,16 @@ mod tests {
                     ContainerKind::Ephemeral
                 ]
             );
-            let prefix = if path.is_empty() { String::new() } else { format!("{}.", path.join(".")) };
-            assert_eq!(found[2].path, format!("{prefix}containers[1].image"), "kind {kind}");
+            let prefix = if path.is_empty() {
+                String::new()
+            } else {
+                format!("{}.", path.join("."))
+            };
+            assert_eq!(
+                found[2].path,
+                format!("{prefix}containers[1].image"),
+                "kind {kind}"
+            );
             assert!(found.iter().all(|o| o.parsed.is_ok()));
         }
     }
@@ -146,13 +162,20 @@ mod tests {
         let object = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {
             "containers": [{"name": "c", "image": "alpine:3"}]}}}}}});
         let found = extract("CronJob", &object);
-        assert_eq!(found[0].path, "spec.jobTemplate.spec.template.spec.containers[0].image");
+        assert_eq!(
+            found[0].path,
+            "spec.jobTemplate.spec.template.spec.containers[0].image"
+        );
         assert_eq!(found[0].reference, "alpine:3");
     }
 
     #[test]
     fn kinds_without_pod_specs_have_no_images() {
-        assert!(extract("Service", &json!({"spec": {"containers": [{"image": "x"}]}})).is_empty());
+        assert!(extract(
+            "Service",
+            &json!({"spec": {"containers": [{"image": "x"}]}})
+        )
+        .is_empty());
         assert!(extract("ConfigMap", &json!({"data": {}})).is_empty());
         assert!(extract("Deployment", &json!({"spec": {}})).is_empty());
         assert!(extract("Pod", &json!({"spec": {"containers": "oops"}})).is_empty());

@@ -81,7 +81,11 @@ impl ImageRef {
         Ok(Self {
             registry,
             repository,
-            tag: if implied_latest { Some("latest".to_string()) } else { tag },
+            tag: if implied_latest {
+                Some("latest".to_string())
+            } else {
+                tag
+            },
             digest,
             implied_latest,
         })
@@ -226,9 +230,10 @@ fn parse_digest(digest: &str) -> Result<String, ReferenceError> {
     let invalid = || ReferenceError::InvalidDigest(digest.to_string());
     let (algorithm, hex) = digest.split_once(':').ok_or_else(invalid)?;
     let algorithm_ok = !algorithm.is_empty()
-        && algorithm
-            .split(['+', '.', '-', '_'])
-            .all(|c| c.starts_with(|ch: char| ch.is_ascii_alphabetic()) && c.bytes().all(|b| b.is_ascii_alphanumeric()));
+        && algorithm.split(['+', '.', '-', '_']).all(|c| {
+            c.starts_with(|ch: char| ch.is_ascii_alphabetic())
+                && c.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
     let expected_len = match algorithm {
         "sha256" => Some(64),
         "sha384" => Some(96),
@@ -236,7 +241,12 @@ fn parse_digest(digest: &str) -> Result<String, ReferenceError> {
         _ => None,
     };
     let hex_ok = match expected_len {
-        Some(n) => hex.len() == n && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        Some(n) => {
+            hex.len() == n
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        }
         None => hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
     };
     if algorithm_ok && hex_ok {
@@ -265,8 +275,14 @@ mod tests {
             ("nginx", "docker.io/library/nginx:latest"),
             ("nginx:1.27", "docker.io/library/nginx:1.27"),
             ("library/nginx", "docker.io/library/nginx:latest"),
-            ("jmalloc/echo-server", "docker.io/jmalloc/echo-server:latest"),
-            ("index.docker.io/library/busybox:1", "docker.io/library/busybox:1"),
+            (
+                "jmalloc/echo-server",
+                "docker.io/jmalloc/echo-server:latest",
+            ),
+            (
+                "index.docker.io/library/busybox:1",
+                "docker.io/library/busybox:1",
+            ),
             ("docker.io/nginx", "docker.io/library/nginx:latest"),
             ("ghcr.io/org/team/app:v1.2.3", "ghcr.io/org/team/app:v1.2.3"),
             ("localhost/app", "localhost/app:latest"),
@@ -274,8 +290,14 @@ mod tests {
             ("127.0.0.1:5000/a/b:c", "127.0.0.1:5000/a/b:c"),
             ("[::1]:5000/app:1", "[::1]:5000/app:1"),
             ("registry.k8s.io/pause:3.9", "registry.k8s.io/pause:3.9"),
-            ("my-registry.local:5000/team/app", "my-registry.local:5000/team/app:latest"),
-            ("a__b/c.d_e--f:Tag_1.0-x", "docker.io/a__b/c.d_e--f:Tag_1.0-x"),
+            (
+                "my-registry.local:5000/team/app",
+                "my-registry.local:5000/team/app:latest",
+            ),
+            (
+                "a__b/c.d_e--f:Tag_1.0-x",
+                "docker.io/a__b/c.d_e--f:Tag_1.0-x",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(ok(input), want, "input {input:?}");
@@ -284,8 +306,14 @@ mod tests {
 
     #[test]
     fn keeps_digests_and_tag_plus_digest() {
-        assert_eq!(ok(&format!("nginx@{D}")), format!("docker.io/library/nginx@{D}"));
-        assert_eq!(ok(&format!("nginx:1.27@{D}")), format!("docker.io/library/nginx:1.27@{D}"));
+        assert_eq!(
+            ok(&format!("nginx@{D}")),
+            format!("docker.io/library/nginx@{D}")
+        );
+        assert_eq!(
+            ok(&format!("nginx:1.27@{D}")),
+            format!("docker.io/library/nginx:1.27@{D}")
+        );
         assert_eq!(
             ok(&format!("localhost:5000/app@{D}")),
             format!("localhost:5000/app@{D}")
@@ -319,20 +347,44 @@ mod tests {
             ("nginx:", ReferenceError::InvalidTag(String::new())),
             ("nginx:-bad", ReferenceError::InvalidTag("-bad".into())),
             ("nginx:.bad", ReferenceError::InvalidTag(".bad".into())),
-            ("nginx:a/b", ReferenceError::InvalidRegistry("nginx:a".into())),
-            ("nginx@sha256:abc", ReferenceError::InvalidDigest("sha256:abc".into())),
+            (
+                "nginx:a/b",
+                ReferenceError::InvalidRegistry("nginx:a".into()),
+            ),
+            (
+                "nginx@sha256:abc",
+                ReferenceError::InvalidDigest("sha256:abc".into()),
+            ),
             ("nginx@md5", ReferenceError::InvalidDigest("md5".into())),
             ("nginx@", ReferenceError::InvalidDigest(String::new())),
-            ("/nginx", ReferenceError::InvalidPathComponent(String::new())),
-            ("nginx/", ReferenceError::InvalidPathComponent(String::new())),
+            (
+                "/nginx",
+                ReferenceError::InvalidPathComponent(String::new()),
+            ),
+            (
+                "nginx/",
+                ReferenceError::InvalidPathComponent(String::new()),
+            ),
             ("a//b", ReferenceError::InvalidPathComponent(String::new())),
             ("-app", ReferenceError::InvalidPathComponent("-app".into())),
             ("app_", ReferenceError::InvalidPathComponent("app_".into())),
-            ("a___b", ReferenceError::InvalidPathComponent("a___b".into())),
+            (
+                "a___b",
+                ReferenceError::InvalidPathComponent("a___b".into()),
+            ),
             ("a.-b", ReferenceError::InvalidPathComponent("a.-b".into())),
-            ("host:port/app", ReferenceError::InvalidRegistry("host:port".into())),
-            ("-bad.io/app", ReferenceError::InvalidRegistry("-bad.io".into())),
-            ("[zz]:5000/app", ReferenceError::InvalidRegistry("[zz]:5000".into())),
+            (
+                "host:port/app",
+                ReferenceError::InvalidRegistry("host:port".into()),
+            ),
+            (
+                "-bad.io/app",
+                ReferenceError::InvalidRegistry("-bad.io".into()),
+            ),
+            (
+                "[zz]:5000/app",
+                ReferenceError::InvalidRegistry("[zz]:5000".into()),
+            ),
             (long.as_str(), ReferenceError::NameTooLong),
             (hex64.as_str(), ReferenceError::HexRepository),
         ];
@@ -340,7 +392,10 @@ mod tests {
             assert_eq!(ImageRef::parse(input), Err(want), "input {input:?}");
         }
         let tag = format!("nginx:{}", "t".repeat(129));
-        assert!(matches!(ImageRef::parse(&tag), Err(ReferenceError::InvalidTag(_))));
+        assert!(matches!(
+            ImageRef::parse(&tag),
+            Err(ReferenceError::InvalidTag(_))
+        ));
         let upper_digest = format!("nginx@sha256:{}", "A".repeat(64));
         assert!(matches!(
             ImageRef::parse(&upper_digest),

@@ -3,9 +3,11 @@
 //! Owns the `deny` / `warn` / `violation` conventions; not the HTTP side or reloads.
 
 mod sources;
+mod store;
 pub mod testing;
 
 pub use sources::{PolicySources, SourceFile};
+pub use store::{PolicyStatus, PolicyStore, ReloadOutcome};
 
 use crate::decision::{Finding, Origin, ReasonCode, Severity};
 use regorus::{Engine, Value};
@@ -96,7 +98,11 @@ impl PolicySet {
             .eval_bool_query("true".to_string(), false)
             .map_err(|e| PolicyError::Compile(e.to_string()))?;
         let files = sources.rego.iter().map(|f| f.path.clone()).collect();
-        Ok(Self { engine, targets, files })
+        Ok(Self {
+            engine,
+            targets,
+            files,
+        })
     }
 
     /// Evaluates every `deny`, `violation` and `warn` rule for `input` within `limit`.
@@ -108,7 +114,10 @@ impl PolicySet {
         for target in &self.targets {
             let remaining = limit.saturating_sub(started.elapsed());
             if remaining.is_zero() {
-                return Err(EvalError::Timeout { rule: target.rule.clone(), limit });
+                return Err(EvalError::Timeout {
+                    rule: target.rule.clone(),
+                    limit,
+                });
             }
             engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
                 limit: remaining,
@@ -116,9 +125,15 @@ impl PolicySet {
             });
             let value = engine.eval_rule(target.rule.clone()).map_err(|e| {
                 if is_time_limit(&e) {
-                    EvalError::Timeout { rule: target.rule.clone(), limit }
+                    EvalError::Timeout {
+                        rule: target.rule.clone(),
+                        limit,
+                    }
                 } else {
-                    EvalError::Runtime { rule: target.rule.clone(), message: e.to_string() }
+                    EvalError::Runtime {
+                        rule: target.rule.clone(),
+                        message: e.to_string(),
+                    }
                 }
             })?;
             collect_findings(target, &value, &mut findings);
@@ -153,7 +168,10 @@ pub(crate) fn add_module(engine: &mut Engine, file: &SourceFile) -> Result<Strin
         Err(v1_error) => {
             let mut probe = Engine::new();
             probe.set_rego_v0(true);
-            if probe.add_policy(file.path.clone(), file.contents.clone()).is_err() {
+            if probe
+                .add_policy(file.path.clone(), file.contents.clone())
+                .is_err()
+            {
                 return Err(PolicyError::Compile(v1_error.to_string()));
             }
             engine.set_rego_v0(true);
@@ -168,7 +186,10 @@ pub(crate) fn add_module(engine: &mut Engine, file: &SourceFile) -> Result<Strin
 /// Merges each data document into `data` at the path of its folder, as `opa run` does.
 pub(crate) fn add_data(engine: &mut Engine, data: &[SourceFile]) -> Result<(), PolicyError> {
     for file in data {
-        let invalid = |message: String| PolicyError::Data { path: file.path.clone(), message };
+        let invalid = |message: String| PolicyError::Data {
+            path: file.path.clone(),
+            message,
+        };
         let value: serde_json::Value = if file.path.ends_with(".json") {
             serde_json::from_str(&file.contents).map_err(|e| invalid(e.to_string()))?
         } else {
@@ -185,7 +206,9 @@ pub(crate) fn add_data(engine: &mut Engine, data: &[SourceFile]) -> Result<(), P
             .iter()
             .rev()
             .fold(value, |inner, key| serde_json::json!({ key: inner }));
-        engine.add_data(Value::from(nested)).map_err(|e| invalid(e.to_string()))?;
+        engine
+            .add_data(Value::from(nested))
+            .map_err(|e| invalid(e.to_string()))?;
     }
     Ok(())
 }
@@ -244,7 +267,10 @@ fn collect_findings(target: &Target, value: &Value, out: &mut Vec<Finding>) {
             severity: target.severity,
             code: code.map_or_else(|| target.default_code.clone(), ReasonCode::Custom),
             message,
-            origin: Origin::Policy { files: target.files.clone(), rule: target.rule.clone() },
+            origin: Origin::Policy {
+                files: target.files.clone(),
+                rule: target.rule.clone(),
+            },
         });
     };
     match value {

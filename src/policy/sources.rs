@@ -65,7 +65,11 @@ fn walk(dir: &Path, rel: &mut Vec<String>, out: &mut PolicySources) -> Result<()
         .collect();
     entries.sort();
     for path in entries {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
             continue;
         };
         if name.starts_with('.') {
@@ -91,7 +95,11 @@ fn walk(dir: &Path, rel: &mut Vec<String>, out: &mut PolicySources) -> Result<()
             continue;
         };
         let contents = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-        list.push(SourceFile { path: path.display().to_string(), dir: rel.clone(), contents });
+        list.push(SourceFile {
+            path: path.display().to_string(),
+            dir: rel.clone(),
+            contents,
+        });
     }
     Ok(())
 }
@@ -120,7 +128,10 @@ mod tests {
         let sources = PolicySources::read(root).expect("reads");
         let names = |l: &[SourceFile]| l.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
         let at = |p: &str| root.join(p).display().to_string();
-        assert_eq!(names(&sources.rego), [at("a.rego"), at("sub/deeper/b.rego")]);
+        assert_eq!(
+            names(&sources.rego),
+            [at("a.rego"), at("sub/deeper/b.rego")]
+        );
         assert_eq!(names(&sources.tests), [at("a_test.rego")]);
         assert_eq!(names(&sources.data), [at("sub/list.yaml")]);
         assert_eq!(sources.data[0].dir, ["sub"]);

@@ -52,7 +52,13 @@ pub fn run(root: &Path) -> Result<Vec<TestResult>, PolicyError> {
             Ok(_) => Outcome::Fail,
             Err(e) => Outcome::Error(e.to_string()),
         };
-        results.push(TestResult { file, line, name, outcome, duration: started.elapsed() });
+        results.push(TestResult {
+            file,
+            line,
+            name,
+            outcome,
+            duration: started.elapsed(),
+        });
     }
     Ok(results)
 }
@@ -69,7 +75,12 @@ fn discover(
             continue;
         };
         for rule in &module.policy {
-            let Rule::Spec { span, head: RuleHead::Compr { refr, .. }, .. } = rule.as_ref() else {
+            let Rule::Spec {
+                span,
+                head: RuleHead::Compr { refr, .. },
+                ..
+            } = rule.as_ref()
+            else {
                 continue;
             };
             let name = refr.span().text();
@@ -88,8 +99,14 @@ fn discover(
 /// The report `verdict test` prints, in the manner of `opa test`.
 pub fn render(results: &[TestResult], verbose: bool) -> String {
     let mut out = String::new();
-    let passed = results.iter().filter(|r| r.outcome == Outcome::Pass).count();
-    let failed = results.iter().filter(|r| r.outcome == Outcome::Fail).count();
+    let passed = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Pass)
+        .count();
+    let failed = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Fail)
+        .count();
     let errors = results.len() - passed - failed;
     for r in results {
         let location = format!("{}:{}", r.file, r.line);
@@ -102,7 +119,12 @@ pub fn render(results: &[TestResult], verbose: bool) -> String {
                 let _ = writeln!(out, "FAIL {location}: {} ({:?})", r.name, r.duration);
             }
             Outcome::Error(e) => {
-                let _ = writeln!(out, "ERROR {location}: {}\n  {}", r.name, e.replace('\n', "\n  "));
+                let _ = writeln!(
+                    out,
+                    "ERROR {location}: {}\n  {}",
+                    r.name,
+                    e.replace('\n', "\n  ")
+                );
             }
         }
     }
@@ -142,8 +164,14 @@ mod tests {
         assert_eq!(results[1].outcome, Outcome::Fail);
         assert_eq!(results[1].line, 7);
         let text = render(&results, false);
-        let want = format!("FAIL {}:7: data.p.test_wrong", dir.path().join("p_test.rego").display());
+        let want = format!(
+            "FAIL {}:7: data.p.test_wrong",
+            dir.path().join("p_test.rego").display()
+        );
         assert!(text.contains(&want), "{text}");
-        assert!(text.contains("PASS: 1/2") && text.contains("FAIL: 1/2"), "{text}");
+        assert!(
+            text.contains("PASS: 1/2") && text.contains("FAIL: 1/2"),
+            "{text}"
+        );
     }
 }

@@ -30,7 +30,9 @@ fn collects_deny_warn_and_violation_from_every_package() {
         &[],
     ))
     .expect("compiles");
-    let findings = set.evaluate(input(serde_json::json!({"x": true})), SECOND).expect("evaluates");
+    let findings = set
+        .evaluate(input(serde_json::json!({"x": true})), SECOND)
+        .expect("evaluates");
     let got: Vec<_> = findings
         .iter()
         .map(|f| (f.severity, f.code.to_string(), f.message.clone()))
@@ -38,25 +40,51 @@ fn collects_deny_warn_and_violation_from_every_package() {
     assert_eq!(
         got,
         [
-            (Severity::Deny, "POLICY_DENIED".to_string(), "a-deny".to_string()),
-            (Severity::Warn, "POLICY_WARNING".to_string(), "a-warn".to_string()),
-            (Severity::Deny, "B_CODE".to_string(), "b-violation".to_string()),
+            (
+                Severity::Deny,
+                "POLICY_DENIED".to_string(),
+                "a-deny".to_string()
+            ),
+            (
+                Severity::Warn,
+                "POLICY_WARNING".to_string(),
+                "a-warn".to_string()
+            ),
+            (
+                Severity::Deny,
+                "B_CODE".to_string(),
+                "b-violation".to_string()
+            ),
         ]
     );
     assert_eq!(
         findings[2].origin,
-        Origin::Policy { files: vec!["b.rego".into()], rule: "data.b.c.violation".into() }
+        Origin::Policy {
+            files: vec!["b.rego".into()],
+            rule: "data.b.c.violation".into()
+        }
     );
-    let none = set.evaluate(input(serde_json::json!({"x": false})), SECOND).expect("evaluates");
+    let none = set
+        .evaluate(input(serde_json::json!({"x": false})), SECOND)
+        .expect("evaluates");
     assert!(none.is_empty(), "{none:?}");
 }
 
 #[test]
 fn compile_errors_name_file_line_and_column() {
-    let err = PolicySet::compile(&sources(&[("policies/bad.rego", "package bad\n\ndeny contains msg if {\n  msg := \n}\n")], &[]))
-        .expect_err("fails");
+    let err = PolicySet::compile(&sources(
+        &[(
+            "policies/bad.rego",
+            "package bad\n\ndeny contains msg if {\n  msg := \n}\n",
+        )],
+        &[],
+    ))
+    .expect_err("fails");
     let text = err.to_string();
-    assert!(text.contains("policies/bad.rego:5:1") || text.contains("policies/bad.rego:4:"), "{text}");
+    assert!(
+        text.contains("policies/bad.rego:5:1") || text.contains("policies/bad.rego:4:"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -74,7 +102,10 @@ deny[msg] {
     let review = serde_json::json!({"request": {"kind": {"kind": "Pod"}, "object": {"spec": {"containers": [{"image": "nginx"}]}}}});
     let findings = set.evaluate(input(review), SECOND).expect("evaluates");
     assert_eq!(findings.len(), 1);
-    assert_eq!(findings[0].message, "image 'nginx' comes from untrusted registry");
+    assert_eq!(
+        findings[0].message,
+        "image 'nginx' comes from untrusted registry"
+    );
 }
 
 #[test]
@@ -87,14 +118,17 @@ fn merges_data_documents_at_their_folder_path() {
         ],
     ))
     .expect("compiles");
-    let findings = set.evaluate(input(serde_json::json!({})), SECOND).expect("evaluates");
+    let findings = set
+        .evaluate(input(serde_json::json!({})), SECOND)
+        .expect("evaluates");
     let messages: Vec<_> = findings.iter().map(|f| f.message.as_str()).collect();
     assert_eq!(messages, ["b.io"]);
 }
 
 #[test]
 fn rejects_data_documents_that_are_not_mappings() {
-    let err = PolicySet::compile(&sources(&[], &[("list.yaml", &[], "- a\n- b\n")])).expect_err("fails");
+    let err =
+        PolicySet::compile(&sources(&[], &[("list.yaml", &[], "- a\n- b\n")])).expect_err("fails");
     assert!(err.to_string().contains("list.yaml"), "{err}");
     let err = PolicySet::compile(&sources(&[], &[("x.json", &[], "{nope")])).expect_err("fails");
     assert!(err.to_string().contains("x.json"), "{err}");
@@ -105,7 +139,9 @@ fn runaway_policy_times_out_instead_of_allowing() {
     let runaway = "package slow\ndeny contains \"never\" if {\n  some i in numbers.range(1, 100000)\n  some j in numbers.range(1, 100000)\n  i + j < 0\n}\n";
     let set = PolicySet::compile(&sources(&[("slow.rego", runaway)], &[])).expect("compiles");
     let started = Instant::now();
-    let err = set.evaluate(input(serde_json::json!({})), Duration::from_millis(100)).expect_err("times out");
+    let err = set
+        .evaluate(input(serde_json::json!({})), Duration::from_millis(100))
+        .expect_err("times out");
     assert!(matches!(err, EvalError::Timeout { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     let finding = err.into_finding();
@@ -116,10 +152,15 @@ fn runaway_policy_times_out_instead_of_allowing() {
 #[test]
 fn runtime_errors_become_policy_error_denials() {
     let set = PolicySet::compile(&sources(
-        &[("e.rego", "package e\ndeny contains x if { x := to_number(input.s) }\n")],
+        &[(
+            "e.rego",
+            "package e\ndeny contains x if { x := to_number(input.s) }\n",
+        )],
         &[],
     ))
     .expect("compiles");
-    let err = set.evaluate(input(serde_json::json!({"s": "not a number"})), SECOND).expect_err("fails");
+    let err = set
+        .evaluate(input(serde_json::json!({"s": "not a number"})), SECOND)
+        .expect_err("fails");
     assert_eq!(err.into_finding().code, ReasonCode::PolicyError);
 }

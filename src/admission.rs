@@ -1,0 +1,399 @@
+//! AdmissionReview in, AdmissionReview out. Owns reading a review (v1 and v1beta1),
+//! deciding whether it can be judged at all, and writing the response with kube's types;
+//! not the judging itself.
+
+use crate::decision::{Findings, ReasonCode, Severity};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::{DynamicObject, Status, TypeMeta};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
+
+/// A body that is not an AdmissionReview at all: the HTTP layer answers 400.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAReview {
+    #[error("the body is not valid JSON: {0}")]
+    Json(String),
+    #[error("the body is not an AdmissionReview: expected kind \"AdmissionReview\" and apiVersion \"admission.k8s.io/v1\" or \"admission.k8s.io/v1beta1\"")]
+    WrongType,
+}
+
+/// Who is being judged, for messages, logs and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    pub uid: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub operation: String,
+}
+
+impl Subject {
+    /// `Pod team-a/web`, or `Pod team-a/web-*` for a generated name.
+    pub fn describe(&self) -> String {
+        let kind = if self.kind.is_empty() {
+            "the object"
+        } else {
+            &self.kind
+        };
+        match (self.namespace.is_empty(), self.name.is_empty()) {
+            (_, true) => kind.to_string(),
+            (true, false) => format!("{kind} {}", self.name),
+            (false, false) => format!("{kind} {}/{}", self.namespace, self.name),
+        }
+    }
+}
+
+/// A readable review: either one that can be judged, or one that must be refused as is.
+#[derive(Debug)]
+pub enum Decoded {
+    Judge(Box<Review>),
+    /// Readable as a review but not judgeable (no request, no object, malformed request).
+    Refuse {
+        types: TypeMeta,
+        subject: Subject,
+        problem: String,
+    },
+}
+
+/// A review that can be judged.
+#[derive(Debug)]
+pub struct Review {
+    /// The AdmissionReview exactly as received: the Rego input is built from it.
+    pub raw: Value,
+    /// The request envelope, typed; its `object` and `oldObject` are left in `raw`.
+    pub request: AdmissionRequest<DynamicObject>,
+    pub subject: Subject,
+}
+
+impl Review {
+    /// The object under review (`request.object`); present by construction.
+    pub fn object(&self) -> &Value {
+        &self.raw["request"]["object"]
+    }
+}
+
+/// Parses a request body into a JSON value.
+pub fn parse_body(body: &[u8]) -> Result<Value, NotAReview> {
+    serde_json::from_slice(body).map_err(|e| NotAReview::Json(e.to_string()))
+}
+
+/// Reads a review. Everything that claims to be an AdmissionReview gets a review answer.
+pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
+    let api_version = raw
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if raw.get("kind").and_then(Value::as_str) != Some("AdmissionReview")
+        || !API_VERSIONS.contains(&api_version)
+    {
+        return Err(NotAReview::WrongType);
+    }
+    let types = TypeMeta {
+        api_version: api_version.to_string(),
+        kind: "AdmissionReview".to_string(),
+    };
+    let refuse = |subject: Subject, problem: &str| {
+        Ok(Decoded::Refuse {
+            types: types.clone(),
+            subject,
+            problem: problem.to_string(),
+        })
+    };
+    let request = &raw["request"];
+    if !request.is_object() {
+        return refuse(
+            Subject::default(),
+            "the AdmissionReview has no request, so there is nothing to judge",
+        );
+    }
+    let subject = subject_of(request);
+    // kube's types read the envelope (uid, kind, operation, userInfo, ...); the objects stay
+    // raw JSON for the policies, so a field verdict does not judge cannot make it refuse.
+    let envelope = json!({
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "request": request
+            .as_object()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter(|(key, _)| *key != "object" && *key != "oldObject")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<serde_json::Map<_, _>>()
+            })
+            .unwrap_or_default(),
+    });
+    let review = match AdmissionReview::<DynamicObject>::deserialize(&envelope) {
+        Ok(review) => review,
+        Err(e) => {
+            return refuse(
+                subject,
+                &format!("the AdmissionReview request is malformed: {e}"),
+            )
+        }
+    };
+    if !request["object"].is_object() {
+        return refuse(
+            subject,
+            "request.object is missing or null; verdict judges the object being admitted and cannot \
+             judge what it cannot see (register the webhook for CREATE and UPDATE only)",
+        );
+    }
+    let Ok(request) = review.try_into() else {
+        return refuse(
+            subject,
+            "the AdmissionReview has no request, so there is nothing to judge",
+        );
+    };
+    Ok(Decoded::Judge(Box::new(Review { raw, request, subject })))
+}
+
+fn subject_of(request: &Value) -> Subject {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let object = &request["object"];
+    let kind = match request["kind"]["kind"].as_str() {
+        Some(kind) => kind.to_string(),
+        None => text(&object["kind"]),
+    };
+    let metadata = &object["metadata"];
+    let name = match (request["name"].as_str(), metadata["name"].as_str()) {
+        (Some(n), _) if !n.is_empty() => n.to_string(),
+        (_, Some(n)) if !n.is_empty() => n.to_string(),
+        _ => metadata["generateName"]
+            .as_str()
+            .map(|g| format!("{g}*"))
+            .unwrap_or_default(),
+    };
+    let namespace = match request["namespace"].as_str() {
+        Some(ns) if !ns.is_empty() => ns.to_string(),
+        _ => text(&metadata["namespace"]),
+    };
+    Subject {
+        uid: text(&request["uid"]),
+        kind,
+        namespace,
+        name,
+        operation: text(&request["operation"]),
+    }
+}
+
+/// The response review: uid and apiVersion echoed; a denial carries code 403, reason
+/// `Forbidden` and a message listing every reason; warnings go to `warnings`.
+pub fn respond(
+    types: TypeMeta,
+    subject: &Subject,
+    findings: &Findings,
+) -> AdmissionReview<DynamicObject> {
+    let mut response = AdmissionResponse::invalid("");
+    response.types = types;
+    response.uid = subject.uid.clone();
+    response.allowed = true;
+    response.result = Status::success();
+    if findings.denials().next().is_some() {
+        response.allowed = false;
+        response.result =
+            Status::failure(&findings.denial_message(&subject.describe()), "Forbidden")
+                .with_code(403);
+        response
+            .audit_annotations
+            .insert("reasons".to_string(), findings.denial_codes().join(","));
+    }
+    let warnings: Vec<String> = findings.warnings().map(|f| f.display()).collect();
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    response.into_review()
+}
+
+/// Findings for a review that cannot be judged: one denial with `INVALID_REQUEST`.
+pub fn refusal(problem: &str) -> Findings {
+    let mut findings = Findings::default();
+    findings.push(crate::decision::Finding::builtin(
+        Severity::Deny,
+        ReasonCode::InvalidRequest,
+        problem,
+    ));
+    findings
+}
+
+/// The API server's `?timeout=` (a Go duration such as `10s` or `1m30s`).
+/// Kubernetes allows 1s to 30s and uses 10s when unset.
+pub fn parse_timeout(query: Option<&str>) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(10);
+    query.and_then(parse_go_duration).map_or(DEFAULT, |d| {
+        d.clamp(Duration::from_millis(100), Duration::from_secs(30))
+    })
+}
+
+/// Time kept back from the API server's timeout for writing the answer.
+pub fn answer_margin(timeout: Duration) -> Duration {
+    (timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn review(api_version: &str, request: Value) -> Value {
+        json!({"apiVersion": api_version, "kind": "AdmissionReview", "request": request})
+    }
+
+    fn pod_request() -> Value {
+        json!({
+            "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "team-a", "operation": "CREATE", "userInfo": {"username": "alice"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-"},
+                       "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}
+        })
+    }
+
+    #[test]
+    fn decodes_v1_and_v1beta1_and_echoes_the_version() {
+        for version in API_VERSIONS {
+            let Ok(Decoded::Judge(review)) = decode(review(version, pod_request())) else {
+                panic!("{version} should decode");
+            };
+            assert_eq!(review.subject.describe(), "Pod team-a/web-*");
+            let mut findings = Findings::default();
+            findings.push(crate::decision::Finding::builtin(
+                Severity::Warn,
+                ReasonCode::PolicyWarning,
+                "hm",
+            ));
+            let out = serde_json::to_value(respond(
+                review.request.types.clone(),
+                &review.subject,
+                &findings,
+            ))
+            .expect("serializes");
+            assert_eq!(out["apiVersion"], version);
+            assert_eq!(out["response"]["uid"], "u-1");
+            assert_eq!(out["response"]["allowed"], true);
+            assert_eq!(out["response"]["warnings"], json!(["[POLICY_WARNING] hm"]));
+        }
+    }
+
+    #[test]
+    fn denial_carries_403_forbidden_and_every_reason() {
+        let subject = Subject {
+            uid: "u-2".into(),
+            kind: "Pod".into(),
+            namespace: "ns".into(),
+            name: "p".into(),
+            ..Default::default()
+        };
+        let findings = refusal("broken");
+        let types = TypeMeta {
+            api_version: API_VERSIONS[0].into(),
+            kind: "AdmissionReview".into(),
+        };
+        let out = serde_json::to_value(respond(types, &subject, &findings)).expect("serializes");
+        let response = &out["response"];
+        assert_eq!(response["allowed"], false);
+        assert_eq!(response["status"]["code"], 403);
+        assert_eq!(response["status"]["reason"], "Forbidden");
+        assert_eq!(
+            response["status"]["message"],
+            "verdict denied Pod ns/p:\n- [INVALID_REQUEST] broken"
+        );
+        assert_eq!(response["auditAnnotations"]["reasons"], "INVALID_REQUEST");
+    }
+
+    #[test]
+    fn refuses_reviews_it_cannot_judge() {
+        let cases = [
+            (
+                json!({"apiVersion": API_VERSIONS[0], "kind": "AdmissionReview"}),
+                "no request",
+            ),
+            (review(API_VERSIONS[0], json!({"uid": "u-3"})), "malformed"),
+            (
+                review(API_VERSIONS[0], {
+                    let mut r = pod_request();
+                    r["object"] = Value::Null;
+                    r
+                }),
+                "request.object is missing",
+            ),
+            (
+                review(API_VERSIONS[0], {
+                    let mut r = pod_request();
+                    r.as_object_mut().map(|o| o.remove("object"));
+                    r
+                }),
+                "request.object is missing",
+            ),
+        ];
+        for (body, want) in cases {
+            match decode(body) {
+                Ok(Decoded::Refuse { problem, .. }) => assert!(problem.contains(want), "{problem}"),
+                other => panic!("expected a refusal containing {want:?}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_review() {
+        assert!(matches!(parse_body(b"{nope"), Err(NotAReview::Json(_))));
+        for body in [
+            json!({"kind": "Pod"}),
+            json!([1]),
+            json!({"kind": "AdmissionReview", "apiVersion": "v1"}),
+        ] {
+            assert!(matches!(decode(body), Err(NotAReview::WrongType)));
+        }
+    }
+
+    #[test]
+    fn parses_api_server_timeouts() {
+        assert_eq!(parse_timeout(Some("10s")), Duration::from_secs(10));
+        assert_eq!(parse_timeout(Some("1m30s")), Duration::from_secs(30));
+        assert_eq!(parse_timeout(Some("1500ms")), Duration::from_millis(1500));
+        assert_eq!(parse_timeout(Some("2.5s")), Duration::from_millis(2500));
+        assert_eq!(parse_timeout(Some("garbage")), Duration::from_secs(10));
+        assert_eq!(parse_timeout(Some("5")), Duration::from_secs(10));
+        assert_eq!(parse_timeout(None), Duration::from_secs(10));
+        assert_eq!(
+            answer_margin(Duration::from_secs(10)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            answer_margin(Duration::from_secs(1)),
+            Duration::from_millis(100)
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! The `verdict` command line: `serve`, `check`, `test`, `certs`.
+
+use crate::config::{PolicyConfig, ServeConfig};
+use crate::metrics::Metrics;
+use crate::policy::{testing, PolicyStore};
+use crate::report;
+use crate::review::{ReviewSettings, Reviewer};
+use crate::verify::Verifier;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Read as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "verdict",
+    version,
+    about = "Kubernetes admission webhook: image provenance and Rego policies"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the admission webhook (HTTPS) and the metrics endpoint.
+    Serve(ServeConfig),
+    /// Judge manifests or AdmissionReviews from files or stdin; exit 1 if any is denied.
+    Check(CheckArgs),
+    /// Run the Rego unit tests (`test_*` rules) of a policies folder, like `opa test`.
+    Test(TestArgs),
+    /// Write a development CA and a serving certificate (ca.crt, tls.crt, tls.key).
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// File with manifests or AdmissionReviews (JSON or YAML, several documents); `-` for stdin.
+    #[arg(short = 'f', long = "file", required = true)]
+    files: Vec<String>,
+    #[command(flatten)]
+    policy: PolicyConfig,
+    #[arg(short, long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// The policies folder.
+    #[arg(default_value = "policies")]
+    dir: PathBuf,
+    /// Also list passing tests.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct CertsArgs {
+    #[arg(long, default_value = "certs")]
+    out: PathBuf,
+    /// DNS names for the serving certificate (e.g. verdict.verdict-system.svc).
+    #[arg(long, num_args = 1.., default_values = ["localhost"])]
+    dns: Vec<String>,
+    /// IP addresses for the serving certificate.
+    #[arg(long, num_args = 1.., default_values = ["127.0.0.1"])]
+    ip: Vec<IpAddr>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    days: i64,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(config) => serve(config),
+        Command::Check(args) => check(args),
+        Command::Test(args) => test(&args),
+        Command::Certs(args) => certs(&args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("verdict: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if json { "info" } else { "warn" }));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.with_writer(std::io::stderr).try_init()
+    };
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {
+    init_logging(true);
+    runtime()?.block_on(crate::server::serve(
+        config,
+        crate::server::shutdown_signal(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    init_logging(false);
+    let mut body = Vec::new();
+    for file in &args.files {
+        let text = if file == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading stdin")?;
+            text
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
+        };
+        // Documents of several files are judged as one multi-document stream.
+        body.extend_from_slice(b"\n---\n");
+        body.extend_from_slice(text.trim_start_matches("---").as_bytes());
+    }
+    let policies = PolicyStore::load(&args.policy.policies)
+        .with_context(|| format!("loading policies from {}", args.policy.policies.display()))?;
+    let settings = ReviewSettings {
+        policy_timeout: args.policy.policy_timeout,
+        ..ReviewSettings::default()
+    };
+    let reviewer = Reviewer::new(
+        Arc::new(policies),
+        Verifier::default(),
+        Metrics::unregistered(),
+        settings,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = runtime()?.block_on(report::check(&reviewer, &body, deadline))?;
+    match args.output {
+        Output::Text => print!("{}", report::render_text(&report)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
+    init_logging(false);
+    let results = testing::run(&args.dir)?;
+    print!("{}", testing::render(&results, args.verbose));
+    let all_passed = results.iter().all(|r| r.outcome == testing::Outcome::Pass);
+    Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn certs(args: &CertsArgs) -> anyhow::Result<ExitCode> {
+    let certs = crate::certs::generate(&args.dns, &args.ip, args.days)?;
+    crate::certs::write(&args.out, &certs)?;
+    println!(
+        "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key",
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

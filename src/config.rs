@@ -1,0 +1,56 @@
+//! Command-line flags and their environment twins. Tests build these structs directly.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of `verdict serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address of the HTTPS admission endpoint.
+    #[arg(long, env = "VERDICT_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain served on --listen; re-read when it changes.
+    #[arg(long, env = "VERDICT_TLS_CERT", default_value = "certs/tls.crt")]
+    pub tls_cert: PathBuf,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "VERDICT_TLS_KEY", default_value = "certs/tls.key")]
+    pub tls_key: PathBuf,
+    #[command(flatten)]
+    pub policy: PolicyConfig,
+    /// Plain-HTTP address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "VERDICT_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// How long in-flight reviews may take to finish after SIGTERM.
+    #[arg(long, env = "VERDICT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Flags shared by every command that evaluates policies.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyConfig {
+    /// Folder of .rego policies, data documents and image policies; re-read when it changes.
+    #[arg(long, env = "VERDICT_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// Upper bound for evaluating all policies for one review; past it the review is denied.
+    #[arg(long, env = "VERDICT_POLICY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub policy_timeout: Duration,
+}
+
+/// `500ms`, `2s`, `1m`: a number and a unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms or 2s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!("{text:?} is not a duration such as 500ms or 2s")),
+    }
+}

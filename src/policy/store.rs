@@ -1,0 +1,132 @@
+//! The live policy set: loaded once, swapped atomically when the folder changes.
+//! A set that fails to compile never replaces the working one.
+
+use super::{PolicyError, PolicySet, PolicySources};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What one look at the folder did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    Unchanged,
+    Reloaded,
+    /// The folder changed but cannot be used; the previous set stays live.
+    Failed(PolicyError),
+}
+
+/// Shown on `/readyz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyStatus {
+    pub revision: u64,
+    pub files: Vec<String>,
+    /// Why the newest folder contents are not live, if they are not.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct PolicyStore {
+    root: PathBuf,
+    current: ArcSwap<PolicySet>,
+    /// The last folder contents tried, so an unchanged folder is not recompiled
+    /// and a broken one is reported once.
+    last_seen: Mutex<Result<PolicySources, PolicyError>>,
+    last_error: ArcSwapOption<String>,
+    revision: AtomicU64,
+}
+
+impl PolicyStore {
+    pub fn load(root: &Path) -> Result<Self, PolicyError> {
+        let sources = PolicySources::read(root)?;
+        let set = PolicySet::compile(&sources)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            current: ArcSwap::from_pointee(set),
+            last_seen: Mutex::new(Ok(sources)),
+            last_error: ArcSwapOption::empty(),
+            revision: AtomicU64::new(1),
+        })
+    }
+
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    /// Reads the folder and, if it changed, compiles and swaps in the new set.
+    pub fn reload(&self) -> ReloadOutcome {
+        let read = PolicySources::read(&self.root);
+        let mut last_seen = match self.last_seen.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if *last_seen == read {
+            return ReloadOutcome::Unchanged;
+        }
+        *last_seen = read.clone();
+        let compiled = read.and_then(|sources| PolicySet::compile(&sources));
+        match compiled {
+            Ok(set) => {
+                self.current.store(Arc::new(set));
+                self.revision.fetch_add(1, Ordering::Relaxed);
+                self.last_error.store(None);
+                ReloadOutcome::Reloaded
+            }
+            Err(e) => {
+                self.last_error.store(Some(Arc::new(e.to_string())));
+                ReloadOutcome::Failed(e)
+            }
+        }
+    }
+
+    pub fn status(&self) -> PolicyStatus {
+        PolicyStatus {
+            revision: self.revision.load(Ordering::Relaxed),
+            files: self.current().files.clone(),
+            last_error: self.last_error.load_full().map(|e| e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_old_policy_when_new_one_fails_to_compile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.rego");
+        std::fs::write(&file, "package p\ndeny contains \"v1\" if true\n").expect("write");
+        let store = PolicyStore::load(dir.path()).expect("loads");
+        assert!(matches!(store.reload(), ReloadOutcome::Unchanged));
+
+        std::fs::write(&file, "package p\ndeny contains \"v1\" if {\n").expect("write");
+        assert!(matches!(store.reload(), ReloadOutcome::Failed(_)));
+        assert!(
+            matches!(store.reload(), ReloadOutcome::Unchanged),
+            "a broken folder is reported once"
+        );
+        let status = store.status();
+        assert_eq!(status.revision, 1);
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("p.rego")),
+            "{status:?}"
+        );
+        let findings = store
+            .current()
+            .evaluate(
+                regorus::Value::new_object(),
+                std::time::Duration::from_secs(1),
+            )
+            .expect("old set still evaluates");
+        assert_eq!(findings[0].message, "v1");
+
+        std::fs::write(&file, "package p\ndeny contains \"v2\" if true\n").expect("write");
+        assert!(matches!(store.reload(), ReloadOutcome::Reloaded));
+        assert_eq!(store.status().revision, 2);
+        assert_eq!(store.status().last_error, None);
+    }
+}

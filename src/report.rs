@@ -1,0 +1,151 @@
+//! Dry-run reports for `/v1/check` and `verdict check`: every object's decision,
+//! messages with their policy, images and timings, as JSON or as text for people.
+
+use crate::admission::{self, Decoded, Subject};
+use crate::decision::{Decision, Origin, Severity};
+use crate::manifest::{self, ManifestError};
+use crate::review::{Reviewer, Timings, Verdict};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+#[derive(Debug, Serialize)]
+pub struct ObjectReport {
+    pub object: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub operation: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// `deny` when any object is denied.
+    pub decision: Decision,
+    pub allowed: bool,
+    pub objects: Vec<ObjectReport>,
+    pub policy_revision: u64,
+}
+
+/// Judges every document of a dry-run body with the same path as `/validate`.
+pub async fn check(
+    reviewer: &Reviewer,
+    body: &[u8],
+    deadline: Instant,
+) -> Result<Report, ManifestError> {
+    let mut objects = Vec::new();
+    for review in manifest::reviews(body)? {
+        let (subject, verdict) = match admission::decode(review) {
+            Ok(Decoded::Judge(review)) => {
+                let verdict = reviewer.judge(&review, deadline).await;
+                (review.subject, verdict)
+            }
+            Ok(Decoded::Refuse {
+                subject, problem, ..
+            }) => (subject, refused(&problem)),
+            Err(e) => (Subject::default(), refused(&e.to_string())),
+        };
+        objects.push(ObjectReport {
+            object: subject.describe(),
+            kind: subject.kind,
+            namespace: subject.namespace,
+            name: subject.name,
+            operation: subject.operation,
+            verdict,
+        });
+    }
+    let allowed = objects
+        .iter()
+        .all(|o| o.verdict.decision == Decision::Allow);
+    Ok(Report {
+        decision: if allowed {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        },
+        allowed,
+        objects,
+        policy_revision: reviewer.policies().status().revision,
+    })
+}
+
+fn refused(problem: &str) -> Verdict {
+    let messages = admission::refusal(problem);
+    Verdict {
+        decision: messages.decision(),
+        messages,
+        images: Vec::new(),
+        timings: Timings::default(),
+    }
+}
+
+/// The report as people read it.
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    let denied = report
+        .objects
+        .iter()
+        .filter(|o| o.verdict.decision == Decision::Deny)
+        .count();
+    let _ = writeln!(
+        out,
+        "{} ({} object(s), {denied} denied)",
+        if report.allowed { "ALLOWED" } else { "DENIED" },
+        report.objects.len()
+    );
+    for object in &report.objects {
+        let v = &object.verdict;
+        let _ = writeln!(
+            out,
+            "\n{}: {}",
+            object.object,
+            if v.decision == Decision::Allow {
+                "allowed"
+            } else {
+                "DENIED"
+            }
+        );
+        for m in &v.messages.0 {
+            let severity = match m.severity {
+                Severity::Deny => "deny",
+                Severity::Warn => "warn",
+            };
+            let _ = writeln!(
+                out,
+                "  {severity:<5} [{}] {}",
+                m.code,
+                m.message.replace('\n', "\n        ")
+            );
+            if let Origin::Policy { files, rule } = &m.origin {
+                let _ = writeln!(out, "        from {rule} in {}", files.join(", "));
+            }
+        }
+        if !v.images.is_empty() {
+            let _ = writeln!(out, "  images:");
+        }
+        for image in &v.images {
+            let _ = writeln!(
+                out,
+                "    {} ({:?}) {} -> {}  digest: {}  verified: {}",
+                image.container,
+                image.kind,
+                image.reference,
+                image.normalized.as_deref().unwrap_or("(invalid)"),
+                image.digest.as_deref().unwrap_or("-"),
+                if image.verified { "yes" } else { "no" },
+            );
+            for error in &image.errors {
+                let _ = writeln!(out, "      error [{}] {}", error.code, error.message);
+            }
+        }
+        let t = &v.timings;
+        let _ = writeln!(
+            out,
+            "  timings: images {}µs, verify {}µs, policy {}µs, total {}µs",
+            t.images_us, t.verify_us, t.policy_us, t.total_us
+        );
+    }
+    out
+}

@@ -1,0 +1,219 @@
+//! Judging one review: images → facts (verification) → Rego → findings. The same path
+//! serves `/validate`, `/v1/check` and `verdict check`. Owns the deadline and the
+//! fail-closed rule: every error, timeout or panic becomes a denial.
+
+use crate::admission::Review;
+use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
+use crate::images;
+use crate::metrics::Metrics;
+use crate::policy::PolicyStore;
+use crate::verify::{ImageFacts, Verifier};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// How long each stage took, in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub images_us: u64,
+    pub verify_us: u64,
+    pub policy_us: u64,
+    pub total_us: u64,
+}
+
+/// Everything decided about one object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub decision: Decision,
+    pub messages: Findings,
+    pub images: Vec<ImageFacts>,
+    pub timings: Timings,
+}
+
+impl Verdict {
+    fn from_parts(messages: Findings, images: Vec<ImageFacts>, timings: Timings) -> Self {
+        Self {
+            decision: messages.decision(),
+            messages,
+            images,
+            timings,
+        }
+    }
+}
+
+/// Settings of the judging path that a deployment may tune.
+#[derive(Debug, Clone)]
+pub struct ReviewSettings {
+    /// Upper bound for Rego evaluation of one review.
+    pub policy_timeout: Duration,
+    /// Rego evaluations running at once; more wait (within their deadline).
+    pub max_concurrent_evaluations: usize,
+}
+
+impl Default for ReviewSettings {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            policy_timeout: Duration::from_secs(2),
+            max_concurrent_evaluations: cores * 2,
+        }
+    }
+}
+
+/// The judge shared by all requests.
+#[derive(Debug)]
+pub struct Reviewer {
+    policies: Arc<PolicyStore>,
+    verifier: Verifier,
+    metrics: Metrics,
+    evaluation_slots: Arc<Semaphore>,
+    policy_timeout: Duration,
+}
+
+impl Reviewer {
+    pub fn new(
+        policies: Arc<PolicyStore>,
+        verifier: Verifier,
+        metrics: Metrics,
+        settings: ReviewSettings,
+    ) -> Self {
+        Self {
+            policies,
+            verifier,
+            metrics,
+            evaluation_slots: Arc::new(Semaphore::new(settings.max_concurrent_evaluations.max(1))),
+            policy_timeout: settings.policy_timeout,
+        }
+    }
+
+    pub fn policies(&self) -> &PolicyStore {
+        &self.policies
+    }
+
+    /// Judges `review` and answers by `deadline` whatever happens.
+    pub async fn judge(&self, review: &Review, deadline: Instant) -> Verdict {
+        let started = Instant::now();
+        let judged =
+            tokio::time::timeout_at(deadline.into(), self.judge_within(review, deadline)).await;
+        judged.unwrap_or_else(|_| {
+            let mut messages = Findings::default();
+            messages.push(Finding::builtin(
+                Severity::Deny,
+                ReasonCode::Timeout,
+                format!(
+                    "verdict could not finish judging {} within the API server's deadline ({:?} left \
+                     when it started), so nothing was admitted. Retry; if it persists, raise the \
+                     webhook's timeoutSeconds or check what verdict waits on (registries, policies)",
+                    review.subject.describe(),
+                    deadline.saturating_duration_since(started),
+                ),
+            ));
+            let timings = Timings { total_us: micros(started.elapsed()), ..Timings::default() };
+            Verdict::from_parts(messages, Vec::new(), timings)
+        })
+    }
+
+    async fn judge_within(&self, review: &Review, deadline: Instant) -> Verdict {
+        let started = Instant::now();
+        let mut timings = Timings::default();
+        let occurrences = images::extract(&review.subject.kind, review.object());
+        timings.images_us = micros(started.elapsed());
+
+        let verify_started = Instant::now();
+        let facts = self.verifier.facts(&occurrences, deadline).await;
+        timings.verify_us = micros(verify_started.elapsed());
+
+        let mut messages = Findings::default();
+        for image in &facts {
+            for error in image
+                .errors
+                .iter()
+                .filter(|e| e.code == ReasonCode::InvalidImageRef)
+            {
+                messages.push(Finding::builtin(
+                    Severity::Deny,
+                    ReasonCode::InvalidImageRef,
+                    format!(
+                        "{} {:?} image {:?} is not a valid image reference ({}). Fix {}: a reference \
+                         looks like registry.example.com/team/app:1.2.3 or ...@sha256:<digest>",
+                        describe_kind(image), image.container, image.reference, error.message, image.path
+                    ),
+                ));
+            }
+        }
+
+        let policy_started = Instant::now();
+        for finding in self.evaluate_policies(review, &facts, deadline).await {
+            messages.push(finding);
+        }
+        let policy_elapsed = policy_started.elapsed();
+        self.metrics
+            .policy_eval_duration
+            .observe(policy_elapsed.as_secs_f64());
+        timings.policy_us = micros(policy_elapsed);
+        timings.total_us = micros(started.elapsed());
+        Verdict::from_parts(messages, facts, timings)
+    }
+
+    /// Runs Rego off the async reactor, bounded in concurrency and time.
+    async fn evaluate_policies(
+        &self,
+        review: &Review,
+        facts: &[ImageFacts],
+        deadline: Instant,
+    ) -> Vec<Finding> {
+        let input = match rego_input(review, facts) {
+            Ok(input) => input,
+            Err(e) => {
+                return vec![internal_error(format!(
+                    "building the policy input failed: {e}"
+                ))]
+            }
+        };
+        let Ok(_permit) = self.evaluation_slots.clone().acquire_owned().await else {
+            return vec![internal_error(
+                "the policy evaluator is shutting down".to_string(),
+            )];
+        };
+        let limit = self
+            .policy_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let policy = self.policies.current();
+        match tokio::task::spawn_blocking(move || policy.evaluate(input, limit)).await {
+            Ok(Ok(findings)) => findings,
+            Ok(Err(e)) => vec![e.into_finding()],
+            Err(e) => vec![internal_error(format!("policy evaluation crashed: {e}"))],
+        }
+    }
+}
+
+/// `input`: the review as received plus `images`.
+fn rego_input(review: &Review, facts: &[ImageFacts]) -> Result<regorus::Value, serde_json::Error> {
+    let mut input = review.raw.clone();
+    if let Some(object) = input.as_object_mut() {
+        object.insert("images".to_string(), serde_json::to_value(facts)?);
+    }
+    Ok(regorus::Value::from(input))
+}
+
+fn internal_error(detail: String) -> Finding {
+    tracing::error!(detail = %detail, "internal error while judging");
+    Finding::builtin(
+        Severity::Deny,
+        ReasonCode::InternalError,
+        format!("verdict hit an internal error ({detail}) and denies what it could not judge; retry, and report it if it persists"),
+    )
+}
+
+fn describe_kind(image: &ImageFacts) -> &'static str {
+    match image.kind {
+        images::ContainerKind::Container => "container",
+        images::ContainerKind::Init => "init container",
+        images::ContainerKind::Ephemeral => "ephemeral container",
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,272 @@
+//! HTTP handlers: `/validate` and `/v1/check` on the TLS port; `/metrics`, `/healthz`
+//! and `/readyz` on the plain metrics port. Thin: reading, limits and status codes here;
+//! judging in `review`.
+
+use crate::admission::{self, Decoded, Subject};
+use crate::decision::{Decision, Findings};
+use crate::metrics::{self, Metrics};
+use crate::report;
+use crate::review::Reviewer;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prometheus::Registry;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The API server never sends more than this; anything larger is refused unread.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// A client that takes longer than this to send its body is cut off.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub reviewer: Arc<Reviewer>,
+    pub metrics: Metrics,
+    pub registry: Registry,
+}
+
+/// The admission router, served over TLS.
+pub fn admission_router(state: AppState) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/v1/check", post(check))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// The plain-HTTP router for probes and metrics.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// A request refused before judging.
+struct HttpError(StatusCode, String);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({"error": self.1, "status": self.0.as_u16()})),
+        )
+            .into_response()
+    }
+}
+
+async fn validate(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Response {
+    let received = Instant::now();
+    let timeout = admission::parse_timeout(query_param(query.as_deref(), "timeout").as_deref());
+    let deadline = received + timeout - admission::answer_margin(timeout);
+    let result = async {
+        require_json(request.headers())?;
+        let body = read_body(request.into_body()).await?;
+        let raw = admission::parse_body(&body).map_err(bad_request)?;
+        admission::decode(raw).map_err(bad_request)
+    }
+    .await;
+    let decoded = match result {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            state
+                .metrics
+                .rejected_requests
+                .with_label_values(&[e.0.as_str()])
+                .inc();
+            return e.into_response();
+        }
+    };
+    let _in_flight = InFlight::start(&state.metrics);
+    let (types, subject, findings) = match decoded {
+        Decoded::Refuse {
+            types,
+            subject,
+            problem,
+        } => (types, subject, admission::refusal(&problem)),
+        Decoded::Judge(review) => {
+            let verdict = state.reviewer.judge(&review, deadline).await;
+            (
+                review.request.types.clone(),
+                review.subject,
+                verdict.messages,
+            )
+        }
+    };
+    let elapsed = received.elapsed();
+    record(&state.metrics, "validate", &subject, &findings, elapsed);
+    Json(admission::respond(types, &subject, &findings)).into_response()
+}
+
+async fn check(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Response {
+    let received = Instant::now();
+    let timeout = admission::parse_timeout(query_param(query.as_deref(), "timeout").as_deref());
+    let text = query_param(query.as_deref(), "format").as_deref() == Some("text");
+    let body = match read_body(request.into_body()).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let _in_flight = InFlight::start(&state.metrics);
+    let report = match report::check(&state.reviewer, &body, received + timeout).await {
+        Ok(report) => report,
+        Err(e) => return bad_request(e).into_response(),
+    };
+    state
+        .metrics
+        .review_duration
+        .with_label_values(&["check"])
+        .observe(received.elapsed().as_secs_f64());
+    if text {
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            report::render_text(&report),
+        )
+            .into_response()
+    } else {
+        Json(report).into_response()
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    // Ready once policies and certificates are loaded, which `serve` does before listening.
+    // A failed reload keeps the previous policies live, so it is shown but stays ready.
+    let status = state.reviewer.policies().status();
+    Json(json!({"status": "ready", "policies": status})).into_response()
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&state.registry),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    HttpError(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; use POST /validate or POST /v1/check".into(),
+    )
+    .into_response()
+}
+
+fn bad_request(e: impl std::fmt::Display) -> HttpError {
+    HttpError(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(HttpError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type {content_type:?} is not supported; send application/json"),
+        ))
+    }
+}
+
+/// Reads the whole body within the size and time limits.
+async fn read_body(body: Body) -> Result<Bytes, HttpError> {
+    let too_large = || {
+        HttpError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let collected = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(body, MAX_BODY_BYTES).collect(),
+    )
+    .await;
+    match collected {
+        Err(_) => Err(HttpError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body was not received within {BODY_READ_TIMEOUT:?}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(bad_request(format!("reading the body failed: {e}"))),
+    }
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| value.to_string())
+    })
+}
+
+/// Counts a review as in flight until dropped, whatever path the handler takes.
+struct InFlight(Metrics);
+
+impl InFlight {
+    fn start(metrics: &Metrics) -> Self {
+        metrics.in_flight.inc();
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
+}
+
+/// Metrics and the one structured log line per decision.
+fn record(
+    metrics: &Metrics,
+    endpoint: &str,
+    subject: &Subject,
+    findings: &Findings,
+    elapsed: Duration,
+) {
+    let decision = match findings.decision() {
+        Decision::Allow => "allow",
+        Decision::Deny => "deny",
+    };
+    metrics
+        .reviews
+        .with_label_values(&[decision, &subject.operation, &subject.kind])
+        .inc();
+    metrics
+        .review_duration
+        .with_label_values(&[endpoint])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "verdict::decision",
+        uid = %subject.uid,
+        namespace = %subject.namespace,
+        kind = %subject.kind,
+        name = %subject.name,
+        operation = %subject.operation,
+        decision,
+        reasons = %findings.denial_codes().join(","),
+        warnings = findings.warnings().count(),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "decision"
+    );
+}

@@ -1,0 +1,269 @@
+//! `verdict serve`: the TLS admission listener, the plain metrics listener, the reload
+//! loop for policies and certificates, and graceful shutdown. Wiring only.
+
+pub mod api;
+pub mod tls;
+
+use crate::config::ServeConfig;
+use crate::metrics::Metrics;
+use crate::policy::{PolicyStore, ReloadOutcome};
+use crate::review::{ReviewSettings, Reviewer};
+use crate::verify::Verifier;
+use anyhow::Context as _;
+use api::AppState;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use prometheus::Registry;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tls::CertStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// How often the policies folder and certificate files are looked at.
+pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
+/// A client must finish its TLS handshake, and send request headers, within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a running server shares.
+pub struct State {
+    pub app: AppState,
+    pub policies: Arc<PolicyStore>,
+    pub certs: Arc<CertStore>,
+}
+
+/// Loads policies and certificates and builds the judge. Fails on anything unusable:
+/// the server never starts half-configured.
+pub fn build_state(config: &ServeConfig) -> anyhow::Result<State> {
+    let registry = Registry::new();
+    let metrics = Metrics::register(&registry).context("registering metrics")?;
+    let policies =
+        Arc::new(PolicyStore::load(&config.policy.policies).with_context(|| {
+            format!("loading policies from {}", config.policy.policies.display())
+        })?);
+    let certs = Arc::new(
+        CertStore::load(&config.tls_cert, &config.tls_key)
+            .context("loading the serving certificate")?,
+    );
+    let settings = ReviewSettings {
+        policy_timeout: config.policy.policy_timeout,
+        ..ReviewSettings::default()
+    };
+    let reviewer = Arc::new(Reviewer::new(
+        policies.clone(),
+        Verifier::default(),
+        metrics.clone(),
+        settings,
+    ));
+    Ok(State {
+        app: AppState {
+            reviewer,
+            metrics,
+            registry,
+        },
+        policies,
+        certs,
+    })
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
+/// finish within `config.shutdown_timeout`, and returns.
+pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let state = build_state(&config)?;
+    let admission = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let metrics_listener = TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("binding {}", config.metrics_listen))?;
+    let tls = TlsAcceptor::from(Arc::new(tls::server_config(state.certs.clone())?));
+    tracing::info!(
+        admission = %admission.local_addr()?,
+        metrics = %metrics_listener.local_addr()?,
+        policies = state.policies.status().files.len(),
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "listening"
+    );
+
+    let reload = tokio::spawn(reload_loop(
+        state.policies.clone(),
+        state.certs.clone(),
+        state.app.metrics.clone(),
+    ));
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admission_loop = tokio::spawn(accept_loop(
+        admission,
+        Some(tls),
+        api::admission_router(state.app.clone()),
+        graceful.clone(),
+        stop_rx.clone(),
+    ));
+    let metrics_loop = tokio::spawn(accept_loop(
+        metrics_listener,
+        None,
+        api::metrics_router(state.app),
+        graceful.clone(),
+        stop_rx,
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight reviews");
+    let _ = stop_tx.send(true);
+    let _ = admission_loop.await;
+    let _ = metrics_loop.await;
+    reload.abort();
+    // The accept loops have returned, so this is the last handle.
+    let drained = match Arc::try_unwrap(graceful) {
+        Ok(graceful) => tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
+    if !drained {
+        tracing::warn!(timeout = ?config.shutdown_timeout, "some connections were still open at the shutdown deadline");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let (router, builder, watcher, tls) = (
+            router.clone(),
+            builder.clone(),
+            graceful.watcher(),
+            tls.clone(),
+        );
+        tokio::spawn(async move {
+            let service = TowerToHyperService::new(router);
+            let result = match tls {
+                Some(tls) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(
+                                    builder
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .into_owned(),
+                                )
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            return tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => {
+                    watcher
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned(),
+                        )
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Polls the policies folder and certificate files. Polling, rather than inotify, sees
+/// a ConfigMap's `..data` symlink swap and a Secret update the same way as a plain edit.
+async fn reload_loop(policies: Arc<PolicyStore>, certs: Arc<CertStore>, metrics: Metrics) {
+    let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (p, c) = (policies.clone(), certs.clone());
+        let Ok((policy_outcome, cert_outcome)) =
+            tokio::task::spawn_blocking(move || (p.reload(), c.reload())).await
+        else {
+            continue;
+        };
+        match policy_outcome {
+            ReloadOutcome::Unchanged => {}
+            ReloadOutcome::Reloaded => {
+                metrics.policy_reloads.with_label_values(&["success"]).inc();
+                let status = policies.status();
+                tracing::info!(
+                    revision = status.revision,
+                    files = status.files.len(),
+                    "policies reloaded"
+                );
+            }
+            ReloadOutcome::Failed(e) => {
+                metrics.policy_reloads.with_label_values(&["failure"]).inc();
+                tracing::error!(error = %e, "policies changed but cannot be used; the previous policies stay live");
+            }
+        }
+        match cert_outcome {
+            None => {}
+            Some(Ok(())) => {
+                metrics.tls_reloads.with_label_values(&["success"]).inc();
+                tracing::info!("serving certificate reloaded");
+            }
+            Some(Err(e)) => {
+                metrics.tls_reloads.with_label_values(&["failure"]).inc();
+                tracing::error!(error = %e, "new certificate files cannot be used; the previous certificate stays");
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

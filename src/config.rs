@@ -22,6 +22,9 @@ pub struct ServeConfig {
     /// Plain-HTTP address for /metrics, /healthz and /readyz.
     #[arg(long, env = "VERDICT_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
+    /// A client must send its whole request body within this.
+    #[arg(long, env = "VERDICT_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
     /// How long in-flight reviews may take to finish after SIGTERM.
     #[arg(long, env = "VERDICT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 
 /// The API server never sends more than this; anything larger is refused unread.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-/// A client that takes longer than this to send its body is cut off.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct AppState {
     pub reviewer: Arc<Reviewer>,
     pub metrics: Metrics,
     pub registry: Registry,
+    /// A client that takes longer than this to send its body is cut off.
+    pub read_timeout: Duration,
 }
 
 /// The admission router, served over TLS.
@@ -73,7 +73,7 @@ async fn validate(
     let deadline = received + timeout - admission::answer_margin(timeout);
     let result = async {
         require_json(request.headers())?;
-        let body = read_body(request.into_body()).await?;
+        let body = read_body(request.into_body(), state.read_timeout).await?;
         let raw = admission::parse_body(&body).map_err(bad_request)?;
         admission::decode(raw).map_err(bad_request)
     }
@@ -118,7 +118,7 @@ async fn check(
     let received = Instant::now();
     let timeout = admission::parse_timeout(query_param(query.as_deref(), "timeout").as_deref());
     let text = query_param(query.as_deref(), "format").as_deref() == Some("text");
-    let body = match read_body(request.into_body()).await {
+    let body = match read_body(request.into_body(), state.read_timeout).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
@@ -190,7 +190,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
 }
 
 /// Reads the whole body within the size and time limits.
-async fn read_body(body: Body) -> Result<Bytes, HttpError> {
+async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, HttpError> {
     let too_large = || {
         HttpError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -198,14 +198,14 @@ async fn read_body(body: Body) -> Result<Bytes, HttpError> {
         )
     };
     let collected = tokio::time::timeout(
-        BODY_READ_TIMEOUT,
+        timeout,
         Limited::new(body, MAX_BODY_BYTES).collect(),
     )
     .await;
     match collected {
         Err(_) => Err(HttpError(
             StatusCode::REQUEST_TIMEOUT,
-            format!("the body was not received within {BODY_READ_TIMEOUT:?}"),
+            format!("the body was not received within {timeout:?}"),
         )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),

@@ -65,6 +65,7 @@ pub fn build_state(config: &ServeConfig) -> anyhow::Result<State> {
             reviewer,
             metrics,
             registry,
+            read_timeout: config.read_timeout,
         },
         policies,
         certs,

@@ -1,0 +1,356 @@
+//! `/validate` and `/v1/check` through the real server over HTTPS (HTTP/2 and HTTP/1.1).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{codes, fixture, pod_review, read_json, Options, Server};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// What the shipped policies must answer for each captured review.
+/// `None` = not an AdmissionReview (HTTP 400).
+fn expected_fixture_answers() -> Vec<(&'static str, Option<(bool, &'static [&'static str])>)> {
+    vec![
+        ("admission/apiserver-1.20/0006-Pod-CREATE.json", Some((true, &[]))),
+        ("admission/apiserver-1.20/0009-Pod-CREATE.json", Some((false, &["DIGEST_REQUIRED", "REGISTRY_NOT_ALLOWED"]))),
+        ("admission/apiserver-1.20/0015-Deployment-CREATE.json", Some((true, &[]))),
+        ("admission/apiserver-1.20/0025-CronJob-CREATE.json", Some((true, &[]))),
+        ("admission/kube-rs/gke_pod_create_admission_review.json", Some((false, &["IMAGE_TAG_LATEST"]))),
+        // Placeholder values everywhere (operation "operationValue"): cannot be judged.
+        ("admission/kubernetes/admission.k8s.io.v1.AdmissionReview.json", Some((false, &["INVALID_REQUEST"]))),
+        ("admission/kubewarden/kwctl__privileged-pod-admission-review.json", Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"]))),
+        ("admission/kubewarden/kwctl__unprivileged-pod-admission-review.json", Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"]))),
+        // Bare AdmissionRequests, not reviews.
+        ("admission/kubewarden/policy-evaluator__pod_creation_flux_cat.json", None),
+        ("admission/kubewarden/policy-evaluator__pod_with_privileged_containers.json", None),
+        ("admission/kubewarden/policy-evaluator__service_clusterip.json", None),
+        ("admission/kubewarden/policy-server__deployment_admission_review.json", Some((true, &[]))),
+        ("admission/kubewarden/policy-server__pod_sleep_100ms.json", Some((false, &["IMAGE_TAG_LATEST"]))),
+        ("admission/kubewarden/policy-server__pod_with_privileged_containers.json", Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"]))),
+        ("admission/kubewarden/policy-server__pod_without_privileged_containers.json", Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"]))),
+    ]
+}
+
+#[tokio::test]
+async fn answers_every_captured_review_under_shipped_policies_over_h2_and_h1() {
+    let server = Server::start();
+    let expected = expected_fixture_answers();
+    let listed: Vec<_> = expected.iter().map(|(f, _)| fixture(f)).collect();
+    for dir in ["apiserver-1.20", "kube-rs", "kubernetes", "kubewarden"] {
+        for entry in std::fs::read_dir(fixture(&format!("admission/{dir}"))).unwrap() {
+            assert!(listed.contains(&entry.unwrap().path()), "a fixture has no expected answer in this test");
+        }
+    }
+    for http2 in [true, false] {
+        let client = server.client(http2);
+        for (file, want) in &expected {
+            let review = read_json(&fixture(file));
+            let (status, body) = server.validate(&client, &review).await;
+            match want {
+                None => {
+                    assert_eq!(status, 400, "{file}: {body}");
+                    assert!(body["error"].as_str().unwrap().contains("not an AdmissionReview"), "{file}: {body}");
+                }
+                Some((allowed, want_codes)) => {
+                    assert_eq!(status, 200, "{file}: {body}");
+                    assert_eq!(body["apiVersion"], review["apiVersion"], "{file}");
+                    assert_eq!(body["kind"], "AdmissionReview");
+                    let response = &body["response"];
+                    assert_eq!(response["uid"], review["request"]["uid"], "{file}");
+                    assert_eq!(response["allowed"], *allowed, "{file}: {body}");
+                    assert_eq!(codes(&body), *want_codes, "{file}: {body}");
+                    if !allowed {
+                        assert_eq!(response["status"]["code"], 403, "{file}");
+                        assert_eq!(response["status"]["reason"], "Forbidden", "{file}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn denial_names_container_image_code_and_remedy() {
+    let server = Server::start();
+    let (_, body) = server.validate(&server.client(true), &pod_review("team-a", &["nginx"])).await;
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.starts_with("verdict denied Pod team-a/p:"), "{message}");
+    for part in ["container \"c0\"", "\"nginx\"", "[IMAGE_TAG_LATEST]", "Pin a version tag"] {
+        assert!(message.contains(part), "{part} missing from {message}");
+    }
+}
+
+#[tokio::test]
+async fn denies_unparseable_image_references_with_invalid_image_ref() {
+    let server = Server::start();
+    let review = pod_review("team-a", &["ghcr.io/acme/app:v1", "UPPER/Case:1", "nginx:-bad"]);
+    let (status, body) = server.validate(&server.client(true), &review).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["response"]["allowed"], false);
+    assert_eq!(codes(&body), ["INVALID_IMAGE_REF", "INVALID_IMAGE_REF"]);
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("container \"c1\" image \"UPPER/Case:1\""), "{message}");
+    assert!(message.contains("spec.containers[2].image"), "{message}");
+}
+
+#[tokio::test]
+async fn rejects_what_is_not_a_review_with_json_errors() {
+    let server = Server::start_with(Options {
+        extra_args: vec!["--read-timeout".into(), "1s".into()],
+        ..Options::default()
+    });
+    let client = server.client(true);
+    let post = |body: Vec<u8>, content_type: &'static str| {
+        client.post(server.url("/validate")).header("content-type", content_type).body(body).send()
+    };
+    let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
+        (b"{not json".to_vec(), "application/json", 400, "not valid JSON"),
+        (b"{\"kind\":\"Pod\"}".to_vec(), "application/json", 400, "not an AdmissionReview"),
+        (b"{}".to_vec(), "text/plain", 415, "application/json"),
+        (vec![b' '; 3 * 1024 * 1024 + 1], "application/json", 413, "larger than"),
+    ];
+    for (body, content_type, want_status, want_text) in cases {
+        let response = post(body, content_type).await.unwrap();
+        assert_eq!(response.status().as_u16(), want_status);
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"].as_str().unwrap().contains(want_text), "{error}");
+        assert_eq!(error["status"], want_status);
+    }
+
+    // A body that never finishes is cut off by the read timeout.
+    let (sender, body) = futures_channel();
+    let slow = client
+        .post(server.url("/validate"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    sender.send(Ok(bytes_of("{\"apiVersion\":"))).await.unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), slow).await.expect("answered").unwrap();
+    assert_eq!(response.status().as_u16(), 408);
+    drop(sender);
+}
+
+fn futures_channel() -> (
+    tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    tokio_stream::wrappers::ReceiverStream<Result<bytes::Bytes, std::io::Error>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    (tx, tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+fn bytes_of(s: &str) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(s.as_bytes())
+}
+
+#[tokio::test]
+async fn refuses_reviews_without_request_or_object() {
+    let server = Server::start();
+    let client = server.client(false);
+    let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+    let mut null_object = pod_review("team-a", &["nginx:1"]);
+    null_object["request"]["object"] = Value::Null;
+    let mut no_object = pod_review("team-a", &["nginx:1"]);
+    no_object["request"].as_object_mut().unwrap().remove("object");
+    for (review, want) in [(no_request, "no request"), (null_object, "request.object"), (no_object, "request.object")] {
+        let (status, body) = server.validate(&client, &review).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["response"]["allowed"], false, "{body}");
+        assert_eq!(codes(&body), ["INVALID_REQUEST"]);
+        assert!(body["response"]["status"]["message"].as_str().unwrap().contains(want), "{body}");
+    }
+}
+
+fn policies_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+const CLASSIC_REGISTRY: &str = r#"package kubernetes.admission
+
+deny[msg] {
+  input.request.kind.kind == "Pod"
+  image := input.request.object.spec.containers[_].image
+  not startswith(image, "hooli.com/")
+  msg := sprintf("image '%v' comes from untrusted registry", [image])
+}
+"#;
+
+const CLASSIC_LABELS: &str = r#"package kubernetes.admission
+
+import rego.v1
+
+deny contains msg if {
+  input.request.kind.kind == "Pod"
+  not input.request.object.metadata.labels.team
+  msg := "every Pod needs a team label"
+}
+
+warn contains msg if {
+  input.request.kind.kind == "Pod"
+  input.request.namespace == "default"
+  msg := "the default namespace is for experiments"
+}
+"#;
+
+#[tokio::test]
+async fn classic_opa_admission_policies_work_unchanged() {
+    let policies = policies_with(&[("registry.rego", CLASSIC_REGISTRY), ("labels.rego", CLASSIC_LABELS)]);
+    let server = Server::start_with(Options { policies: policies.path().to_path_buf(), ..Options::default() });
+    let client = server.client(true);
+
+    let (_, body) = server.validate(&client, &pod_review("default", &["nginx:1"])).await;
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert_eq!(body["response"]["allowed"], false);
+    assert!(message.contains("image 'nginx:1' comes from untrusted registry"), "{message}");
+    assert!(message.contains("every Pod needs a team label"), "{message}");
+    assert_eq!(body["response"]["warnings"], json!(["[POLICY_WARNING] the default namespace is for experiments"]));
+
+    let mut good = pod_review("team-a", &["hooli.com/app:1"]);
+    good["request"]["object"]["metadata"]["labels"] = json!({"team": "a"});
+    let (_, body) = server.validate(&client, &good).await;
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    assert!(body["response"].get("warnings").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn kinds_without_images_are_judged_by_rego_alone() {
+    let policy = "package cm\n\ndeny contains \"ConfigMaps named forbidden are forbidden\" if {\n  input.request.kind.kind == \"ConfigMap\"\n  input.request.object.metadata.name == \"forbidden\"\n  count(input.images) == 0\n}\n";
+    let policies = policies_with(&[("cm.rego", policy)]);
+    let server = Server::start_with(Options { policies: policies.path().to_path_buf(), ..Options::default() });
+    let client = server.client(false);
+    let review = |name: &str| {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": name, "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "namespace": "team-a", "operation": "CREATE", "userInfo": {"username": "u"},
+            "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {}}}})
+    };
+    let (_, denied) = server.validate(&client, &review("forbidden")).await;
+    assert_eq!(denied["response"]["allowed"], false);
+    assert_eq!(codes(&denied), ["POLICY_DENIED"]);
+    let (_, allowed) = server.validate(&client, &review("fine")).await;
+    assert_eq!(allowed["response"]["allowed"], true);
+}
+
+const RUNAWAY: &str = "package slow\n\ndeny contains \"never\" if {\n  some i in numbers.range(1, 100000)\n  some j in numbers.range(1, 100000)\n  i + j < 0\n}\n";
+
+#[tokio::test]
+async fn runaway_policy_is_denied_with_policy_timeout() {
+    let policies = policies_with(&[("slow.rego", RUNAWAY)]);
+    let server = Server::start_with(Options {
+        policies: policies.path().to_path_buf(),
+        extra_args: vec!["--policy-timeout".into(), "200ms".into()],
+    });
+    let (status, body) = server.validate(&server.client(true), &pod_review("team-a", &["nginx:1"])).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["response"]["allowed"], false);
+    assert_eq!(codes(&body), ["POLICY_TIMEOUT"]);
+}
+
+#[tokio::test]
+async fn answers_before_the_api_server_timeout() {
+    let policies = policies_with(&[("slow.rego", RUNAWAY)]);
+    let server = Server::start_with(Options {
+        policies: policies.path().to_path_buf(),
+        extra_args: vec!["--policy-timeout".into(), "30s".into()],
+    });
+    let started = Instant::now();
+    let response = server
+        .client(true)
+        .post(server.url("/validate?timeout=2s"))
+        .header("content-type", "application/json")
+        .json(&pod_review("team-a", &["nginx:1"]))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after the API server gave up");
+    assert_eq!(body["response"]["allowed"], false);
+    let got = codes(&body);
+    assert!(got == ["POLICY_TIMEOUT"] || got == ["TIMEOUT"], "{body}");
+}
+
+#[tokio::test]
+async fn dry_run_reports_messages_images_and_timings() {
+    let server = Server::start();
+    let manifests = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: team-a}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: app, image: nginx}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: ok, namespace: team-a}\nspec:\n  containers:\n  - {name: app, image: 'ghcr.io/acme/app:v1'}\n";
+    let client = server.client(true);
+    let report: Value = client
+        .post(server.url("/v1/check"))
+        .body(manifests)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["decision"], "deny");
+    assert_eq!(report["allowed"], false);
+    let web = &report["objects"][0];
+    assert_eq!(web["object"], "Deployment team-a/web");
+    assert_eq!(web["decision"], "deny");
+    let message = &web["messages"][0];
+    assert_eq!(message["code"], "IMAGE_TAG_LATEST");
+    assert_eq!(message["origin"]["rule"], "data.verdict.images.tags.deny");
+    assert!(message["origin"]["files"][0].as_str().unwrap().ends_with("images/tags.rego"));
+    let image = &web["images"][0];
+    assert_eq!(image["path"], "spec.template.spec.containers[0].image");
+    assert_eq!(image["registry"], "docker.io");
+    assert_eq!(image["repository"], "library/nginx");
+    assert_eq!(image["tag"], "latest");
+    assert!(web["timings"]["total_us"].as_u64().is_some());
+    assert_eq!(report["objects"][1]["decision"], "allow");
+
+    let text = client
+        .post(server.url("/v1/check?format=text"))
+        .body(manifests)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.starts_with("DENIED (2 object(s), 1 denied)"), "{text}");
+    assert!(text.contains("from data.verdict.images.tags.deny in"), "{text}");
+
+    let bad = client.post(server.url("/v1/check")).body("a: [").send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn exposes_metrics_health_and_readiness_on_the_plain_port() {
+    let server = Server::start();
+    let client = server.client(true);
+    server.validate(&client, &pod_review("team-a", &["nginx"])).await;
+    server.validate(&client, &pod_review("team-a", &["nginx:1.27"])).await;
+    let metrics = server.metrics_text().await;
+    for line in [
+        "verdict_reviews_total{decision=\"deny\",kind=\"Pod\",operation=\"CREATE\"} 1",
+        "verdict_reviews_total{decision=\"allow\",kind=\"Pod\",operation=\"CREATE\"} 1",
+        "verdict_review_duration_seconds_count{endpoint=\"validate\"} 2",
+        "verdict_policy_evaluation_duration_seconds_count 2",
+        "verdict_reviews_in_flight 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    let health: Value = reqwest::get(server.metrics_url("/healthz")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = reqwest::get(server.metrics_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["policies"]["files"].as_array().unwrap().len(), 4);
+    // No plaintext admission: the TLS port does not speak HTTP.
+    let plain = reqwest::Client::new().post(format!("http://{}/validate", server.admission)).send().await;
+    assert!(plain.is_err() || plain.unwrap().status().as_u16() >= 400);
+    // One JSON log line per decision.
+    let decisions = server.logs().lines().filter(|l| l.contains("\"message\":\"decision\"")).count();
+    assert_eq!(decisions, 2, "{}", server.logs());
+    let line = server.logs().lines().find(|l| l.contains("\"decision\":\"deny\"")).unwrap().to_string();
+    let line: Value = serde_json::from_str(&line).unwrap();
+    for field in ["uid", "namespace", "kind", "name", "operation", "reasons", "duration_ms"] {
+        assert!(!line[field].is_null(), "{field} missing from {line}");
+    }
+}

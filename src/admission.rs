@@ -148,7 +148,11 @@ pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
             "the AdmissionReview has no request, so there is nothing to judge",
         );
     };
-    Ok(Decoded::Judge(Box::new(Review { raw, request, subject })))
+    Ok(Decoded::Judge(Box::new(Review {
+        raw,
+        request,
+        subject,
+    })))
 }
 
 fn subject_of(request: &Value) -> Subject {

@@ -16,22 +16,39 @@ fn deny_policy(message: &str) -> String {
 }
 
 async fn denial_message(server: &Server, client: &reqwest::Client) -> String {
-    let (_, body) = server.validate(client, &pod_review("team-a", &["ghcr.io/a/b:1"])).await;
-    body["response"]["status"]["message"].as_str().unwrap_or_default().to_string()
+    let (_, body) = server
+        .validate(client, &pod_review("team-a", &["ghcr.io/a/b:1"]))
+        .await;
+    body["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test]
 async fn edited_policy_is_live_within_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gen.rego"), deny_policy("first")).unwrap();
-    let server = Server::start_with(Options { policies: dir.path().to_path_buf(), ..Options::default() });
+    let server = Server::start_with(Options {
+        policies: dir.path().to_path_buf(),
+        ..Options::default()
+    });
     let client = server.client(true);
     assert!(denial_message(&server, &client).await.contains("first"));
 
     std::fs::write(server.policies().join("gen.rego"), deny_policy("second")).unwrap();
-    let live = eventually(LIVE_WITHIN, || async { denial_message(&server, &client).await.contains("second") }).await;
-    assert!(live, "the edited policy was not live within {LIVE_WITHIN:?}");
-    assert!(server.metrics_text().await.contains("verdict_policy_reloads_total{result=\"success\"} 1"));
+    let live = eventually(LIVE_WITHIN, || async {
+        denial_message(&server, &client).await.contains("second")
+    })
+    .await;
+    assert!(
+        live,
+        "the edited policy was not live within {LIVE_WITHIN:?}"
+    );
+    assert!(server
+        .metrics_text()
+        .await
+        .contains("verdict_policy_reloads_total{result=\"success\"} 1"));
 }
 
 /// Lays out a folder the way the kubelet mounts a ConfigMap: files are symlinks through
@@ -59,33 +76,68 @@ async fn configmap_symlink_swap_is_live_within_two_seconds() {
     let server = Server::spawn(dir, ca, &[]);
     let client = server.client(false);
     assert!(denial_message(&server, &client).await.contains("from v1"));
-    let status: Value = reqwest::get(server.metrics_url("/readyz")).await.unwrap().json().await.unwrap();
-    assert_eq!(status["policies"]["files"].as_array().unwrap().len(), 1, "the ..data copy is not loaded twice");
+    let status: Value = reqwest::get(server.metrics_url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["policies"]["files"].as_array().unwrap().len(),
+        1,
+        "the ..data copy is not loaded twice"
+    );
 
     configmap_version(&policies, "2026_11_22_v2", &deny_policy("from v2"));
-    let live = eventually(LIVE_WITHIN, || async { denial_message(&server, &client).await.contains("from v2") }).await;
-    assert!(live, "the swapped ConfigMap was not live within {LIVE_WITHIN:?}");
+    let live = eventually(LIVE_WITHIN, || async {
+        denial_message(&server, &client).await.contains("from v2")
+    })
+    .await;
+    assert!(
+        live,
+        "the swapped ConfigMap was not live within {LIVE_WITHIN:?}"
+    );
 }
 
 #[tokio::test]
 async fn keeps_old_policy_when_new_one_fails_to_compile() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gen.rego"), deny_policy("working")).unwrap();
-    let server = Server::start_with(Options { policies: dir.path().to_path_buf(), ..Options::default() });
+    let server = Server::start_with(Options {
+        policies: dir.path().to_path_buf(),
+        ..Options::default()
+    });
     let client = server.client(true);
 
-    std::fs::write(server.policies().join("gen.rego"), "package gen\n\ndeny contains msg if {\n").unwrap();
+    std::fs::write(
+        server.policies().join("gen.rego"),
+        "package gen\n\ndeny contains msg if {\n",
+    )
+    .unwrap();
     let reported = eventually(Duration::from_secs(5), || async {
-        server.metrics_text().await.contains("verdict_policy_reloads_total{result=\"failure\"} 1")
+        server
+            .metrics_text()
+            .await
+            .contains("verdict_policy_reloads_total{result=\"failure\"} 1")
     })
     .await;
     assert!(reported, "the failed reload was not counted");
     let ready = reqwest::get(server.metrics_url("/readyz")).await.unwrap();
-    assert_eq!(ready.status().as_u16(), 200, "a failed reload keeps the server ready");
+    assert_eq!(
+        ready.status().as_u16(),
+        200,
+        "a failed reload keeps the server ready"
+    );
     let ready: Value = ready.json().await.unwrap();
     let error = ready["policies"]["last_error"].as_str().unwrap();
-    assert!(error.contains("gen.rego:"), "the error names the file and line: {error}");
-    assert!(denial_message(&server, &client).await.contains("working"), "the old policy still decides");
+    assert!(
+        error.contains("gen.rego:"),
+        "the error names the file and line: {error}"
+    );
+    assert!(
+        denial_message(&server, &client).await.contains("working"),
+        "the old policy still decides"
+    );
     assert!(server.logs().contains("the previous policies stay live"));
 }
 
@@ -93,7 +145,10 @@ async fn keeps_old_policy_when_new_one_fails_to_compile() {
 async fn reviews_in_flight_during_reloads_all_get_answers() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gen.rego"), deny_policy("v0")).unwrap();
-    let server = Server::start_with(Options { policies: dir.path().to_path_buf(), ..Options::default() });
+    let server = Server::start_with(Options {
+        policies: dir.path().to_path_buf(),
+        ..Options::default()
+    });
     let policy_file = server.policies().join("gen.rego");
     let writer = tokio::spawn(async move {
         for i in 1..=6 {
@@ -118,7 +173,11 @@ async fn reviews_in_flight_during_reloads_all_get_answers() {
             })
             .collect();
         for request in requests {
-            assert_eq!(request.await.unwrap(), Value::Bool(false), "every policy version denies");
+            assert_eq!(
+                request.await.unwrap(),
+                Value::Bool(false),
+                "every policy version denies"
+            );
             answered += 1;
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -132,31 +191,58 @@ async fn rotated_certificate_is_served_without_dropping_open_connections() {
     let server = Server::start();
     let certs_dir = server.dir.path().join("certs");
     let old_client = server.client(true);
-    let (status, _) = server.validate(&old_client, &pod_review("team-a", &["nginx:1"])).await;
+    let (status, _) = server
+        .validate(&old_client, &pod_review("team-a", &["nginx:1"]))
+        .await;
     assert_eq!(status, 200);
 
     let new_ca = write_certs(&certs_dir);
     let new_client_works = eventually(Duration::from_secs(5), || async {
-        client_trusting(&new_ca, true).post(server.url("/validate")).json(&pod_review("a", &["nginx:1"])).send().await.is_ok()
+        client_trusting(&new_ca, true)
+            .post(server.url("/validate"))
+            .json(&pod_review("a", &["nginx:1"]))
+            .send()
+            .await
+            .is_ok()
     })
     .await;
-    assert!(new_client_works, "new handshakes did not get the rotated certificate");
+    assert!(
+        new_client_works,
+        "new handshakes did not get the rotated certificate"
+    );
     // The old connection (HTTP/2, kept alive) still answers: rotation dropped nothing.
-    let (status, _) = server.validate(&old_client, &pod_review("team-a", &["nginx:1"])).await;
+    let (status, _) = server
+        .validate(&old_client, &pod_review("team-a", &["nginx:1"]))
+        .await;
     assert_eq!(status, 200);
-    assert!(server.metrics_text().await.contains("verdict_tls_reloads_total{result=\"success\"} 1"));
+    assert!(server
+        .metrics_text()
+        .await
+        .contains("verdict_tls_reloads_total{result=\"success\"} 1"));
 
     // A certificate whose key does not match is refused; the working pair stays.
     let other = verdict::certs::generate(&["localhost".into()], &[], 1).unwrap();
     std::fs::write(certs_dir.join("tls.key"), other.key_pem).unwrap();
     let counted = eventually(Duration::from_secs(5), || async {
-        server.metrics_text().await.contains("verdict_tls_reloads_total{result=\"failure\"} 1")
+        server
+            .metrics_text()
+            .await
+            .contains("verdict_tls_reloads_total{result=\"failure\"} 1")
     })
     .await;
     assert!(counted, "the broken pair was not counted");
     let fresh = client_trusting(&new_ca, false);
-    let response = fresh.post(server.url("/validate")).json(&pod_review("a", &["nginx:1"])).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 200, "the previous certificate is still served");
+    let response = fresh
+        .post(server.url("/validate"))
+        .json(&pod_review("a", &["nginx:1"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "the previous certificate is still served"
+    );
     assert!(server.logs().contains("the previous certificate stays"));
 }
 
@@ -173,17 +259,29 @@ async fn sigterm_finishes_in_flight_reviews_then_exits_zero() {
     let url = server.url("/validate");
     let in_flight = tokio::spawn({
         let client = client.clone();
-        async move { client.post(url).json(&pod_review("team-a", &["nginx:1"])).send().await }
+        async move {
+            client
+                .post(url)
+                .json(&pod_review("team-a", &["nginx:1"]))
+                .send()
+                .await
+        }
     });
     let started = eventually(Duration::from_secs(5), || async {
-        server.metrics_text().await.contains("verdict_reviews_in_flight 1")
+        server
+            .metrics_text()
+            .await
+            .contains("verdict_reviews_in_flight 1")
     })
     .await;
     assert!(started, "the slow review never started");
 
     let status = tokio::task::block_in_place(|| server.terminate());
     assert!(status.success(), "exit status {status}");
-    let response = in_flight.await.unwrap().expect("the in-flight review was answered");
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight review was answered");
     let body: Value = response.json().await.unwrap();
     assert_eq!(codes(&body), ["POLICY_TIMEOUT"]);
     assert!(server.logs().contains("\"message\":\"stopped\""));

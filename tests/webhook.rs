@@ -9,25 +9,73 @@ use std::time::{Duration, Instant};
 
 /// What the shipped policies must answer for each captured review.
 /// `None` = not an AdmissionReview (HTTP 400).
-fn expected_fixture_answers() -> Vec<(&'static str, Option<(bool, &'static [&'static str])>)> {
+/// (fixture, expected: (allowed, reason codes) or `None` for HTTP 400)
+type Expectation = (&'static str, Option<(bool, &'static [&'static str])>);
+
+fn expected_fixture_answers() -> Vec<Expectation> {
     vec![
-        ("admission/apiserver-1.20/0006-Pod-CREATE.json", Some((true, &[]))),
-        ("admission/apiserver-1.20/0009-Pod-CREATE.json", Some((false, &["DIGEST_REQUIRED", "REGISTRY_NOT_ALLOWED"]))),
-        ("admission/apiserver-1.20/0015-Deployment-CREATE.json", Some((true, &[]))),
-        ("admission/apiserver-1.20/0025-CronJob-CREATE.json", Some((true, &[]))),
-        ("admission/kube-rs/gke_pod_create_admission_review.json", Some((false, &["IMAGE_TAG_LATEST"]))),
+        (
+            "admission/apiserver-1.20/0006-Pod-CREATE.json",
+            Some((true, &[])),
+        ),
+        (
+            "admission/apiserver-1.20/0009-Pod-CREATE.json",
+            Some((false, &["DIGEST_REQUIRED", "REGISTRY_NOT_ALLOWED"])),
+        ),
+        (
+            "admission/apiserver-1.20/0015-Deployment-CREATE.json",
+            Some((true, &[])),
+        ),
+        (
+            "admission/apiserver-1.20/0025-CronJob-CREATE.json",
+            Some((true, &[])),
+        ),
+        (
+            "admission/kube-rs/gke_pod_create_admission_review.json",
+            Some((false, &["IMAGE_TAG_LATEST"])),
+        ),
         // Placeholder values everywhere (operation "operationValue"): cannot be judged.
-        ("admission/kubernetes/admission.k8s.io.v1.AdmissionReview.json", Some((false, &["INVALID_REQUEST"]))),
-        ("admission/kubewarden/kwctl__privileged-pod-admission-review.json", Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"]))),
-        ("admission/kubewarden/kwctl__unprivileged-pod-admission-review.json", Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"]))),
+        (
+            "admission/kubernetes/admission.k8s.io.v1.AdmissionReview.json",
+            Some((false, &["INVALID_REQUEST"])),
+        ),
+        (
+            "admission/kubewarden/kwctl__privileged-pod-admission-review.json",
+            Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"])),
+        ),
+        (
+            "admission/kubewarden/kwctl__unprivileged-pod-admission-review.json",
+            Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"])),
+        ),
         // Bare AdmissionRequests, not reviews.
-        ("admission/kubewarden/policy-evaluator__pod_creation_flux_cat.json", None),
-        ("admission/kubewarden/policy-evaluator__pod_with_privileged_containers.json", None),
-        ("admission/kubewarden/policy-evaluator__service_clusterip.json", None),
-        ("admission/kubewarden/policy-server__deployment_admission_review.json", Some((true, &[]))),
-        ("admission/kubewarden/policy-server__pod_sleep_100ms.json", Some((false, &["IMAGE_TAG_LATEST"]))),
-        ("admission/kubewarden/policy-server__pod_with_privileged_containers.json", Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"]))),
-        ("admission/kubewarden/policy-server__pod_without_privileged_containers.json", Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"]))),
+        (
+            "admission/kubewarden/policy-evaluator__pod_creation_flux_cat.json",
+            None,
+        ),
+        (
+            "admission/kubewarden/policy-evaluator__pod_with_privileged_containers.json",
+            None,
+        ),
+        (
+            "admission/kubewarden/policy-evaluator__service_clusterip.json",
+            None,
+        ),
+        (
+            "admission/kubewarden/policy-server__deployment_admission_review.json",
+            Some((true, &[])),
+        ),
+        (
+            "admission/kubewarden/policy-server__pod_sleep_100ms.json",
+            Some((false, &["IMAGE_TAG_LATEST"])),
+        ),
+        (
+            "admission/kubewarden/policy-server__pod_with_privileged_containers.json",
+            Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"])),
+        ),
+        (
+            "admission/kubewarden/policy-server__pod_without_privileged_containers.json",
+            Some((false, &["IMAGE_TAG_LATEST", "IMAGE_TAG_LATEST"])),
+        ),
     ]
 }
 
@@ -38,7 +86,10 @@ async fn answers_every_captured_review_under_shipped_policies_over_h2_and_h1() {
     let listed: Vec<_> = expected.iter().map(|(f, _)| fixture(f)).collect();
     for dir in ["apiserver-1.20", "kube-rs", "kubernetes", "kubewarden"] {
         for entry in std::fs::read_dir(fixture(&format!("admission/{dir}"))).unwrap() {
-            assert!(listed.contains(&entry.unwrap().path()), "a fixture has no expected answer in this test");
+            assert!(
+                listed.contains(&entry.unwrap().path()),
+                "a fixture has no expected answer in this test"
+            );
         }
     }
     for http2 in [true, false] {
@@ -49,7 +100,13 @@ async fn answers_every_captured_review_under_shipped_policies_over_h2_and_h1() {
             match want {
                 None => {
                     assert_eq!(status, 400, "{file}: {body}");
-                    assert!(body["error"].as_str().unwrap().contains("not an AdmissionReview"), "{file}: {body}");
+                    assert!(
+                        body["error"]
+                            .as_str()
+                            .unwrap()
+                            .contains("not an AdmissionReview"),
+                        "{file}: {body}"
+                    );
                 }
                 Some((allowed, want_codes)) => {
                     assert_eq!(status, 200, "{file}: {body}");
@@ -72,10 +129,20 @@ async fn answers_every_captured_review_under_shipped_policies_over_h2_and_h1() {
 #[tokio::test]
 async fn denial_names_container_image_code_and_remedy() {
     let server = Server::start();
-    let (_, body) = server.validate(&server.client(true), &pod_review("team-a", &["nginx"])).await;
+    let (_, body) = server
+        .validate(&server.client(true), &pod_review("team-a", &["nginx"]))
+        .await;
     let message = body["response"]["status"]["message"].as_str().unwrap();
-    assert!(message.starts_with("verdict denied Pod team-a/p:"), "{message}");
-    for part in ["container \"c0\"", "\"nginx\"", "[IMAGE_TAG_LATEST]", "Pin a version tag"] {
+    assert!(
+        message.starts_with("verdict denied Pod team-a/p:"),
+        "{message}"
+    );
+    for part in [
+        "container \"c0\"",
+        "\"nginx\"",
+        "[IMAGE_TAG_LATEST]",
+        "Pin a version tag",
+    ] {
         assert!(message.contains(part), "{part} missing from {message}");
     }
 }
@@ -83,13 +150,19 @@ async fn denial_names_container_image_code_and_remedy() {
 #[tokio::test]
 async fn denies_unparseable_image_references_with_invalid_image_ref() {
     let server = Server::start();
-    let review = pod_review("team-a", &["ghcr.io/acme/app:v1", "UPPER/Case:1", "nginx:-bad"]);
+    let review = pod_review(
+        "team-a",
+        &["ghcr.io/acme/app:v1", "UPPER/Case:1", "nginx:-bad"],
+    );
     let (status, body) = server.validate(&server.client(true), &review).await;
     assert_eq!(status, 200);
     assert_eq!(body["response"]["allowed"], false);
     assert_eq!(codes(&body), ["INVALID_IMAGE_REF", "INVALID_IMAGE_REF"]);
     let message = body["response"]["status"]["message"].as_str().unwrap();
-    assert!(message.contains("container \"c1\" image \"UPPER/Case:1\""), "{message}");
+    assert!(
+        message.contains("container \"c1\" image \"UPPER/Case:1\""),
+        "{message}"
+    );
     assert!(message.contains("spec.containers[2].image"), "{message}");
 }
 
@@ -101,19 +174,41 @@ async fn rejects_what_is_not_a_review_with_json_errors() {
     });
     let client = server.client(true);
     let post = |body: Vec<u8>, content_type: &'static str| {
-        client.post(server.url("/validate")).header("content-type", content_type).body(body).send()
+        client
+            .post(server.url("/validate"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
     };
     let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
-        (b"{not json".to_vec(), "application/json", 400, "not valid JSON"),
-        (b"{\"kind\":\"Pod\"}".to_vec(), "application/json", 400, "not an AdmissionReview"),
+        (
+            b"{not json".to_vec(),
+            "application/json",
+            400,
+            "not valid JSON",
+        ),
+        (
+            b"{\"kind\":\"Pod\"}".to_vec(),
+            "application/json",
+            400,
+            "not an AdmissionReview",
+        ),
         (b"{}".to_vec(), "text/plain", 415, "application/json"),
-        (vec![b' '; 3 * 1024 * 1024 + 1], "application/json", 413, "larger than"),
+        (
+            vec![b' '; 3 * 1024 * 1024 + 1],
+            "application/json",
+            413,
+            "larger than",
+        ),
     ];
     for (body, content_type, want_status, want_text) in cases {
         let response = post(body, content_type).await.unwrap();
         assert_eq!(response.status().as_u16(), want_status);
         let error: Value = response.json().await.unwrap();
-        assert!(error["error"].as_str().unwrap().contains(want_text), "{error}");
+        assert!(
+            error["error"].as_str().unwrap().contains(want_text),
+            "{error}"
+        );
         assert_eq!(error["status"], want_status);
     }
 
@@ -125,14 +220,19 @@ async fn rejects_what_is_not_a_review_with_json_errors() {
         .body(reqwest::Body::wrap_stream(body))
         .send();
     sender.send(Ok(bytes_of("{\"apiVersion\":"))).await.unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), slow).await.expect("answered").unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("answered")
+        .unwrap();
     assert_eq!(response.status().as_u16(), 408);
     drop(sender);
 }
 
+type Chunk = Result<bytes::Bytes, std::io::Error>;
+
 fn futures_channel() -> (
-    tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
-    tokio_stream::wrappers::ReceiverStream<Result<bytes::Bytes, std::io::Error>>,
+    tokio::sync::mpsc::Sender<Chunk>,
+    tokio_stream::wrappers::ReceiverStream<Chunk>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     (tx, tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -150,13 +250,26 @@ async fn refuses_reviews_without_request_or_object() {
     let mut null_object = pod_review("team-a", &["nginx:1"]);
     null_object["request"]["object"] = Value::Null;
     let mut no_object = pod_review("team-a", &["nginx:1"]);
-    no_object["request"].as_object_mut().unwrap().remove("object");
-    for (review, want) in [(no_request, "no request"), (null_object, "request.object"), (no_object, "request.object")] {
+    no_object["request"]
+        .as_object_mut()
+        .unwrap()
+        .remove("object");
+    for (review, want) in [
+        (no_request, "no request"),
+        (null_object, "request.object"),
+        (no_object, "request.object"),
+    ] {
         let (status, body) = server.validate(&client, &review).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["response"]["allowed"], false, "{body}");
         assert_eq!(codes(&body), ["INVALID_REQUEST"]);
-        assert!(body["response"]["status"]["message"].as_str().unwrap().contains(want), "{body}");
+        assert!(
+            body["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(want),
+            "{body}"
+        );
     }
 }
 
@@ -197,16 +310,33 @@ warn contains msg if {
 
 #[tokio::test]
 async fn classic_opa_admission_policies_work_unchanged() {
-    let policies = policies_with(&[("registry.rego", CLASSIC_REGISTRY), ("labels.rego", CLASSIC_LABELS)]);
-    let server = Server::start_with(Options { policies: policies.path().to_path_buf(), ..Options::default() });
+    let policies = policies_with(&[
+        ("registry.rego", CLASSIC_REGISTRY),
+        ("labels.rego", CLASSIC_LABELS),
+    ]);
+    let server = Server::start_with(Options {
+        policies: policies.path().to_path_buf(),
+        ..Options::default()
+    });
     let client = server.client(true);
 
-    let (_, body) = server.validate(&client, &pod_review("default", &["nginx:1"])).await;
+    let (_, body) = server
+        .validate(&client, &pod_review("default", &["nginx:1"]))
+        .await;
     let message = body["response"]["status"]["message"].as_str().unwrap();
     assert_eq!(body["response"]["allowed"], false);
-    assert!(message.contains("image 'nginx:1' comes from untrusted registry"), "{message}");
-    assert!(message.contains("every Pod needs a team label"), "{message}");
-    assert_eq!(body["response"]["warnings"], json!(["[POLICY_WARNING] the default namespace is for experiments"]));
+    assert!(
+        message.contains("image 'nginx:1' comes from untrusted registry"),
+        "{message}"
+    );
+    assert!(
+        message.contains("every Pod needs a team label"),
+        "{message}"
+    );
+    assert_eq!(
+        body["response"]["warnings"],
+        json!(["[POLICY_WARNING] the default namespace is for experiments"])
+    );
 
     let mut good = pod_review("team-a", &["hooli.com/app:1"]);
     good["request"]["object"]["metadata"]["labels"] = json!({"team": "a"});
@@ -219,7 +349,10 @@ async fn classic_opa_admission_policies_work_unchanged() {
 async fn kinds_without_images_are_judged_by_rego_alone() {
     let policy = "package cm\n\ndeny contains \"ConfigMaps named forbidden are forbidden\" if {\n  input.request.kind.kind == \"ConfigMap\"\n  input.request.object.metadata.name == \"forbidden\"\n  count(input.images) == 0\n}\n";
     let policies = policies_with(&[("cm.rego", policy)]);
-    let server = Server::start_with(Options { policies: policies.path().to_path_buf(), ..Options::default() });
+    let server = Server::start_with(Options {
+        policies: policies.path().to_path_buf(),
+        ..Options::default()
+    });
     let client = server.client(false);
     let review = |name: &str| {
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
@@ -244,7 +377,9 @@ async fn runaway_policy_is_denied_with_policy_timeout() {
         policies: policies.path().to_path_buf(),
         extra_args: vec!["--policy-timeout".into(), "200ms".into()],
     });
-    let (status, body) = server.validate(&server.client(true), &pod_review("team-a", &["nginx:1"])).await;
+    let (status, body) = server
+        .validate(&server.client(true), &pod_review("team-a", &["nginx:1"]))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["response"]["allowed"], false);
     assert_eq!(codes(&body), ["POLICY_TIMEOUT"]);
@@ -267,7 +402,10 @@ async fn answers_before_the_api_server_timeout() {
         .await
         .unwrap();
     let body: Value = response.json().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "answered after the API server gave up");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered after the API server gave up"
+    );
     assert_eq!(body["response"]["allowed"], false);
     let got = codes(&body);
     assert!(got == ["POLICY_TIMEOUT"] || got == ["TIMEOUT"], "{body}");
@@ -295,7 +433,10 @@ async fn dry_run_reports_messages_images_and_timings() {
     let message = &web["messages"][0];
     assert_eq!(message["code"], "IMAGE_TAG_LATEST");
     assert_eq!(message["origin"]["rule"], "data.verdict.images.tags.deny");
-    assert!(message["origin"]["files"][0].as_str().unwrap().ends_with("images/tags.rego"));
+    assert!(message["origin"]["files"][0]
+        .as_str()
+        .unwrap()
+        .ends_with("images/tags.rego"));
     let image = &web["images"][0];
     assert_eq!(image["path"], "spec.template.spec.containers[0].image");
     assert_eq!(image["registry"], "docker.io");
@@ -314,9 +455,17 @@ async fn dry_run_reports_messages_images_and_timings() {
         .await
         .unwrap();
     assert!(text.starts_with("DENIED (2 object(s), 1 denied)"), "{text}");
-    assert!(text.contains("from data.verdict.images.tags.deny in"), "{text}");
+    assert!(
+        text.contains("from data.verdict.images.tags.deny in"),
+        "{text}"
+    );
 
-    let bad = client.post(server.url("/v1/check")).body("a: [").send().await.unwrap();
+    let bad = client
+        .post(server.url("/v1/check"))
+        .body("a: [")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
 }
 
@@ -324,8 +473,12 @@ async fn dry_run_reports_messages_images_and_timings() {
 async fn exposes_metrics_health_and_readiness_on_the_plain_port() {
     let server = Server::start();
     let client = server.client(true);
-    server.validate(&client, &pod_review("team-a", &["nginx"])).await;
-    server.validate(&client, &pod_review("team-a", &["nginx:1.27"])).await;
+    server
+        .validate(&client, &pod_review("team-a", &["nginx"]))
+        .await;
+    server
+        .validate(&client, &pod_review("team-a", &["nginx:1.27"]))
+        .await;
     let metrics = server.metrics_text().await;
     for line in [
         "verdict_reviews_total{decision=\"deny\",kind=\"Pod\",operation=\"CREATE\"} 1",
@@ -336,21 +489,46 @@ async fn exposes_metrics_health_and_readiness_on_the_plain_port() {
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
-    let health: Value = reqwest::get(server.metrics_url("/healthz")).await.unwrap().json().await.unwrap();
+    let health: Value = reqwest::get(server.metrics_url("/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     let ready = reqwest::get(server.metrics_url("/readyz")).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["policies"]["files"].as_array().unwrap().len(), 4);
     // No plaintext admission: the TLS port does not speak HTTP.
-    let plain = reqwest::Client::new().post(format!("http://{}/validate", server.admission)).send().await;
+    let plain = reqwest::Client::new()
+        .post(format!("http://{}/validate", server.admission))
+        .send()
+        .await;
     assert!(plain.is_err() || plain.unwrap().status().as_u16() >= 400);
     // One JSON log line per decision.
-    let decisions = server.logs().lines().filter(|l| l.contains("\"message\":\"decision\"")).count();
+    let decisions = server
+        .logs()
+        .lines()
+        .filter(|l| l.contains("\"message\":\"decision\""))
+        .count();
     assert_eq!(decisions, 2, "{}", server.logs());
-    let line = server.logs().lines().find(|l| l.contains("\"decision\":\"deny\"")).unwrap().to_string();
+    let line = server
+        .logs()
+        .lines()
+        .find(|l| l.contains("\"decision\":\"deny\""))
+        .unwrap()
+        .to_string();
     let line: Value = serde_json::from_str(&line).unwrap();
-    for field in ["uid", "namespace", "kind", "name", "operation", "reasons", "duration_ms"] {
+    for field in [
+        "uid",
+        "namespace",
+        "kind",
+        "name",
+        "operation",
+        "reasons",
+        "duration_ms",
+    ] {
         assert!(!line[field].is_null(), "{field} missing from {line}");
     }
 }

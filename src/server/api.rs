@@ -197,11 +197,8 @@ async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, HttpError> {
             format!("the body is larger than {MAX_BODY_BYTES} bytes"),
         )
     };
-    let collected = tokio::time::timeout(
-        timeout,
-        Limited::new(body, MAX_BODY_BYTES).collect(),
-    )
-    .await;
+    let collected =
+        tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await;
     match collected {
         Err(_) => Err(HttpError(
             StatusCode::REQUEST_TIMEOUT,

@@ -41,7 +41,8 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// Writes fresh dev certificates into `dir`; returns the CA PEM.
 pub fn write_certs(dir: &Path) -> String {
-    let certs = verdict::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1).unwrap();
+    let certs = verdict::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
+        .unwrap();
     verdict::certs::write(dir, &certs).unwrap();
     certs.ca_pem
 }
@@ -81,7 +82,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { policies: repo().join("policies"), extra_args: Vec::new() }
+        Self {
+            policies: repo().join("policies"),
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -147,10 +151,21 @@ impl Server {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("verdict exited with {status}:\n{}", logs.lock().unwrap());
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "verdict did not start:\n{}", logs.lock().unwrap());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "verdict did not start:\n{}",
+                logs.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
-        Self { child, admission, metrics, dir, ca_pem, logs }
+        Self {
+            child,
+            admission,
+            metrics,
+            dir,
+            ca_pem,
+            logs,
+        }
     }
 
     pub fn policies(&self) -> PathBuf {
@@ -180,13 +195,19 @@ impl Server {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "verdict did not exit after SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "verdict did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -205,7 +226,12 @@ impl Server {
     }
 
     pub async fn metrics_text(&self) -> String {
-        reqwest::get(self.metrics_url("/metrics")).await.unwrap().text().await.unwrap()
+        reqwest::get(self.metrics_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -222,7 +248,11 @@ pub fn client_trusting(ca_pem: &str, http2: bool) -> reqwest::Client {
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
         .timeout(Duration::from_secs(30));
-    let builder = if http2 { builder.http2_prior_knowledge() } else { builder.http1_only() };
+    let builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
     builder.build().unwrap()
 }
 
@@ -251,7 +281,9 @@ pub fn pod_review(namespace: &str, images: &[&str]) -> Value {
 
 /// Reason codes in a response's status message, in order.
 pub fn codes(review: &Value) -> Vec<String> {
-    let message = review["response"]["status"]["message"].as_str().unwrap_or_default();
+    let message = review["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
     message
         .split("\n- [")
         .skip(1)

@@ -25,6 +25,35 @@ pub enum ReasonCode {
     Timeout,
     /// An unexpected internal failure; always a denial.
     InternalError,
+    /// The image has no cosign signature at all.
+    NoSignature,
+    /// No signature was made by a key the policy trusts (keyed authorities), or a keyless
+    /// authority met a signature without a certificate.
+    UntrustedKey,
+    /// The signature does not verify over its payload with the certificate's key.
+    SignatureInvalid,
+    /// The signed payload names another digest than the one being admitted.
+    DigestMismatch,
+    /// No Rekor transparency-log entry where one is required.
+    TlogMissing,
+    /// The Rekor entry's signed timestamp does not verify with a trusted log key.
+    TlogInvalid,
+    /// The Rekor entry records another payload, signature or certificate.
+    TlogMismatch,
+    /// The certificate does not chain to a trusted Fulcio root.
+    UntrustedRoot,
+    /// The certificate was not valid when the signature was logged.
+    CertExpired,
+    /// The signer is not an identity the policy accepts.
+    IdentityMismatch,
+    /// The registry could not be reached (connection refused, DNS, TLS).
+    RegistryUnreachable,
+    /// The registry answered with an error, too much, or something unreadable.
+    RegistryError,
+    /// The registry refused the credentials (401/403).
+    RegistryAuth,
+    /// The image (tag or digest) does not exist in the registry.
+    ImageNotFound,
     /// A code chosen by a policy (`{"code": "...", "msg": "..."}`).
     Custom(String),
 }
@@ -40,6 +69,20 @@ impl ReasonCode {
             Self::InvalidRequest => "INVALID_REQUEST",
             Self::Timeout => "TIMEOUT",
             Self::InternalError => "INTERNAL_ERROR",
+            Self::NoSignature => "NO_SIGNATURE",
+            Self::UntrustedKey => "UNTRUSTED_KEY",
+            Self::SignatureInvalid => "SIGNATURE_INVALID",
+            Self::DigestMismatch => "DIGEST_MISMATCH",
+            Self::TlogMissing => "TLOG_MISSING",
+            Self::TlogInvalid => "TLOG_INVALID",
+            Self::TlogMismatch => "TLOG_MISMATCH",
+            Self::UntrustedRoot => "UNTRUSTED_ROOT",
+            Self::CertExpired => "CERT_EXPIRED",
+            Self::IdentityMismatch => "IDENTITY_MISMATCH",
+            Self::RegistryUnreachable => "REGISTRY_UNREACHABLE",
+            Self::RegistryError => "REGISTRY_ERROR",
+            Self::RegistryAuth => "REGISTRY_AUTH",
+            Self::ImageNotFound => "IMAGE_NOT_FOUND",
             Self::Custom(code) => code,
         }
     }

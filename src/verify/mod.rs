@@ -3,6 +3,10 @@
 //! against image policies plugs in here (it is async and deadline-bound); until image
 //! policies exist, facts come from the reference alone and no image is `verified`.
 
+pub mod cosign;
+pub mod identity;
+pub mod trust;
+
 use crate::decision::ReasonCode;
 use crate::images::{ContainerKind, ImageOccurrence};
 use serde::Serialize;

@@ -1,0 +1,453 @@
+//! Cosign signatures on the `.sig` path: reading a signature manifest's layers and checking
+//! one layer against one authority. Every rule of DESIGN.md's "easy to get wrong" list is
+//! here, including the two the sigstore crate skips on this path (the signature over the
+//! payload with the certificate's key, and the Rekor entry body matching this signature).
+
+use super::identity::{CertIdentity, IdentityRule};
+use super::trust::TrustRoot;
+use crate::decision::ReasonCode;
+use base64::Engine as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use serde::Deserialize;
+use sigstore::crypto::{CosignVerificationKey, Signature};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+/// Extended key usage Fulcio puts on signing certificates: id-kp-codeSigning.
+const CODE_SIGNING_EKU: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
+
+/// One layer of a signature manifest, before its payload is fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRef {
+    pub digest: String,
+    pub size: u64,
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct ManifestJson {
+    #[serde(default)]
+    layers: Vec<LayerJson>,
+}
+
+#[derive(Deserialize)]
+struct LayerJson {
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// The layers of a cosign signature manifest (`sha256-<hex>.sig`).
+pub fn parse_signature_manifest(bytes: &[u8]) -> Result<Vec<LayerRef>, String> {
+    let manifest: ManifestJson = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the signature manifest is not valid: {e}"))?;
+    Ok(manifest
+        .layers
+        .into_iter()
+        .map(|l| LayerRef {
+            digest: l.digest,
+            size: l.size,
+            annotations: l.annotations,
+        })
+        .collect())
+}
+
+/// A Rekor inclusion promise as cosign stores it in the bundle annotation.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct RekorBundle {
+    #[serde(rename = "SignedEntryTimestamp")]
+    pub signed_entry_timestamp: String,
+    #[serde(rename = "Payload")]
+    pub payload: RekorPayload,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct RekorPayload {
+    pub body: String,
+    #[serde(rename = "integratedTime")]
+    pub integrated_time: i64,
+    #[serde(rename = "logIndex")]
+    pub log_index: i64,
+    #[serde(rename = "logID")]
+    pub log_id: String,
+}
+
+/// A signature with its payload, ready to check.
+#[derive(Debug, Clone)]
+pub struct SignatureLayer {
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub certificate: Option<CertificateDer<'static>>,
+    pub bundle: Option<RekorBundle>,
+}
+
+impl SignatureLayer {
+    /// Builds a layer from its annotations and payload bytes (already digest-checked).
+    pub fn new(layer: &LayerRef, payload: Vec<u8>) -> Result<Self, Rejection> {
+        let malformed = |what: &str| {
+            Rejection::new(
+                ReasonCode::SignatureInvalid,
+                format!("layer {}: {what}", layer.digest),
+            )
+        };
+        let signature = layer
+            .annotations
+            .get(SIGNATURE_ANNOTATION)
+            .ok_or_else(|| malformed("no signature annotation"))?;
+        let signature = BASE64
+            .decode(signature.trim())
+            .map_err(|_| malformed("the signature is not base64"))?;
+        let certificate = match layer
+            .annotations
+            .get(CERTIFICATE_ANNOTATION)
+            .filter(|c| !c.trim().is_empty())
+        {
+            Some(pem) => Some(
+                CertificateDer::from_pem_slice(pem.as_bytes())
+                    .map_err(|_| malformed("the certificate is not PEM"))?,
+            ),
+            None => None,
+        };
+        let bundle = match layer
+            .annotations
+            .get(BUNDLE_ANNOTATION)
+            .filter(|b| !b.trim().is_empty())
+        {
+            Some(json) => Some(
+                serde_json::from_str(json)
+                    .map_err(|_| malformed("the Rekor bundle is not valid"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            payload,
+            signature,
+            certificate,
+            bundle,
+        })
+    }
+}
+
+/// Why a layer does not satisfy an authority. `stage` orders rejections by how many checks
+/// passed, so the most telling reason of several layers is reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ReasonCode,
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(code: ReasonCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// Later stages mean more checks passed before this one failed.
+    pub fn stage(&self) -> u8 {
+        match self.code {
+            ReasonCode::SignatureInvalid | ReasonCode::UntrustedKey => 1,
+            ReasonCode::DigestMismatch => 2,
+            ReasonCode::TlogMissing => 3,
+            ReasonCode::TlogInvalid => 4,
+            ReasonCode::TlogMismatch => 5,
+            ReasonCode::UntrustedRoot | ReasonCode::CertExpired => 6,
+            ReasonCode::IdentityMismatch => 7,
+            _ => 0,
+        }
+    }
+}
+
+/// What a satisfied check proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    pub identity: String,
+    pub rekor_log_index: Option<i64>,
+    pub rekor_integrated_time: Option<i64>,
+}
+
+/// A public key authority: any of `keys`; with `tlog`, also a Rekor entry for the signature.
+pub fn check_with_keys(
+    layer: &SignatureLayer,
+    keys: &[PublicKey],
+    tlog: Option<&TrustRoot>,
+    digest: &str,
+) -> Result<Proof, Rejection> {
+    let Some(key) = keys.iter().find(|k| {
+        k.key
+            .verify_signature(Signature::Raw(&layer.signature), &layer.payload)
+            .is_ok()
+    }) else {
+        return Err(Rejection::new(
+            ReasonCode::UntrustedKey,
+            "the signature was not made by any of the authority's keys",
+        ));
+    };
+    check_payload_digest(&layer.payload, digest)?;
+    let mut proof = Proof {
+        identity: key.name.clone(),
+        rekor_log_index: None,
+        rekor_integrated_time: None,
+    };
+    if let Some(trust) = tlog {
+        let entry = check_tlog(layer, trust, &key.spki_der)?;
+        proof.rekor_log_index = Some(entry.log_index);
+        proof.rekor_integrated_time = Some(entry.integrated_time);
+    }
+    Ok(proof)
+}
+
+/// A keyless authority: a Fulcio certificate for one of `identities`, logged in Rekor.
+pub fn check_keyless(
+    layer: &SignatureLayer,
+    trust: &TrustRoot,
+    identities: &[IdentityRule],
+    digest: &str,
+) -> Result<Proof, Rejection> {
+    let Some(cert) = &layer.certificate else {
+        return Err(Rejection::new(
+            ReasonCode::UntrustedKey,
+            "the signature carries no certificate (it was made with a key)",
+        ));
+    };
+    let cert_key = certificate_key(cert)?;
+    cert_key
+        .verify_signature(Signature::Raw(&layer.signature), &layer.payload)
+        .map_err(|_| {
+            Rejection::new(
+                ReasonCode::SignatureInvalid,
+                "the signature does not verify with the certificate's key",
+            )
+        })?;
+    check_payload_digest(&layer.payload, digest)?;
+    let entry = check_tlog(layer, trust, cert.as_ref())?;
+    check_chain(cert, trust, entry.integrated_time)?;
+    let identity =
+        CertIdentity::from_der(cert).map_err(|e| Rejection::new(ReasonCode::UntrustedRoot, e))?;
+    if !identities.iter().any(|rule| rule.matches(&identity)) {
+        let wanted: Vec<String> = identities.iter().map(IdentityRule::describe).collect();
+        return Err(Rejection::new(
+            ReasonCode::IdentityMismatch,
+            format!(
+                "signed by subject {:?} from issuer {:?}, but the policy accepts {}",
+                identity.subject,
+                identity.issuer.as_deref().unwrap_or("(none)"),
+                wanted.join(" or ")
+            ),
+        ));
+    }
+    Ok(Proof {
+        identity: format!(
+            "{} ({})",
+            identity.subject,
+            identity.issuer.unwrap_or_default()
+        ),
+        rekor_log_index: Some(entry.log_index),
+        rekor_integrated_time: Some(entry.integrated_time),
+    })
+}
+
+/// A public key of an authority, with the name reports use.
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    pub name: String,
+    pub key: CosignVerificationKey,
+    pub spki_der: Vec<u8>,
+}
+
+fn certificate_key(cert: &CertificateDer<'_>) -> Result<CosignVerificationKey, Rejection> {
+    use x509_cert::der::{Decode as _, Encode as _};
+    let parsed = x509_cert::Certificate::from_der(cert).map_err(|e| {
+        Rejection::new(
+            ReasonCode::UntrustedRoot,
+            format!("unreadable certificate: {e}"),
+        )
+    })?;
+    let spki = parsed
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|e| {
+            Rejection::new(
+                ReasonCode::UntrustedRoot,
+                format!("unreadable certificate key: {e}"),
+            )
+        })?;
+    CosignVerificationKey::try_from_der(&spki).map_err(|e| {
+        Rejection::new(
+            ReasonCode::UntrustedRoot,
+            format!("unsupported certificate key: {e}"),
+        )
+    })
+}
+
+/// The payload names exactly the digest being admitted.
+fn check_payload_digest(payload: &[u8], digest: &str) -> Result<(), Rejection> {
+    let json: serde_json::Value = serde_json::from_slice(payload).map_err(|_| {
+        Rejection::new(ReasonCode::DigestMismatch, "the signed payload is not JSON")
+    })?;
+    let signed = json["critical"]["image"]["docker-manifest-digest"]
+        .as_str()
+        .unwrap_or_default();
+    if signed == digest {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            ReasonCode::DigestMismatch,
+            format!("the signature is for {signed:?}, not for the admitted digest {digest}"),
+        ))
+    }
+}
+
+/// The Rekor bundle: a SET from a trusted log over an entry that records this payload's
+/// hash, this signature and this certificate (or key).
+fn check_tlog(
+    layer: &SignatureLayer,
+    trust: &TrustRoot,
+    signer_der: &[u8],
+) -> Result<RekorPayload, Rejection> {
+    let Some(bundle) = &layer.bundle else {
+        return Err(Rejection::new(
+            ReasonCode::TlogMissing,
+            "the signature has no Rekor bundle (transparency-log entry)",
+        ));
+    };
+    let invalid = |why: &str| Rejection::new(ReasonCode::TlogInvalid, why.to_string());
+    let log = trust
+        .rekor
+        .get(&bundle.payload.log_id)
+        .ok_or_else(|| invalid("the Rekor entry is from a log that is not trusted"))?;
+    if !log.validity.contains(bundle.payload.integrated_time) {
+        return Err(invalid("the Rekor entry is outside the log key's validity"));
+    }
+    let canonical = serde_json_canonicalizer::to_vec(&bundle.payload)
+        .map_err(|_| invalid("the Rekor entry cannot be canonicalized"))?;
+    log.key
+        .verify_signature(
+            Signature::Base64Encoded(bundle.signed_entry_timestamp.as_bytes()),
+            &canonical,
+        )
+        .map_err(|_| {
+            invalid("the Rekor signed entry timestamp does not verify with the log key")
+        })?;
+    check_entry_body(&bundle.payload.body, layer, signer_der)?;
+    Ok(bundle.payload.clone())
+}
+
+/// `hashedrekord` / `rekord` 0.0.1: hash, signature and public key must be this layer's.
+fn check_entry_body(
+    body_b64: &str,
+    layer: &SignatureLayer,
+    signer_der: &[u8],
+) -> Result<(), Rejection> {
+    let mismatch = |why: &str| {
+        Rejection::new(
+            ReasonCode::TlogMismatch,
+            format!("the Rekor entry does not match this signature: {why}"),
+        )
+    };
+    let body = BASE64
+        .decode(body_b64)
+        .map_err(|_| mismatch("unreadable body"))?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|_| mismatch("unreadable body"))?;
+    let kind = body["kind"].as_str().unwrap_or_default();
+    if kind != "hashedrekord" && kind != "rekord" {
+        return Err(mismatch(&format!("unsupported entry kind {kind:?}")));
+    }
+    let spec = &body["spec"];
+    let hash = &spec["data"]["hash"];
+    let payload_hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, &layer.payload));
+    if hash["algorithm"] != "sha256" || hash["value"].as_str() != Some(payload_hash.as_str()) {
+        return Err(mismatch("the payload hash differs"));
+    }
+    let logged_signature = spec["signature"]["content"]
+        .as_str()
+        .and_then(|s| BASE64.decode(s).ok());
+    if logged_signature.as_deref() != Some(layer.signature.as_slice()) {
+        return Err(mismatch("the signature differs"));
+    }
+    let logged_key = spec["signature"]["publicKey"]["content"]
+        .as_str()
+        .and_then(|s| BASE64.decode(s).ok())
+        .and_then(|pem| pem_to_der(&pem));
+    if logged_key.as_deref() != Some(signer_der) {
+        return Err(mismatch("the certificate or key differs"));
+    }
+    Ok(())
+}
+
+fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
+    use rustls::pki_types::SubjectPublicKeyInfoDer;
+    CertificateDer::from_pem_slice(pem)
+        .map(|c| c.to_vec())
+        .or_else(|_| SubjectPublicKeyInfoDer::from_pem_slice(pem).map(|k| k.to_vec()))
+        .ok()
+}
+
+/// The certificate chains to a trusted Fulcio CA and was valid at `integrated_time`.
+fn check_chain(
+    cert: &CertificateDer<'_>,
+    trust: &TrustRoot,
+    integrated_time: i64,
+) -> Result<(), Rejection> {
+    let end_entity = webpki::EndEntityCert::try_from(cert).map_err(|e| {
+        Rejection::new(
+            ReasonCode::UntrustedRoot,
+            format!("unreadable certificate: {e}"),
+        )
+    })?;
+    let at = UnixTime::since_unix_epoch(Duration::from_secs(
+        u64::try_from(integrated_time).unwrap_or(0),
+    ));
+    let mut last = Rejection::new(
+        ReasonCode::UntrustedRoot,
+        "no Fulcio certificate authority is trusted",
+    );
+    for ca in trust
+        .fulcio
+        .iter()
+        .filter(|ca| ca.validity.contains(integrated_time))
+    {
+        let Ok(anchor) = webpki::anchor_from_trusted_cert(&ca.root) else {
+            continue;
+        };
+        let anchors = [anchor];
+        let verified = end_entity.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            &ca.intermediates,
+            at,
+            webpki::KeyUsage::required(CODE_SIGNING_EKU),
+            None,
+            None,
+        );
+        match verified {
+            Ok(_) => return Ok(()),
+            Err(webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. }) => {
+                last = Rejection::new(
+                    ReasonCode::CertExpired,
+                    format!("the certificate was not valid when the signature was logged (Rekor time {integrated_time})"),
+                );
+            }
+            Err(e) if last.code != ReasonCode::CertExpired => {
+                last = Rejection::new(
+                    ReasonCode::UntrustedRoot,
+                    format!("the certificate does not chain to a trusted Fulcio root: {e}"),
+                );
+            }
+            Err(_) => {}
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests;

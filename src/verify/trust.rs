@@ -1,0 +1,270 @@
+//! Trust material for keyless verification: Fulcio certificate authorities and Rekor log
+//! keys, from a Sigstore `trusted_root.json` or from PEM files. Offline: nothing is fetched.
+
+use base64::Engine as _;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
+use serde::Deserialize;
+use sigstore::crypto::CosignVerificationKey;
+use std::collections::BTreeMap;
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The Sigstore public-good trusted root, built in (see `trust/README.md`).
+const PUBLIC_GOOD: &[u8] = include_bytes!("../../trust/public-good/trusted_root.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("reading {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("invalid trusted_root.json: {0}")]
+    Json(String),
+    #[error("invalid trust material: {0}")]
+    Material(String),
+}
+
+/// A window of validity; `None` ends mean open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Validity {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+impl Validity {
+    pub fn contains(&self, unix_seconds: i64) -> bool {
+        self.start.is_none_or(|s| unix_seconds >= s) && self.end.is_none_or(|e| unix_seconds <= e)
+    }
+}
+
+/// One Fulcio CA: its root and the intermediates below it.
+#[derive(Debug, Clone)]
+pub struct FulcioCa {
+    pub root: CertificateDer<'static>,
+    pub intermediates: Vec<CertificateDer<'static>>,
+    pub validity: Validity,
+}
+
+/// A Rekor log key, looked up by log ID (hex SHA-256 of its DER public key).
+#[derive(Debug, Clone)]
+pub struct RekorKey {
+    pub key: CosignVerificationKey,
+    pub validity: Validity,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TrustRoot {
+    pub fulcio: Vec<FulcioCa>,
+    pub rekor: BTreeMap<String, RekorKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TrustedRootJson {
+    #[serde(default)]
+    tlogs: Vec<TlogJson>,
+    #[serde(default)]
+    certificate_authorities: Vec<CaJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TlogJson {
+    public_key: PublicKeyJson,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PublicKeyJson {
+    raw_bytes: String,
+    #[serde(default)]
+    valid_for: Option<ValidForJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CaJson {
+    cert_chain: CertChainJson,
+    #[serde(default)]
+    valid_for: Option<ValidForJson>,
+}
+
+#[derive(Deserialize)]
+struct CertChainJson {
+    certificates: Vec<RawBytesJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawBytesJson {
+    raw_bytes: String,
+}
+
+#[derive(Deserialize)]
+struct ValidForJson {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+impl TrustRoot {
+    /// The built-in Sigstore public-good root.
+    pub fn public_good() -> Self {
+        // The embedded file is checked by a unit test; an error here cannot happen at runtime.
+        Self::from_trusted_root_json(PUBLIC_GOOD).unwrap_or_default()
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Self, TrustError> {
+        let bytes = std::fs::read(path).map_err(|e| TrustError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_trusted_root_json(&bytes)
+    }
+
+    /// Parses a Sigstore `trusted_root.json` (Fulcio CAs and Rekor tlogs; CT logs are not used).
+    pub fn from_trusted_root_json(bytes: &[u8]) -> Result<Self, TrustError> {
+        let json: TrustedRootJson =
+            serde_json::from_slice(bytes).map_err(|e| TrustError::Json(e.to_string()))?;
+        let mut root = Self::default();
+        for ca in json.certificate_authorities {
+            let mut chain = Vec::new();
+            for cert in ca.cert_chain.certificates {
+                chain.push(CertificateDer::from(decode_b64(&cert.raw_bytes)?));
+            }
+            // The chain runs from the issuing CA up to the root.
+            let Some(ca_root) = chain.pop() else {
+                return Err(TrustError::Json(
+                    "a certificate authority has an empty chain".to_string(),
+                ));
+            };
+            root.fulcio.push(FulcioCa {
+                root: ca_root,
+                intermediates: chain,
+                validity: validity(ca.valid_for)?,
+            });
+        }
+        for tlog in json.tlogs {
+            let der = decode_b64(&tlog.public_key.raw_bytes)?;
+            root.add_rekor_key(&der, validity(tlog.public_key.valid_for)?)?;
+        }
+        Ok(root)
+    }
+
+    /// Trust from PEM: each Fulcio file holds a root and optionally intermediates (any order);
+    /// each Rekor file holds one public key.
+    pub fn from_pem(fulcio: &[Vec<u8>], rekor: &[Vec<u8>]) -> Result<Self, TrustError> {
+        let mut root = Self::default();
+        for pem in fulcio {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| TrustError::Material(e.to_string()))?;
+            let (roots, intermediates): (Vec<_>, Vec<_>) =
+                certs.into_iter().partition(is_self_signed);
+            if roots.is_empty() {
+                return Err(TrustError::Material(
+                    "a Fulcio PEM file has no self-signed root certificate".to_string(),
+                ));
+            }
+            for ca_root in roots {
+                root.fulcio.push(FulcioCa {
+                    root: ca_root,
+                    intermediates: intermediates.clone(),
+                    validity: Validity::default(),
+                });
+            }
+        }
+        for pem in rekor {
+            let spki = SubjectPublicKeyInfoDer::from_pem_slice(pem)
+                .map_err(|e| TrustError::Material(e.to_string()))?;
+            root.add_rekor_key(spki.as_ref(), Validity::default())?;
+        }
+        Ok(root)
+    }
+
+    fn add_rekor_key(&mut self, spki_der: &[u8], validity: Validity) -> Result<(), TrustError> {
+        let key = CosignVerificationKey::try_from_der(spki_der)
+            .map_err(|e| TrustError::Material(e.to_string()))?;
+        self.rekor
+            .insert(log_id(spki_der), RekorKey { key, validity });
+        Ok(())
+    }
+}
+
+/// A Rekor log ID: hex SHA-256 of the log's DER public key.
+pub fn log_id(spki_der: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, spki_der))
+}
+
+fn is_self_signed(cert: &CertificateDer<'_>) -> bool {
+    use x509_cert::der::Decode as _;
+    x509_cert::Certificate::from_der(cert)
+        .map(|c| c.tbs_certificate().subject() == c.tbs_certificate().issuer())
+        .unwrap_or(false)
+}
+
+fn decode_b64(text: &str) -> Result<Vec<u8>, TrustError> {
+    BASE64
+        .decode(text)
+        .map_err(|e| TrustError::Json(format!("bad base64: {e}")))
+}
+
+fn validity(valid_for: Option<ValidForJson>) -> Result<Validity, TrustError> {
+    let Some(v) = valid_for else {
+        return Ok(Validity::default());
+    };
+    let parse = |t: Option<String>| -> Result<Option<i64>, TrustError> {
+        t.map(|t| {
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .map(|d| d.unix_timestamp())
+                .map_err(|e| TrustError::Json(format!("bad time {t:?}: {e}")))
+        })
+        .transpose()
+    };
+    Ok(Validity {
+        start: parse(v.start)?,
+        end: parse(v.end)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_good_root_has_fulcio_cas_and_the_rekor_key() {
+        let root =
+            TrustRoot::from_trusted_root_json(PUBLIC_GOOD).expect("the embedded root parses");
+        assert_eq!(root.fulcio.len(), 2);
+        assert_eq!(root.fulcio[1].intermediates.len(), 1);
+        assert!(root
+            .rekor
+            .contains_key("c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d"));
+        let v1 = root.fulcio[0].validity;
+        assert!(v1.contains(1_634_714_717) && !v1.contains(1_700_000_000));
+    }
+
+    #[test]
+    fn pem_trust_matches_the_json_root() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/trust/prod");
+        let read = |name: &str| std::fs::read(dir.join(name)).expect("fixture");
+        let mut v2 = read("fulcio_v2_intermediate.pem");
+        v2.extend(read("fulcio_v2_root.pem"));
+        let root = TrustRoot::from_pem(&[read("fulcio_v1_root.pem"), v2], &[read("rekor.pub")])
+            .expect("parses");
+        assert_eq!(root.fulcio.len(), 2);
+        assert_eq!(root.fulcio[1].intermediates.len(), 1);
+        let want = String::from_utf8(read("rekor.logid.hex")).expect("text");
+        assert!(root.rekor.contains_key(want.trim()));
+    }
+
+    #[test]
+    fn rejects_broken_material() {
+        assert!(TrustRoot::from_trusted_root_json(b"{nope").is_err());
+        assert!(TrustRoot::from_pem(&[b"not pem".to_vec()], &[]).is_err());
+        assert!(TrustRoot::from_pem(
+            &[],
+            &[b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".to_vec()]
+        )
+        .is_err());
+    }
+}

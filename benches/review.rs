@@ -3,23 +3,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use verdict::admission::{self, Decoded};
+use verdict::config::{PolicyConfig, RegistryConfig};
 use verdict::metrics::Metrics;
-use verdict::policy::PolicyStore;
-use verdict::review::{ReviewSettings, Reviewer};
-use verdict::verify::Verifier;
 
 fn full_review(c: &mut Criterion) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let policies = Arc::new(PolicyStore::load(&root.join("policies")).unwrap());
-    let reviewer = Reviewer::new(
-        policies,
-        Verifier::default(),
-        Metrics::unregistered(),
-        ReviewSettings::default(),
-    );
+    let policy = PolicyConfig {
+        policies: root.join("policies"),
+        policy_timeout: Duration::from_secs(2),
+    };
+    let registry = RegistryConfig {
+        trust_root: None,
+        docker_config: None,
+        registry_ca: None,
+        insecure_registries: Vec::new(),
+        mirrors: Vec::new(),
+        registry_concurrency: 16,
+        tag_cache_ttl: Duration::from_secs(10),
+    };
+    let (_, reviewer) =
+        verdict::setup::reviewer(&policy, &registry, Metrics::unregistered()).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

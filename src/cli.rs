@@ -1,18 +1,15 @@
 //! The `verdict` command line: `serve`, `check`, `test`, `certs`.
 
-use crate::config::{PolicyConfig, ServeConfig};
+use crate::config::{PolicyConfig, RegistryConfig, ServeConfig};
 use crate::metrics::Metrics;
-use crate::policy::{testing, PolicyStore};
+use crate::policy::testing;
 use crate::report;
-use crate::review::{ReviewSettings, Reviewer};
-use crate::verify::Verifier;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Read as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Parser)]
@@ -45,6 +42,8 @@ struct CheckArgs {
     files: Vec<String>,
     #[command(flatten)]
     policy: PolicyConfig,
+    #[command(flatten)]
+    registry: RegistryConfig,
     #[arg(short, long, value_enum, default_value = "text")]
     output: Output,
 }
@@ -143,18 +142,8 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         body.extend_from_slice(b"\n---\n");
         body.extend_from_slice(text.trim_start_matches("---").as_bytes());
     }
-    let policies = PolicyStore::load(&args.policy.policies)
-        .with_context(|| format!("loading policies from {}", args.policy.policies.display()))?;
-    let settings = ReviewSettings {
-        policy_timeout: args.policy.policy_timeout,
-        ..ReviewSettings::default()
-    };
-    let reviewer = Reviewer::new(
-        Arc::new(policies),
-        Verifier::default(),
-        Metrics::unregistered(),
-        settings,
-    );
+    let (_, reviewer) =
+        crate::setup::reviewer(&args.policy, &args.registry, Metrics::unregistered())?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let report = runtime()?.block_on(report::check(&reviewer, &body, deadline))?;
     match args.output {

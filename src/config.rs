@@ -19,6 +19,8 @@ pub struct ServeConfig {
     pub tls_key: PathBuf,
     #[command(flatten)]
     pub policy: PolicyConfig,
+    #[command(flatten)]
+    pub registry: RegistryConfig,
     /// Plain-HTTP address for /metrics, /healthz and /readyz.
     #[arg(long, env = "VERDICT_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
@@ -39,6 +41,44 @@ pub struct PolicyConfig {
     /// Upper bound for evaluating all policies for one review; past it the review is denied.
     #[arg(long, env = "VERDICT_POLICY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub policy_timeout: Duration,
+}
+
+/// Registry and trust flags shared by `serve` and `check`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryConfig {
+    /// Sigstore trusted_root.json for keyless authorities that name no trust root
+    /// (default: the Sigstore public-good root built into verdict).
+    #[arg(long, env = "VERDICT_TRUST_ROOT")]
+    pub trust_root: Option<PathBuf>,
+    /// Docker config.json with registry credentials (e.g. a mounted dockerconfigjson Secret).
+    #[arg(long, env = "VERDICT_DOCKER_CONFIG")]
+    pub docker_config: Option<PathBuf>,
+    /// Extra PEM CA bundle for registries.
+    #[arg(long, env = "VERDICT_REGISTRY_CA")]
+    pub registry_ca: Option<PathBuf>,
+    /// Registry reached over plain HTTP (host[:port]); repeatable.
+    #[arg(
+        long = "insecure-registry",
+        env = "VERDICT_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+    /// Fetch a registry's images from a mirror: REGISTRY=MIRROR (e.g. docker.io=registry.local:5000); repeatable.
+    #[arg(long = "registry-mirror", env = "VERDICT_REGISTRY_MIRROR", value_delimiter = ',', value_parser = parse_mirror)]
+    pub mirrors: Vec<(String, String)>,
+    /// Requests in flight to one registry at once.
+    #[arg(long, env = "VERDICT_REGISTRY_CONCURRENCY", default_value_t = 16)]
+    pub registry_concurrency: usize,
+    /// How long a tag's resolved digest is reused.
+    #[arg(long, env = "VERDICT_TAG_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub tag_cache_ttl: Duration,
+}
+
+fn parse_mirror(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(from, to)| !from.is_empty() && !to.is_empty())
+        .map(|(from, to)| (from.to_string(), to.to_string()))
+        .ok_or_else(|| format!("{text:?} is not REGISTRY=MIRROR"))
 }
 
 /// `500ms`, `2s`, `1m`: a number and a unit.

@@ -28,6 +28,14 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Requests refused before judging (bad JSON, too large, wrong type), by HTTP status.
     pub rejected_requests: IntCounterVec,
+    /// Requests to registries, by host and HTTP status (`error`, `timeout` when none).
+    pub registry_requests: IntCounterVec,
+    /// Image verification outcomes, by mode and reason code (`VERIFIED` when satisfied).
+    pub verifications: IntCounterVec,
+    /// Verification cache lookups: `hit`, `miss`, `coalesced` (joined a verification in flight).
+    pub verify_cache: IntCounterVec,
+    /// Time per stage of a review: `resolve`, `fetch`, `verify`, `rego`.
+    pub stage_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -73,6 +81,36 @@ impl Metrics {
             ),
             &["status"],
         )?;
+        let registry_requests = IntCounterVec::new(
+            Opts::new(
+                "verdict_registry_requests_total",
+                "Registry requests by host and status",
+            ),
+            &["host", "status"],
+        )?;
+        let verifications = IntCounterVec::new(
+            Opts::new(
+                "verdict_image_verifications_total",
+                "Image policy outcomes by mode and reason code",
+            ),
+            &["mode", "code"],
+        )?;
+        let verify_cache = IntCounterVec::new(
+            Opts::new(
+                "verdict_verification_cache_total",
+                "Verification cache lookups by result",
+            ),
+            &["result"],
+        )?;
+        let stage_duration = HistogramVec::new(
+            HistogramOpts::new("verdict_stage_duration_seconds", "Time per review stage")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["stage"],
+        )?;
+        for metric in [&registry_requests, &verifications, &verify_cache] {
+            registry.register(Box::new(metric.clone()))?;
+        }
+        registry.register(Box::new(stage_duration.clone()))?;
         registry.register(Box::new(reviews.clone()))?;
         registry.register(Box::new(review_duration.clone()))?;
         registry.register(Box::new(policy_eval_duration.clone()))?;
@@ -88,6 +126,10 @@ impl Metrics {
             tls_reloads,
             in_flight,
             rejected_requests,
+            registry_requests,
+            verifications,
+            verify_cache,
+            stage_duration,
         })
     }
 

@@ -4,9 +4,10 @@
 
 use crate::admission::Review;
 use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
+use crate::imagepolicy::Mode;
 use crate::images;
 use crate::metrics::Metrics;
-use crate::policy::PolicyStore;
+use crate::policy::{PolicySet, PolicyStore};
 use crate::verify::{ImageFacts, Verifier};
 use serde::Serialize;
 use std::sync::Arc;
@@ -120,36 +121,38 @@ impl Reviewer {
         let occurrences = images::extract(&review.subject.kind, review.object());
         timings.images_us = micros(started.elapsed());
 
+        // The same policy set judges the whole review, even if a reload lands meanwhile.
+        let policy = self.policies.current();
         let verify_started = Instant::now();
-        let facts = self.verifier.facts(&occurrences, deadline).await;
+        let facts = self
+            .verifier
+            .facts(
+                &occurrences,
+                &policy.image_policies,
+                verify_deadline(deadline),
+            )
+            .await;
         timings.verify_us = micros(verify_started.elapsed());
 
         let mut messages = Findings::default();
         for image in &facts {
-            for error in image
-                .errors
-                .iter()
-                .filter(|e| e.code == ReasonCode::InvalidImageRef)
-            {
-                messages.push(Finding::builtin(
-                    Severity::Deny,
-                    ReasonCode::InvalidImageRef,
-                    format!(
-                        "{} {:?} image {:?} is not a valid image reference ({}). Fix {}: a reference \
-                         looks like registry.example.com/team/app:1.2.3 or ...@sha256:<digest>",
-                        describe_kind(image), image.container, image.reference, error.message, image.path
-                    ),
-                ));
-            }
+            image_findings(image, &review.subject, &mut messages);
         }
 
         let policy_started = Instant::now();
-        for finding in self.evaluate_policies(review, &facts, deadline).await {
+        for finding in self
+            .evaluate_policies(review, &facts, policy, deadline)
+            .await
+        {
             messages.push(finding);
         }
         let policy_elapsed = policy_started.elapsed();
         self.metrics
             .policy_eval_duration
+            .observe(policy_elapsed.as_secs_f64());
+        self.metrics
+            .stage_duration
+            .with_label_values(&["rego"])
             .observe(policy_elapsed.as_secs_f64());
         timings.policy_us = micros(policy_elapsed);
         timings.total_us = micros(started.elapsed());
@@ -161,6 +164,7 @@ impl Reviewer {
         &self,
         review: &Review,
         facts: &[ImageFacts],
+        policy: Arc<PolicySet>,
         deadline: Instant,
     ) -> Vec<Finding> {
         let input = match rego_input(review, facts) {
@@ -179,7 +183,6 @@ impl Reviewer {
         let limit = self
             .policy_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        let policy = self.policies.current();
         match tokio::task::spawn_blocking(move || policy.evaluate(input, limit)).await {
             Ok(Ok(findings)) => findings,
             Ok(Err(e)) => vec![e.into_finding()],
@@ -204,6 +207,75 @@ fn internal_error(detail: String) -> Finding {
         ReasonCode::InternalError,
         format!("verdict hit an internal error ({detail}) and denies what it could not judge; retry, and report it if it persists"),
     )
+}
+
+/// Registry work must stop a little before the review's deadline, so that a registry
+/// timeout is reported as such (naming the registry) and Rego still gets to run.
+fn verify_deadline(deadline: Instant) -> Instant {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    deadline - (remaining / 5).min(Duration::from_millis(250))
+}
+
+/// Built-in findings for one image: an invalid reference, and every image policy it fails
+/// (`enforce` denies, `warn` warns, `audit` only logs).
+fn image_findings(image: &ImageFacts, subject: &crate::admission::Subject, out: &mut Findings) {
+    for error in image
+        .errors
+        .iter()
+        .filter(|e| e.code == ReasonCode::InvalidImageRef)
+    {
+        out.push(Finding::builtin(
+            Severity::Deny,
+            ReasonCode::InvalidImageRef,
+            format!(
+                "{} {:?} image {:?} is not a valid image reference ({}). Fix {}: a reference \
+                 looks like registry.example.com/team/app:1.2.3 or ...@sha256:<digest>",
+                describe_kind(image),
+                image.container,
+                image.reference,
+                error.message,
+                image.path
+            ),
+        ));
+    }
+    for outcome in image.policies.iter().filter(|o| !o.satisfied) {
+        let Some(error) = &outcome.error else {
+            continue;
+        };
+        let message = format!(
+            "{} {:?} image {:?} ({}) does not satisfy image policy {:?} ({}): {}. Reproduce with: {}",
+            describe_kind(image),
+            image.container,
+            image.reference,
+            image.digest.as_deref().unwrap_or("digest unknown"),
+            outcome.policy,
+            outcome.file,
+            error.message,
+            outcome.reproduce,
+        );
+        match outcome.mode {
+            Mode::Enforce => out.push(Finding::builtin(
+                Severity::Deny,
+                error.code.clone(),
+                message,
+            )),
+            Mode::Warn => out.push(Finding::builtin(
+                Severity::Warn,
+                error.code.clone(),
+                message,
+            )),
+            Mode::Audit => tracing::info!(
+                target: "verdict::audit",
+                uid = %subject.uid,
+                namespace = %subject.namespace,
+                image = %image.reference,
+                policy = %outcome.policy,
+                code = %error.code,
+                detail = %error.message,
+                "image policy not satisfied (audit mode)"
+            ),
+        }
+    }
 }
 
 fn describe_kind(image: &ImageFacts) -> &'static str {

@@ -10,10 +10,14 @@ pub use sources::{PolicySources, SourceFile};
 pub use store::{PolicyStatus, PolicyStore, ReloadOutcome};
 
 use crate::decision::{Finding, Origin, ReasonCode, Severity};
+use crate::imagepolicy::{self, ImagePolicy};
+use crate::verify::trust::TrustRoot;
 use regorus::{Engine, Value};
+use serde::Deserialize as _;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why a policies folder cannot be used.
@@ -26,6 +30,8 @@ pub enum PolicyError {
     Compile(String),
     #[error("{path}: invalid data document: {message}")]
     Data { path: String, message: String },
+    #[error("{path}: invalid image policy: {message}")]
+    ImagePolicy { path: String, message: String },
 }
 
 /// Why one evaluation did not produce findings. Both become denials.
@@ -76,22 +82,25 @@ pub struct PolicySet {
     targets: Vec<Target>,
     /// The `.rego` files in the set.
     pub files: Vec<String>,
+    /// Which images need signatures, and whose.
+    pub image_policies: Vec<ImagePolicy>,
 }
 
 impl PolicySet {
     /// Reads and compiles a policies folder.
-    pub fn load(root: &Path) -> Result<Self, PolicyError> {
-        Self::compile(&PolicySources::read(root)?)
+    pub fn load(root: &Path, trust: &Arc<TrustRoot>) -> Result<Self, PolicyError> {
+        Self::compile(&PolicySources::read(root)?, trust)
     }
 
-    /// Compiles policies and data; test files are left out.
-    pub fn compile(sources: &PolicySources) -> Result<Self, PolicyError> {
+    /// Compiles policies, data and image policies; test files are left out.
+    /// `trust` is the keyless trust root for authorities that name none.
+    pub fn compile(sources: &PolicySources, trust: &Arc<TrustRoot>) -> Result<Self, PolicyError> {
         let mut engine = new_engine();
         let mut packages = Vec::new();
         for file in &sources.rego {
             packages.push((file.path.clone(), add_module(&mut engine, file)?));
         }
-        add_data(&mut engine, &sources.data)?;
+        let image_policies = add_data(&mut engine, &sources.data, trust)?;
         let targets = discover_targets(&engine, &packages)?;
         // Preparing once here moves analysis errors to load time and lets every clone skip it.
         engine
@@ -102,6 +111,7 @@ impl PolicySet {
             engine,
             targets,
             files,
+            image_policies,
         })
     }
 
@@ -184,20 +194,50 @@ pub(crate) fn add_module(engine: &mut Engine, file: &SourceFile) -> Result<Strin
 }
 
 /// Merges each data document into `data` at the path of its folder, as `opa run` does.
-pub(crate) fn add_data(engine: &mut Engine, data: &[SourceFile]) -> Result<(), PolicyError> {
+/// Files whose documents are image policies are returned as such instead.
+pub(crate) fn add_data(
+    engine: &mut Engine,
+    data: &[SourceFile],
+    trust: &Arc<TrustRoot>,
+) -> Result<Vec<ImagePolicy>, PolicyError> {
+    let mut image_policies = Vec::new();
     for file in data {
         let invalid = |message: String| PolicyError::Data {
             path: file.path.clone(),
             message,
         };
-        let value: serde_json::Value = if file.path.ends_with(".json") {
-            serde_json::from_str(&file.contents).map_err(|e| invalid(e.to_string()))?
+        let docs: Vec<serde_json::Value> = if file.path.ends_with(".json") {
+            vec![serde_json::from_str(&file.contents).map_err(|e| invalid(e.to_string()))?]
         } else {
-            yaml_serde::from_str(&file.contents).map_err(|e| invalid(e.to_string()))?
+            yaml_serde::Deserializer::from_str(&file.contents)
+                .map(serde_json::Value::deserialize)
+                .filter(|doc| !matches!(doc, Ok(serde_json::Value::Null)))
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid(e.to_string()))?
         };
-        if value.is_null() {
+        if docs.iter().any(imagepolicy::is_image_policy) {
+            let dir = Path::new(&file.path).parent().unwrap_or(Path::new("."));
+            for doc in docs {
+                let policy =
+                    imagepolicy::parse(doc, &file.path, dir, trust).map_err(|message| {
+                        PolicyError::ImagePolicy {
+                            path: file.path.clone(),
+                            message,
+                        }
+                    })?;
+                image_policies.push(policy);
+            }
             continue;
         }
+        let value = match <[serde_json::Value; 1]>::try_from(docs) {
+            Ok([value]) => value,
+            Err(docs) if docs.is_empty() => continue,
+            Err(_) => {
+                return Err(invalid(
+                    "a data document must be a single YAML document".to_string(),
+                ))
+            }
+        };
         if !value.is_object() {
             return Err(invalid("the top level must be a mapping".to_string()));
         }
@@ -210,7 +250,7 @@ pub(crate) fn add_data(engine: &mut Engine, data: &[SourceFile]) -> Result<(), P
             .add_data(Value::from(nested))
             .map_err(|e| invalid(e.to_string()))?;
     }
-    Ok(())
+    Ok(image_policies)
 }
 
 fn discover_targets(

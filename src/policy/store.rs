@@ -2,6 +2,7 @@
 //! A set that fails to compile never replaces the working one.
 
 use super::{PolicyError, PolicySet, PolicySources};
+use crate::verify::trust::TrustRoot;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,7 @@ pub struct PolicyStatus {
 #[derive(Debug)]
 pub struct PolicyStore {
     root: PathBuf,
+    trust: Arc<TrustRoot>,
     current: ArcSwap<PolicySet>,
     /// The last folder contents tried, so an unchanged folder is not recompiled
     /// and a broken one is reported once.
@@ -37,11 +39,13 @@ pub struct PolicyStore {
 }
 
 impl PolicyStore {
-    pub fn load(root: &Path) -> Result<Self, PolicyError> {
+    /// `trust` is the keyless trust root for image policies that name none.
+    pub fn load(root: &Path, trust: Arc<TrustRoot>) -> Result<Self, PolicyError> {
         let sources = PolicySources::read(root)?;
-        let set = PolicySet::compile(&sources)?;
+        let set = PolicySet::compile(&sources, &trust)?;
         Ok(Self {
             root: root.to_path_buf(),
+            trust,
             current: ArcSwap::from_pointee(set),
             last_seen: Mutex::new(Ok(sources)),
             last_error: ArcSwapOption::empty(),
@@ -64,7 +68,7 @@ impl PolicyStore {
             return ReloadOutcome::Unchanged;
         }
         *last_seen = read.clone();
-        let compiled = read.and_then(|sources| PolicySet::compile(&sources));
+        let compiled = read.and_then(|sources| PolicySet::compile(&sources, &self.trust));
         match compiled {
             Ok(set) => {
                 self.current.store(Arc::new(set));
@@ -97,7 +101,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("p.rego");
         std::fs::write(&file, "package p\ndeny contains \"v1\" if true\n").expect("write");
-        let store = PolicyStore::load(dir.path()).expect("loads");
+        let store = PolicyStore::load(dir.path(), Arc::new(TrustRoot::default())).expect("loads");
         assert!(matches!(store.reload(), ReloadOutcome::Unchanged));
 
         std::fs::write(&file, "package p\ndeny contains \"v1\" if {\n").expect("write");

@@ -1,11 +1,13 @@
 //! `verdict test`: runs the `test_*` rules of a policies folder, like `opa test`.
 
 use super::{add_data, add_module, new_engine, PolicyError, PolicySources};
+use crate::verify::trust::TrustRoot;
 use regorus::unstable::{Rule, RuleHead};
 use regorus::Value;
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One test must finish within this; a runaway test is an error, not a hang.
@@ -38,7 +40,8 @@ pub fn run(root: &Path) -> Result<Vec<TestResult>, PolicyError> {
     for file in sources.rego.iter().chain(&sources.tests) {
         packages.push((file.path.clone(), add_module(&mut engine, file)?));
     }
-    add_data(&mut engine, &sources.data)?;
+    // Image policies are not needed to run Rego tests; their trust root does not matter here.
+    add_data(&mut engine, &sources.data, &Arc::new(TrustRoot::default()))?;
     engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
         limit: TEST_TIME_LIMIT,
         check_interval: NonZeroU32::MIN.saturating_add(63),

@@ -19,9 +19,15 @@ fn input(json: serde_json::Value) -> Value {
 
 const SECOND: Duration = Duration::from_secs(1);
 
+impl PolicySet {
+    fn compile_for_test(sources: &PolicySources) -> Result<Self, PolicyError> {
+        Self::compile(sources, &Arc::new(TrustRoot::default()))
+    }
+}
+
 #[test]
 fn collects_deny_warn_and_violation_from_every_package() {
-    let set = PolicySet::compile(&sources(
+    let set = PolicySet::compile_for_test(&sources(
         &[
             ("a.rego", "package a\ndeny contains \"a-deny\" if input.x\nwarn contains \"a-warn\" if input.x\n"),
             ("b.rego", "package b.c\nviolation contains {\"msg\": \"b-violation\", \"code\": \"B_CODE\"} if input.x\n"),
@@ -72,7 +78,7 @@ fn collects_deny_warn_and_violation_from_every_package() {
 
 #[test]
 fn compile_errors_name_file_line_and_column() {
-    let err = PolicySet::compile(&sources(
+    let err = PolicySet::compile_for_test(&sources(
         &[(
             "policies/bad.rego",
             "package bad\n\ndeny contains msg if {\n  msg := \n}\n",
@@ -98,7 +104,8 @@ deny[msg] {
   msg := sprintf("image '%v' comes from untrusted registry", [image])
 }
 "#;
-    let set = PolicySet::compile(&sources(&[("classic.rego", classic)], &[])).expect("compiles");
+    let set =
+        PolicySet::compile_for_test(&sources(&[("classic.rego", classic)], &[])).expect("compiles");
     let review = serde_json::json!({"request": {"kind": {"kind": "Pod"}, "object": {"spec": {"containers": [{"image": "nginx"}]}}}});
     let findings = set.evaluate(input(review), SECOND).expect("evaluates");
     assert_eq!(findings.len(), 1);
@@ -110,7 +117,7 @@ deny[msg] {
 
 #[test]
 fn merges_data_documents_at_their_folder_path() {
-    let set = PolicySet::compile(&sources(
+    let set = PolicySet::compile_for_test(&sources(
         &[("p.rego", "package p\ndeny contains r if { some r in data.lists.registries; not r in data.allowed }\n")],
         &[
             ("lists/r.yaml", &["lists"], "registries: [a.io, b.io]\n"),
@@ -127,17 +134,19 @@ fn merges_data_documents_at_their_folder_path() {
 
 #[test]
 fn rejects_data_documents_that_are_not_mappings() {
-    let err =
-        PolicySet::compile(&sources(&[], &[("list.yaml", &[], "- a\n- b\n")])).expect_err("fails");
+    let err = PolicySet::compile_for_test(&sources(&[], &[("list.yaml", &[], "- a\n- b\n")]))
+        .expect_err("fails");
     assert!(err.to_string().contains("list.yaml"), "{err}");
-    let err = PolicySet::compile(&sources(&[], &[("x.json", &[], "{nope")])).expect_err("fails");
+    let err =
+        PolicySet::compile_for_test(&sources(&[], &[("x.json", &[], "{nope")])).expect_err("fails");
     assert!(err.to_string().contains("x.json"), "{err}");
 }
 
 #[test]
 fn runaway_policy_times_out_instead_of_allowing() {
     let runaway = "package slow\ndeny contains \"never\" if {\n  some i in numbers.range(1, 100000)\n  some j in numbers.range(1, 100000)\n  i + j < 0\n}\n";
-    let set = PolicySet::compile(&sources(&[("slow.rego", runaway)], &[])).expect("compiles");
+    let set =
+        PolicySet::compile_for_test(&sources(&[("slow.rego", runaway)], &[])).expect("compiles");
     let started = Instant::now();
     let err = set
         .evaluate(input(serde_json::json!({})), Duration::from_millis(100))
@@ -151,7 +160,7 @@ fn runaway_policy_times_out_instead_of_allowing() {
 
 #[test]
 fn runtime_errors_become_policy_error_denials() {
-    let set = PolicySet::compile(&sources(
+    let set = PolicySet::compile_for_test(&sources(
         &[(
             "e.rego",
             "package e\ndeny contains x if { x := to_number(input.s) }\n",

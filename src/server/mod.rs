@@ -7,8 +7,6 @@ pub mod tls;
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, ReloadOutcome};
-use crate::review::{ReviewSettings, Reviewer};
-use crate::verify::Verifier;
 use anyhow::Context as _;
 use api::AppState;
 use axum::Router;
@@ -42,24 +40,13 @@ pub struct State {
 pub fn build_state(config: &ServeConfig) -> anyhow::Result<State> {
     let registry = Registry::new();
     let metrics = Metrics::register(&registry).context("registering metrics")?;
-    let policies =
-        Arc::new(PolicyStore::load(&config.policy.policies).with_context(|| {
-            format!("loading policies from {}", config.policy.policies.display())
-        })?);
     let certs = Arc::new(
         CertStore::load(&config.tls_cert, &config.tls_key)
             .context("loading the serving certificate")?,
     );
-    let settings = ReviewSettings {
-        policy_timeout: config.policy.policy_timeout,
-        ..ReviewSettings::default()
-    };
-    let reviewer = Arc::new(Reviewer::new(
-        policies.clone(),
-        Verifier::default(),
-        metrics.clone(),
-        settings,
-    ));
+    let (policies, reviewer) =
+        crate::setup::reviewer(&config.policy, &config.registry, metrics.clone())?;
+    let reviewer = Arc::new(reviewer);
     Ok(State {
         app: AppState {
             reviewer,

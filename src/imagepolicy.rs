@@ -1,0 +1,530 @@
+//! Image policies: which images need proof and what proof. One shape for verdict's own
+//! `ImagePolicy` (`verdict.dev/v1alpha1`) and Sigstore policy-controller's
+//! `ClusterImagePolicy` (`policy.sigstore.dev/v1beta1`, the supported subset), so users can
+//! move over unchanged. Owns parsing and glob matching; not verification.
+
+use crate::images::ImageRef;
+use crate::verify::cosign::PublicKey;
+use crate::verify::identity::{IdentityRule, Matcher};
+use crate::verify::trust::TrustRoot;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use sigstore::crypto::{CosignVerificationKey, SigningScheme};
+use std::path::Path;
+use std::sync::Arc;
+
+pub const KINDS: [&str; 2] = ["ImagePolicy", "ClusterImagePolicy"];
+
+/// What happens when an image does not satisfy the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny the review.
+    #[default]
+    Enforce,
+    /// Admit with a warning.
+    Warn,
+    /// Admit; log and count only.
+    Audit,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthorityKind {
+    /// Any of these keys; with `tlog`, a Rekor entry is required too.
+    Key {
+        keys: Vec<PublicKey>,
+        tlog: Option<Arc<TrustRoot>>,
+    },
+    /// A Fulcio certificate for one of the identities, always with a Rekor entry.
+    Keyless {
+        trust: Arc<TrustRoot>,
+        identities: Vec<IdentityRule>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Authority {
+    pub name: String,
+    pub kind: AuthorityKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImagePolicy {
+    pub name: String,
+    /// Where it was read from, for messages.
+    pub file: String,
+    pub globs: Vec<Glob>,
+    pub authorities: Vec<Authority>,
+    pub mode: Mode,
+    /// Identifies the policy's content; part of verification cache keys, so an edited
+    /// policy never reuses results judged under the old one.
+    pub fingerprint: u64,
+}
+
+impl ImagePolicy {
+    pub fn matches(&self, image: &ImageRef) -> bool {
+        self.globs.iter().any(|g| g.matches(image))
+    }
+}
+
+/// An image glob: `*` within a path segment, `**` across segments; `index.docker.io/` is
+/// read as `docker.io/`. A glob without tag or digest matches the name only.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    pub pattern: String,
+    regex: Regex,
+    whole_reference: bool,
+}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        let normalized = pattern
+            .strip_prefix("index.docker.io/")
+            .map_or_else(|| pattern.to_string(), |rest| format!("docker.io/{rest}"));
+        let last_segment = normalized.rsplit('/').next().unwrap_or_default();
+        let whole_reference = last_segment.contains(':') || normalized.contains('@');
+        let mut regex = String::from("^");
+        let mut chars = normalized.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '*' if chars.peek() == Some(&'*') => {
+                    chars.next();
+                    regex.push_str(".*");
+                }
+                '*' => regex.push_str("[^/]*"),
+                '?' => regex.push_str("[^/]"),
+                other => regex.push_str(&regex::escape(&other.to_string())),
+            }
+        }
+        regex.push('$');
+        let regex = Regex::new(&regex).map_err(|e| format!("invalid glob {pattern:?}: {e}"))?;
+        Ok(Self {
+            pattern: pattern.to_string(),
+            regex,
+            whole_reference,
+        })
+    }
+
+    pub fn matches(&self, image: &ImageRef) -> bool {
+        if self.whole_reference {
+            self.regex.is_match(&image.to_string())
+        } else {
+            self.regex.is_match(&image.name())
+        }
+    }
+}
+
+// ---- the YAML shape ----
+
+#[derive(Deserialize)]
+struct Document {
+    kind: String,
+    #[serde(default)]
+    metadata: Metadata,
+    spec: Spec,
+}
+
+#[derive(Deserialize, Default)]
+struct Metadata {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Spec {
+    images: Vec<ImageGlob>,
+    authorities: Vec<AuthoritySpec>,
+    #[serde(default)]
+    mode: Mode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageGlob {
+    glob: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AuthoritySpec {
+    #[serde(default)]
+    name: Option<String>,
+    key: Option<KeySpec>,
+    keyless: Option<KeylessSpec>,
+    /// policy-controller's transparency-log setting: its presence requires a Rekor entry
+    /// for key authorities (keyless ones always need one).
+    ctlog: Option<CtlogSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KeySpec {
+    data: Option<String>,
+    /// verdict extension: a PEM file, relative to the policy file.
+    file: Option<String>,
+    #[serde(default)]
+    hash_algorithm: Option<String>,
+    /// verdict extension: `RSA_PSS_SHA256` for RSA-PSS keys (PKCS#1 v1.5 otherwise).
+    #[serde(default)]
+    signing_scheme: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KeylessSpec {
+    /// Accepted for compatibility; verdict never contacts Fulcio.
+    #[serde(default)]
+    #[allow(dead_code)]
+    url: Option<String>,
+    identities: Vec<IdentitySpec>,
+    /// verdict extension: trust material for this authority (default: `--trust-root`).
+    #[serde(default)]
+    trust_root: Option<TrustRootSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IdentitySpec {
+    issuer: Option<String>,
+    issuer_reg_exp: Option<String>,
+    subject: Option<String>,
+    subject_reg_exp: Option<String>,
+    /// verdict extension: GitHub workflow claims from the certificate, each exact or
+    /// `/regex/` (`repository`, `ref`, `trigger`, `sha`, `name`).
+    #[serde(default)]
+    github: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TrustRootSpec {
+    /// A Sigstore `trusted_root.json`.
+    file: Option<String>,
+    /// PEM files: Fulcio roots (with intermediates) and Rekor public keys.
+    #[serde(default)]
+    fulcio: Vec<String>,
+    #[serde(default)]
+    rekor: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CtlogSpec {
+    #[serde(default)]
+    #[allow(dead_code)]
+    url: Option<String>,
+}
+
+/// True when a YAML/JSON document is an image policy.
+pub fn is_image_policy(doc: &serde_json::Value) -> bool {
+    doc.get("kind")
+        .and_then(|k| k.as_str())
+        .is_some_and(|k| KINDS.contains(&k))
+}
+
+/// Parses one image policy document. `dir` resolves relative key and trust files.
+pub fn parse(
+    doc: serde_json::Value,
+    file: &str,
+    dir: &Path,
+    default_trust: &Arc<TrustRoot>,
+) -> Result<ImagePolicy, String> {
+    let fingerprint = fingerprint(&doc);
+    let doc: Document = serde_json::from_value(doc).map_err(|e| e.to_string())?;
+    let name = if doc.metadata.name.is_empty() {
+        doc.kind.clone()
+    } else {
+        doc.metadata.name
+    };
+    let globs = doc
+        .spec
+        .images
+        .iter()
+        .map(|g| Glob::new(&g.glob))
+        .collect::<Result<Vec<_>, _>>()?;
+    if globs.is_empty() {
+        return Err(format!("image policy {name:?} lists no images"));
+    }
+    if doc.spec.authorities.is_empty() {
+        return Err(format!("image policy {name:?} has no authorities"));
+    }
+    let mut authorities = Vec::new();
+    for (i, spec) in doc.spec.authorities.into_iter().enumerate() {
+        let authority_name = spec
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("authority-{i}"));
+        let kind = authority(spec, dir, default_trust)
+            .map_err(|e| format!("image policy {name:?}, {authority_name}: {e}"))?;
+        authorities.push(Authority {
+            name: authority_name,
+            kind,
+        });
+    }
+    Ok(ImagePolicy {
+        name,
+        file: file.to_string(),
+        globs,
+        authorities,
+        mode: doc.spec.mode,
+        fingerprint,
+    })
+}
+
+fn authority(
+    spec: AuthoritySpec,
+    dir: &Path,
+    default_trust: &Arc<TrustRoot>,
+) -> Result<AuthorityKind, String> {
+    match (spec.key, spec.keyless) {
+        (Some(key), None) => {
+            let pem = match (key.data, key.file) {
+                (Some(data), None) => data.into_bytes(),
+                (None, Some(file)) => read(dir, &file)?,
+                _ => {
+                    return Err(
+                        "a key needs exactly one of `data` (inline PEM) or `file`".to_string()
+                    )
+                }
+            };
+            if key.hash_algorithm.as_deref().is_some_and(|h| h != "sha256") {
+                return Err("only hashAlgorithm sha256 is supported".to_string());
+            }
+            let keys = public_keys(&pem, key.signing_scheme.as_deref())?;
+            let tlog = spec.ctlog.map(|_| default_trust.clone());
+            Ok(AuthorityKind::Key { keys, tlog })
+        }
+        (None, Some(keyless)) => {
+            let trust = match keyless.trust_root {
+                None => default_trust.clone(),
+                Some(t) => Arc::new(trust_root(t, dir)?),
+            };
+            let identities = keyless
+                .identities
+                .into_iter()
+                .map(identity)
+                .collect::<Result<Vec<_>, _>>()?;
+            if identities.is_empty() {
+                return Err("a keyless authority needs at least one identity".to_string());
+            }
+            Ok(AuthorityKind::Keyless { trust, identities })
+        }
+        _ => Err("an authority needs exactly one of `key` or `keyless`".to_string()),
+    }
+}
+
+fn read(dir: &Path, file: &str) -> Result<Vec<u8>, String> {
+    let path = dir.join(file);
+    std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// Every `PUBLIC KEY` block of `pem`.
+fn public_keys(pem: &[u8], scheme: Option<&str>) -> Result<Vec<PublicKey>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::SubjectPublicKeyInfoDer;
+    let mut keys = Vec::new();
+    for spki in SubjectPublicKeyInfoDer::pem_slice_iter(pem) {
+        let spki = spki.map_err(|e| format!("invalid PEM public key: {e}"))?;
+        let key = match scheme {
+            None => CosignVerificationKey::try_from_der(spki.as_ref()),
+            Some(s) => {
+                let scheme = SigningScheme::try_from(s)?;
+                CosignVerificationKey::from_der(spki.as_ref(), &scheme)
+            }
+        }
+        .map_err(|e| format!("unsupported public key: {e}"))?;
+        let name = format!(
+            "key sha256:{}",
+            &crate::verify::trust::log_id(spki.as_ref())[..16]
+        );
+        keys.push(PublicKey {
+            name,
+            key,
+            spki_der: spki.to_vec(),
+        });
+    }
+    if keys.is_empty() {
+        return Err("no PEM public key found".to_string());
+    }
+    Ok(keys)
+}
+
+fn trust_root(spec: TrustRootSpec, dir: &Path) -> Result<TrustRoot, String> {
+    match spec.file {
+        Some(file) => {
+            TrustRoot::from_trusted_root_json(&read(dir, &file)?).map_err(|e| e.to_string())
+        }
+        None => {
+            let fulcio = spec
+                .fulcio
+                .iter()
+                .map(|f| read(dir, f))
+                .collect::<Result<Vec<_>, _>>()?;
+            let rekor = spec
+                .rekor
+                .iter()
+                .map(|f| read(dir, f))
+                .collect::<Result<Vec<_>, _>>()?;
+            TrustRoot::from_pem(&fulcio, &rekor).map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn matcher(
+    exact: Option<String>,
+    regex: Option<String>,
+    what: &str,
+) -> Result<Option<Matcher>, String> {
+    match (exact, regex) {
+        (Some(e), None) => Ok(Some(Matcher::Exact(e))),
+        (None, Some(r)) => Matcher::regex(&r)
+            .map(Some)
+            .map_err(|e| format!("invalid {what} regular expression: {e}")),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(format!("give either {what} or {what}RegExp, not both")),
+    }
+}
+
+const GITHUB_CLAIMS: [(&str, &str); 5] = [
+    ("repository", "workflow_repository"),
+    ("ref", "workflow_ref"),
+    ("trigger", "workflow_trigger"),
+    ("sha", "workflow_sha"),
+    ("name", "workflow_name"),
+];
+
+fn identity(spec: IdentitySpec) -> Result<IdentityRule, String> {
+    let issuer = matcher(spec.issuer, spec.issuer_reg_exp, "issuer")?;
+    let subject = matcher(spec.subject, spec.subject_reg_exp, "subject")?
+        .ok_or_else(|| "an identity needs subject or subjectRegExp".to_string())?;
+    let mut claims = Vec::new();
+    for (key, value) in spec.github {
+        let Some((_, claim)) = GITHUB_CLAIMS.iter().find(|(k, _)| *k == key) else {
+            return Err(format!(
+                "unknown github claim {key:?} (known: repository, ref, trigger, sha, name)"
+            ));
+        };
+        let m = match value.strip_prefix('/').and_then(|v| v.strip_suffix('/')) {
+            Some(re) => Matcher::regex(re)
+                .map_err(|e| format!("invalid github.{key} regular expression: {e}"))?,
+            None => Matcher::Exact(value),
+        };
+        claims.push(((*claim).to_string(), m));
+    }
+    Ok(IdentityRule {
+        issuer,
+        subject,
+        claims,
+    })
+}
+
+fn fingerprint(doc: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    doc.to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(r: &str) -> ImageRef {
+        ImageRef::parse(r).expect("valid")
+    }
+
+    #[test]
+    fn globs_match_within_and_across_segments() {
+        let one = Glob::new("ghcr.io/acme/*").expect("glob");
+        assert!(one.matches(&image("ghcr.io/acme/app:v1")));
+        assert!(!one.matches(&image("ghcr.io/acme/team/app:v1")));
+        let many = Glob::new("ghcr.io/acme/**").expect("glob");
+        assert!(many.matches(&image(&format!(
+            "ghcr.io/acme/team/app@sha256:{}",
+            "a".repeat(64)
+        ))));
+        assert!(many.matches(&image("ghcr.io/acme/team/app:v1")));
+        assert!(!many.matches(&image("ghcr.io/acme-evil/app:v1")));
+        assert!(Glob::new("index.docker.io/library/*")
+            .expect("glob")
+            .matches(&image("nginx:1")));
+        assert!(Glob::new("**")
+            .expect("glob")
+            .matches(&image("127.0.0.1:5000/x/y:z")));
+        let tagged = Glob::new("ghcr.io/acme/app:v*").expect("glob");
+        assert!(
+            tagged.matches(&image("ghcr.io/acme/app:v2"))
+                && !tagged.matches(&image("ghcr.io/acme/app:dev"))
+        );
+    }
+
+    fn parse_yaml(yaml: &str) -> Result<ImagePolicy, String> {
+        let doc: serde_json::Value = yaml_serde::from_str(yaml).expect("yaml");
+        parse(
+            doc,
+            "test.yaml",
+            Path::new("/nonexistent"),
+            &Arc::new(TrustRoot::public_good()),
+        )
+    }
+
+    #[test]
+    fn accepts_a_policy_controller_cluster_image_policy() {
+        let policy = parse_yaml(
+            r#"
+apiVersion: policy.sigstore.dev/v1beta1
+kind: ClusterImagePolicy
+metadata: {name: release}
+spec:
+  images: [{glob: "ghcr.io/acme/**"}]
+  authorities:
+  - keyless:
+      url: https://fulcio.sigstore.dev
+      identities:
+      - issuer: https://token.actions.githubusercontent.com
+        subjectRegExp: https://github.com/acme/.*
+    ctlog: {url: https://rekor.sigstore.dev}
+  - name: release-key
+    key:
+      data: |
+        -----BEGIN PUBLIC KEY-----
+        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAELKhD7F5OKy77Z582Y6h0u1J3GNA+
+        kvUsh4eKpd1lwkDAzfFDs7yXEExsEkPPuiQJBelDT68n7PDIWB/QEY7mrA==
+        -----END PUBLIC KEY-----
+  mode: warn
+"#,
+        )
+        .expect("parses");
+        assert_eq!(policy.name, "release");
+        assert_eq!(policy.mode, Mode::Warn);
+        assert_eq!(policy.authorities.len(), 2);
+        assert!(matches!(
+            policy.authorities[0].kind,
+            AuthorityKind::Keyless { .. }
+        ));
+        assert!(
+            matches!(&policy.authorities[1].kind, AuthorityKind::Key { keys, tlog: None } if keys.len() == 1)
+        );
+    }
+
+    #[test]
+    fn rejects_unsupported_or_incomplete_policies_clearly() {
+        let base =
+            "kind: ClusterImagePolicy\nmetadata: {name: p}\nspec:\n  images: [{glob: 'x/**'}]\n";
+        let cases = [
+            (format!("{base}  authorities: []\n"), "no authorities"),
+            (format!("{base}  authorities: [{{key: {{kms: 'gcpkms://x'}}}}]\n"), "kms"),
+            (format!("{base}  authorities: [{{keyless: {{identities: [{{issuer: x}}]}}}}]\n"), "subject"),
+            (format!("{base}  authorities: [{{keyless: {{identities: [{{subject: x}}]}}, key: {{data: x}}}}]\n"), "exactly one"),
+            (format!("{base}  authorities: [{{key: {{data: 'not pem'}}}}]\n"), "no PEM public key"),
+            (format!("{base}  authorities: [{{key: {{file: missing.pub}}}}]\n"), "missing.pub"),
+            (format!("{base}  authorities: [{{keyless: {{identities: [{{subjectRegExp: '('}}]}}}}]\n"), "regular expression"),
+            (format!("{base}  authorities: [{{keyless: {{identities: [{{subject: x}}]}}}}]\n  policy: {{type: cue}}\n"), "policy"),
+        ];
+        for (yaml, want) in cases {
+            let err = parse_yaml(&yaml).expect_err(&yaml);
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+    }
+}

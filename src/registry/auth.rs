@@ -1,0 +1,168 @@
+//! Registry credentials: a docker `config.json` (as mounted from a
+//! `kubernetes.io/dockerconfigjson` Secret) and the token dance of the distribution spec.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// `user:password` per registry host, from `auths` of a docker config.
+#[derive(Debug, Clone, Default)]
+pub struct DockerConfig {
+    credentials: BTreeMap<String, (String, String)>,
+}
+
+#[derive(Deserialize)]
+struct ConfigJson {
+    #[serde(default)]
+    auths: BTreeMap<String, AuthJson>,
+}
+
+#[derive(Deserialize)]
+struct AuthJson {
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl DockerConfig {
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let json: ConfigJson =
+            serde_json::from_slice(bytes).map_err(|e| format!("invalid docker config: {e}"))?;
+        let mut credentials = BTreeMap::new();
+        for (key, entry) in json.auths {
+            let pair = match (entry.auth, entry.username, entry.password) {
+                (Some(auth), _, _) => {
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(auth.trim())
+                        .map_err(|_| {
+                            format!("invalid docker config: auth for {key} is not base64")
+                        })?;
+                    let text = String::from_utf8(decoded).map_err(|_| {
+                        format!("invalid docker config: auth for {key} is not text")
+                    })?;
+                    let (user, password) = text.split_once(':').ok_or_else(|| {
+                        format!("invalid docker config: auth for {key} is not user:password")
+                    })?;
+                    (user.to_string(), password.to_string())
+                }
+                (None, Some(user), Some(password)) => (user, password),
+                _ => continue,
+            };
+            credentials.insert(normalize_host(&key), pair);
+        }
+        Ok(Self { credentials })
+    }
+
+    pub fn credentials(&self, host: &str) -> Option<&(String, String)> {
+        self.credentials.get(&normalize_host(host))
+    }
+}
+
+/// `https://index.docker.io/v1/` and `index.docker.io` are Docker Hub, `docker.io`.
+fn normalize_host(key: &str) -> String {
+    let without_scheme = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = without_scheme.split('/').next().unwrap_or_default();
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut fields = BTreeMap::new();
+    // key="value" pairs; values may contain commas (scopes do), so split on `",`.
+    let mut rest = params.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        fields.insert(key, value.to_string());
+        rest = remaining.trim_start_matches(',').trim();
+    }
+    Some(Challenge::Bearer {
+        realm: fields.remove("realm")?,
+        service: fields.remove("service"),
+        scope: fields.remove("scope"),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct TokenResponse {
+    pub token: Option<String>,
+    pub access_token: Option<String>,
+    pub expires_in: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_credentials_in_both_forms_and_normalizes_docker_hub() {
+        let config = br#"{"auths": {
+            "https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"},
+            "registry.local:5000": {"username": "u", "password": "p:w"}
+        }}"#;
+        let config = DockerConfig::parse(config).expect("parses");
+        assert_eq!(
+            config.credentials("docker.io"),
+            Some(&("user".to_string(), "pass".to_string()))
+        );
+        assert_eq!(
+            config.credentials("registry.local:5000"),
+            Some(&("u".to_string(), "p:w".to_string()))
+        );
+        assert_eq!(config.credentials("ghcr.io"), None);
+        assert!(DockerConfig::parse(br#"{"auths": {"x": {"auth": "%%%"}}}"#).is_err());
+    }
+
+    #[test]
+    fn parses_challenges() {
+        assert_eq!(
+            parse_challenge("Basic realm=\"Registry\""),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull,push""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/nginx:pull,push".into()),
+            })
+        );
+        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(parse_challenge("Bearer service=\"x\""), None);
+    }
+}

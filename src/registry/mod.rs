@@ -1,0 +1,603 @@
+//! Talking to OCI registries (distribution v2): resolving tags to digests and reading
+//! cosign signature manifests and blobs. Owns auth, plain-HTTP and CA settings, mirrors,
+//! size limits, per-registry concurrency, `Retry-After` and deadlines; not what the bytes mean.
+
+pub mod auth;
+
+use crate::decision::ReasonCode;
+use crate::images::ImageRef;
+use crate::metrics::Metrics;
+use auth::{Challenge, DockerConfig, TokenResponse};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Manifests larger than this are refused (registries cap theirs at 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Signature payloads are a few hundred bytes; anything over this is not one.
+pub const MAX_SIGNATURE_BLOB_BYTES: usize = 1024 * 1024;
+const MAX_TOKEN_BYTES: usize = 64 * 1024;
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// How one registry request failed. `code()` is the reason code denials carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry {host} is unreachable: {detail}")]
+    Unreachable { host: String, detail: String },
+    #[error("registry {host} answered HTTP {status} for {what}")]
+    Status {
+        host: String,
+        status: u16,
+        what: String,
+    },
+    #[error("registry {host} is rate limiting (HTTP 429) and asked to wait past the deadline")]
+    RateLimited { host: String },
+    #[error("registry {host} refused access (HTTP {status}) to {what}; check --docker-config credentials")]
+    Auth {
+        host: String,
+        status: u16,
+        what: String,
+    },
+    #[error("{what} was not found in registry {host}")]
+    NotFound { host: String, what: String },
+    #[error("registry {host} sent an unusable {what}: {detail}")]
+    Invalid {
+        host: String,
+        what: String,
+        detail: String,
+    },
+    #[error("registry {host} did not answer before the review's deadline")]
+    Timeout { host: String },
+}
+
+impl RegistryError {
+    pub fn code(&self) -> ReasonCode {
+        match self {
+            Self::Unreachable { .. } => ReasonCode::RegistryUnreachable,
+            Self::Status { .. } | Self::RateLimited { .. } | Self::Invalid { .. } => {
+                ReasonCode::RegistryError
+            }
+            Self::Auth { .. } => ReasonCode::RegistryAuth,
+            Self::NotFound { .. } => ReasonCode::ImageNotFound,
+            Self::Timeout { .. } => ReasonCode::Timeout,
+        }
+    }
+
+    /// Worth trying again later (never cached as a verdict).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::NotFound { .. } | Self::Auth { .. })
+    }
+}
+
+/// Registry settings shared by `serve` and `check`.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    /// `host[:port]` reached over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Extra PEM CA certificates to trust.
+    pub ca_bundle: Option<Vec<u8>>,
+    pub docker_config: DockerConfig,
+    /// `(registry, mirror)`: fetch images of `registry` from `mirror` instead.
+    pub mirrors: Vec<(String, String)>,
+    /// Requests in flight to one registry at once.
+    pub max_concurrent_per_registry: usize,
+}
+
+/// The registry client shared by all reviews.
+pub struct Registry {
+    http: reqwest::Client,
+    settings: RegistrySettings,
+    metrics: Metrics,
+    tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where requests for an image go.
+struct Endpoint {
+    /// The host as configured (metrics, credentials, messages).
+    host: String,
+    base: String,
+    repository: String,
+}
+
+impl Registry {
+    pub fn new(settings: RegistrySettings, metrics: Metrics) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(pem) = &settings.ca_bundle {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("invalid --registry-ca: {e}"))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot build the registry client: {e}"))?;
+        Ok(Self {
+            http,
+            settings,
+            metrics,
+            tokens: Mutex::default(),
+            limits: Mutex::default(),
+        })
+    }
+
+    fn endpoint(&self, image: &ImageRef) -> Endpoint {
+        let mirror = self
+            .settings
+            .mirrors
+            .iter()
+            .find(|(from, _)| *from == image.registry)
+            .map(|(_, to)| to.clone());
+        let host = mirror.unwrap_or_else(|| image.registry.clone());
+        let api_host = if host == "docker.io" {
+            "registry-1.docker.io".to_string()
+        } else {
+            host.clone()
+        };
+        let scheme = if self.settings.insecure.contains(&host) {
+            "http"
+        } else {
+            "https"
+        };
+        Endpoint {
+            base: format!("{scheme}://{api_host}/v2/{}", image.repository),
+            host,
+            repository: image.repository.clone(),
+        }
+    }
+
+    /// The digest a tag points to now (one HEAD request; a GET if the registry omits the header).
+    pub async fn resolve(
+        &self,
+        image: &ImageRef,
+        deadline: Instant,
+    ) -> Result<String, RegistryError> {
+        let endpoint = self.endpoint(image);
+        let tag = image.tag.as_deref().unwrap_or("latest");
+        let what = format!("{}:{tag}", image.name());
+        let url = format!("{}/manifests/{tag}", endpoint.base);
+        let response = self
+            .send(
+                &endpoint,
+                Method::HEAD,
+                &url,
+                MANIFEST_TYPES,
+                &what,
+                deadline,
+            )
+            .await?;
+        let header = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let Some(digest) = header.filter(|d| is_sha256_digest(d)) {
+            return Ok(digest);
+        }
+        let response = self
+            .send(
+                &endpoint,
+                Method::GET,
+                &url,
+                MANIFEST_TYPES,
+                &what,
+                deadline,
+            )
+            .await?;
+        let body = read_limited(
+            response,
+            MAX_MANIFEST_BYTES,
+            &endpoint.host,
+            "manifest",
+            deadline,
+        )
+        .await?;
+        Ok(sha256_digest(&body))
+    }
+
+    /// The cosign signature manifest for `digest` (`sha256-<hex>.sig`); `None` when the image is unsigned.
+    pub async fn signature_manifest(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        deadline: Instant,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let endpoint = self.endpoint(image);
+        let tag = format!("{}.sig", digest.replace(':', "-"));
+        let what = format!("{}:{tag}", image.name());
+        let url = format!("{}/manifests/{tag}", endpoint.base);
+        match self
+            .send(
+                &endpoint,
+                Method::GET,
+                &url,
+                MANIFEST_TYPES,
+                &what,
+                deadline,
+            )
+            .await
+        {
+            Ok(response) => Ok(Some(
+                read_limited(
+                    response,
+                    MAX_MANIFEST_BYTES,
+                    &endpoint.host,
+                    "signature manifest",
+                    deadline,
+                )
+                .await?,
+            )),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A blob, checked against its digest.
+    pub async fn blob(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let endpoint = self.endpoint(image);
+        let url = format!("{}/blobs/{digest}", endpoint.base);
+        let what = format!("blob {digest}");
+        let response = self
+            .send(&endpoint, Method::GET, &url, "*/*", &what, deadline)
+            .await?;
+        let body = read_limited(
+            response,
+            MAX_SIGNATURE_BLOB_BYTES,
+            &endpoint.host,
+            "signature blob",
+            deadline,
+        )
+        .await?;
+        if sha256_digest(&body) != digest {
+            return Err(RegistryError::Invalid {
+                host: endpoint.host,
+                what: what.clone(),
+                detail: "its content does not match its digest".to_string(),
+            });
+        }
+        Ok(body)
+    }
+
+    fn limit(&self, host: &str) -> Arc<Semaphore> {
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        limits
+            .entry(host.to_string())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.settings.max_concurrent_per_registry.max(1),
+                ))
+            })
+            .clone()
+    }
+
+    /// One request with auth challenges answered and 429 `Retry-After` honoured within the deadline.
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        method: Method,
+        url: &str,
+        accept: &str,
+        what: &str,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let scope = format!("repository:{}:pull", endpoint.repository);
+        let mut authorization = self.cached_authorization(&endpoint.host, &scope);
+        let mut answered_challenge = false;
+        let mut rate_limited = 0;
+        loop {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                ACCEPT,
+                HeaderValue::from_str(accept).unwrap_or(HeaderValue::from_static("*/*")),
+            );
+            if let Some(value) = &authorization {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(AUTHORIZATION, value);
+                }
+            }
+            let response = self
+                .request(endpoint, method.clone(), url, headers, deadline)
+                .await?;
+            match response.status() {
+                s if s.is_success() => return Ok(response),
+                StatusCode::UNAUTHORIZED if !answered_challenge => {
+                    answered_challenge = true;
+                    let challenge = response
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(auth::parse_challenge);
+                    authorization = Some(self.answer(endpoint, challenge, &scope, deadline).await?);
+                }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    return Err(RegistryError::Auth {
+                        host: endpoint.host.clone(),
+                        status: response.status().as_u16(),
+                        what: what.to_string(),
+                    });
+                }
+                StatusCode::NOT_FOUND => {
+                    return Err(RegistryError::NotFound {
+                        host: endpoint.host.clone(),
+                        what: what.to_string(),
+                    })
+                }
+                StatusCode::TOO_MANY_REQUESTS if rate_limited < 3 => {
+                    rate_limited += 1;
+                    let wait = retry_after(response.headers())
+                        .unwrap_or(Duration::from_millis(200 * rate_limited));
+                    if Instant::now() + wait >= deadline {
+                        return Err(RegistryError::RateLimited {
+                            host: endpoint.host.clone(),
+                        });
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    return Err(RegistryError::RateLimited {
+                        host: endpoint.host.clone(),
+                    })
+                }
+                status => {
+                    return Err(RegistryError::Status {
+                        host: endpoint.host.clone(),
+                        status: status.as_u16(),
+                        what: what.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Sends one HTTP request under the registry's concurrency bound and the deadline.
+    async fn request(
+        &self,
+        endpoint: &Endpoint,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let timeout = || RegistryError::Timeout {
+            host: endpoint.host.clone(),
+        };
+        let limit = self.limit(&endpoint.host);
+        let _permit = tokio::time::timeout_at(deadline.into(), limit.acquire_owned())
+            .await
+            .map_err(|_| timeout())?;
+        let sent = tokio::time::timeout_at(
+            deadline.into(),
+            self.http.request(method, url).headers(headers).send(),
+        )
+        .await;
+        let status = match &sent {
+            Ok(Ok(response)) => response.status().as_u16().to_string(),
+            Ok(Err(_)) => "error".to_string(),
+            Err(_) => "timeout".to_string(),
+        };
+        self.metrics
+            .registry_requests
+            .with_label_values(&[&endpoint.host, &status])
+            .inc();
+        match sent {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(RegistryError::Unreachable {
+                host: endpoint.host.clone(),
+                detail: error_chain(&e),
+            }),
+            Err(_) => Err(timeout()),
+        }
+    }
+
+    fn cached_authorization(&self, host: &str, scope: &str) -> Option<String> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((token, expires)) = tokens.get(&(host.to_string(), scope.to_string())) {
+            if *expires > Instant::now() {
+                return Some(token.clone());
+            }
+        }
+        drop(tokens);
+        // Registries that use Basic auth accept it up front: one round trip fewer.
+        let basic = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(host.to_string(), String::new()))
+            .map(|(t, _)| t.clone());
+        basic
+    }
+
+    async fn answer(
+        &self,
+        endpoint: &Endpoint,
+        challenge: Option<Challenge>,
+        scope: &str,
+        deadline: Instant,
+    ) -> Result<String, RegistryError> {
+        let credentials = self
+            .settings
+            .docker_config
+            .credentials(&endpoint.host)
+            .cloned();
+        let denied = || RegistryError::Auth {
+            host: endpoint.host.clone(),
+            status: 401,
+            what: "the image".to_string(),
+        };
+        match challenge {
+            Some(Challenge::Basic) => {
+                let (user, password) = credentials.ok_or_else(denied)?;
+                let value = basic(&user, &password);
+                self.remember(
+                    &endpoint.host,
+                    "",
+                    &value,
+                    Duration::from_secs(365 * 24 * 3600),
+                );
+                Ok(value)
+            }
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope: challenged_scope,
+            }) => {
+                let scope = challenged_scope.unwrap_or_else(|| scope.to_string());
+                let mut url = reqwest::Url::parse(&realm).map_err(|_| RegistryError::Invalid {
+                    host: endpoint.host.clone(),
+                    what: "auth challenge".to_string(),
+                    detail: format!("bad realm {realm:?}"),
+                })?;
+                if let Some(service) = &service {
+                    url.query_pairs_mut().append_pair("service", service);
+                }
+                url.query_pairs_mut().append_pair("scope", &scope);
+                let mut headers = HeaderMap::new();
+                if let Some((user, password)) = &credentials {
+                    if let Ok(value) = HeaderValue::from_str(&basic(user, password)) {
+                        headers.insert(AUTHORIZATION, value);
+                    }
+                }
+                let response = self
+                    .request(endpoint, Method::GET, url.as_str(), headers, deadline)
+                    .await?;
+                if !response.status().is_success() {
+                    return Err(RegistryError::Auth {
+                        host: endpoint.host.clone(),
+                        status: response.status().as_u16(),
+                        what: "a pull token".to_string(),
+                    });
+                }
+                let body =
+                    read_limited(response, MAX_TOKEN_BYTES, &endpoint.host, "token", deadline)
+                        .await?;
+                let token: TokenResponse =
+                    serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
+                        host: endpoint.host.clone(),
+                        what: "token".to_string(),
+                        detail: e.to_string(),
+                    })?;
+                let token = token
+                    .token
+                    .or(token.access_token)
+                    .map(|t| (t, token.expires_in))
+                    .ok_or_else(denied)?;
+                let value = format!("Bearer {}", token.0);
+                // Keep a margin so a token never expires in flight.
+                let lifetime =
+                    Duration::from_secs(token.1.unwrap_or(60).saturating_sub(10).max(10));
+                self.remember(&endpoint.host, &scope, &value, lifetime);
+                Ok(value)
+            }
+            None => Err(denied()),
+        }
+    }
+
+    fn remember(&self, host: &str, scope: &str, value: &str, lifetime: Duration) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.insert(
+            (host.to_string(), scope.to_string()),
+            (value.to_string(), Instant::now() + lifetime),
+        );
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Reads a body up to `max` bytes, within the deadline.
+async fn read_limited(
+    mut response: reqwest::Response,
+    max: usize,
+    host: &str,
+    what: &str,
+    deadline: Instant,
+) -> Result<Vec<u8>, RegistryError> {
+    let invalid = |detail: String| RegistryError::Invalid {
+        host: host.to_string(),
+        what: what.to_string(),
+        detail,
+    };
+    if response
+        .content_length()
+        .is_some_and(|len| len > max as u64)
+    {
+        return Err(invalid(format!("larger than {max} bytes")));
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout_at(deadline.into(), response.chunk())
+            .await
+            .map_err(|_| RegistryError::Timeout {
+                host: host.to_string(),
+            })?
+            .map_err(|e| invalid(format!("the body was cut off ({})", error_chain(&e))))?;
+        let Some(chunk) = chunk else { return Ok(body) };
+        if body.len() + chunk.len() > max {
+            return Err(invalid(format!("larger than {max} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+    )
+}
+
+fn is_sha256_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}

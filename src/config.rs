@@ -83,6 +83,9 @@ fn parse_mirror(text: &str) -> Result<(String, String), String> {
 
 /// `500ms`, `2s`, `1m`: a number and a unit.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

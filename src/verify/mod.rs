@@ -157,6 +157,7 @@ pub struct Verifier {
     outcomes: moka::future::Cache<(String, u64), Arc<PolicyOutcome>>,
     /// `registry/repository:tag` → digest.
     tags: moka::future::Cache<String, String>,
+    tag_ttl: Duration,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -178,13 +179,14 @@ impl Verifier {
             .build();
         let tags = moka::future::Cache::builder()
             .max_capacity(cache.max_entries)
-            .time_to_live(cache.tag_ttl)
+            .time_to_live(cache.tag_ttl.max(Duration::from_millis(1)))
             .build();
         Self {
             registry,
             metrics,
             outcomes,
             tags,
+            tag_ttl: cache.tag_ttl,
         }
     }
 
@@ -260,7 +262,7 @@ impl Verifier {
             .stage_duration
             .with_label_values(&["resolve"])
             .observe(started.elapsed().as_secs_f64());
-        if let Ok(digest) = &digest {
+        if let (Ok(digest), false) = (&digest, self.tag_ttl.is_zero()) {
             self.tags.insert(key, digest.clone()).await;
         }
         digest

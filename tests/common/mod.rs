@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod registry;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_verdict");
 
 pub fn repo() -> PathBuf {

@@ -1,0 +1,419 @@
+//! A real OCI registry for tests: Debian's `docker-registry` (distribution v2) on a free
+//! 127.0.0.1 port, plus helpers that push images and cosign-format signatures to it, and
+//! a private Sigstore (a Fulcio-style CA and a Rekor key) as enterprises run their own.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData as _, SanType,
+    SigningKey as _,
+};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+pub fn sha256(bytes: &[u8]) -> String {
+    verdict::registry::sha256_digest(bytes)
+}
+
+pub struct TestRegistry {
+    child: Child,
+    pub host: String,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl TestRegistry {
+    pub async fn start() -> Self {
+        assert!(
+            std::path::Path::new(REGISTRY_BIN).exists(),
+            "Debian's docker-registry is required (apt-get install docker-registry); .ci/run installs it"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: {host}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let registry = Self {
+            child,
+            host,
+            _dir: dir,
+            http,
+        };
+        let start = Instant::now();
+        while registry
+            .http
+            .get(format!("http://{}/v2/", registry.host))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "docker-registry did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        registry
+    }
+
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        let started = self
+            .http
+            .post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status().as_u16(), 202, "blob upload start");
+        let location = started.headers()["location"].to_str().unwrap().to_string();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("http://{}{location}", self.host)
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put = self
+            .http
+            .put(format!("{location}{sep}digest={digest}"))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status().as_u16(), 201, "blob upload");
+        digest
+    }
+
+    /// Pushes a manifest under `reference` (tag or digest); returns its digest.
+    pub async fn push_manifest(&self, repo: &str, reference: &str, manifest: &Value) -> String {
+        let bytes = serde_json::to_vec(manifest).unwrap();
+        let media_type = manifest["mediaType"].as_str().unwrap().to_string();
+        let put = self
+            .http
+            .put(format!(
+                "http://{}/v2/{repo}/manifests/{reference}",
+                self.host
+            ))
+            .header("content-type", media_type)
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            put.status().as_u16(),
+            201,
+            "manifest push: {}",
+            put.text().await.unwrap()
+        );
+        sha256(&bytes)
+    }
+
+    /// A small, unique image under `repo:tag`; returns its digest.
+    pub async fn push_image(&self, repo: &str, tag: &str) -> String {
+        let config = self.push_blob(repo, b"{}").await;
+        let layer_bytes = format!("layer of {repo}:{tag} {:?}", Instant::now()).into_bytes();
+        let layer = self.push_blob(repo, &layer_bytes).await;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_bytes.len()}]
+        });
+        self.push_manifest(repo, tag, &manifest).await
+    }
+
+    /// Pushes cosign signature layers for `digest` as `sha256-<hex>.sig`.
+    pub async fn push_signatures(&self, repo: &str, digest: &str, layers: &[SignatureLayer]) {
+        let config = self.push_blob(repo, b"{}").await;
+        let mut descriptors = Vec::new();
+        for layer in layers {
+            let blob = self.push_blob(repo, &layer.payload).await;
+            descriptors.push(json!({
+                "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                "digest": blob,
+                "size": layer.payload.len(),
+                "annotations": layer.annotations,
+            }));
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+            "layers": descriptors,
+        });
+        self.push_manifest(
+            repo,
+            &format!("{}.sig", digest.replace(':', "-")),
+            &manifest,
+        )
+        .await;
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A signature layer as cosign writes it.
+#[derive(Clone, Debug)]
+pub struct SignatureLayer {
+    pub payload: Vec<u8>,
+    pub annotations: serde_json::Map<String, Value>,
+}
+
+/// The simple-signing payload cosign signs.
+pub fn payload(docker_reference: &str, digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "critical": {
+            "identity": {"docker-reference": docker_reference},
+            "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature"
+        },
+        "optional": null
+    }))
+    .unwrap()
+}
+
+/// A signing key of any type cosign supports, from the sigstore crate.
+pub struct TestKey {
+    signer: sigstore::crypto::SigStoreSigner,
+    pub public_pem: String,
+}
+
+impl TestKey {
+    pub fn generate(scheme: sigstore::crypto::SigningScheme) -> Self {
+        let signer = scheme.create_signer().unwrap();
+        let public_pem = signer
+            .to_sigstore_keypair()
+            .unwrap()
+            .public_key_to_pem()
+            .unwrap();
+        Self { signer, public_pem }
+    }
+
+    pub fn sign(&self, payload: &[u8]) -> Vec<u8> {
+        self.signer.sign(payload).unwrap()
+    }
+
+    /// A keyed cosign layer (no certificate, no bundle).
+    pub fn layer(&self, payload: Vec<u8>) -> SignatureLayer {
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(
+            "dev.cosignproject.cosign/signature".into(),
+            json!(B64.encode(self.sign(&payload))),
+        );
+        SignatureLayer {
+            payload,
+            annotations,
+        }
+    }
+}
+
+/// A private Sigstore: a Fulcio-style CA that issues short-lived signing certificates with
+/// OIDC issuer and subject, and a Rekor key that signs inclusion promises (SETs).
+pub struct PrivateSigstore {
+    ca: CertifiedIssuer<'static, KeyPair>,
+    rekor: KeyPair,
+    log_index: std::sync::atomic::AtomicI64,
+}
+
+/// What a keyless signing should look like; tests bend one field to make a bad case.
+pub struct Keyless<'a> {
+    pub subject: &'a str,
+    pub issuer: &'a str,
+    pub github_repository: Option<&'a str>,
+    pub github_ref: Option<&'a str>,
+    /// Seconds from now of the Rekor integrated time.
+    pub integrated_offset: i64,
+    /// Certificate validity relative to now: (not_before, not_after) in seconds.
+    pub validity: (i64, i64),
+}
+
+impl Default for Keyless<'_> {
+    fn default() -> Self {
+        Self {
+            subject: "https://github.com/acme/app/.github/workflows/release.yaml@refs/tags/v1.0.0",
+            issuer: "https://token.actions.githubusercontent.com",
+            github_repository: Some("acme/app"),
+            github_ref: Some("refs/tags/v1.0.0"),
+            integrated_offset: -60,
+            validity: (-120, 480),
+        }
+    }
+}
+
+pub struct KeylessSignature {
+    pub layer: SignatureLayer,
+    pub certificate_pem: String,
+    pub bundle: Value,
+}
+
+impl PrivateSigstore {
+    pub fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "acme");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} fulcio"));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(30);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self {
+            ca,
+            rekor: KeyPair::generate().unwrap(),
+            log_index: std::sync::atomic::AtomicI64::new(1000),
+        }
+    }
+
+    pub fn fulcio_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    pub fn rekor_pem(&self) -> String {
+        let der = self.rekor.subject_public_key_info();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            B64.encode(der)
+        )
+    }
+
+    pub fn log_id(&self) -> String {
+        verdict::verify::trust::log_id(&self.rekor.subject_public_key_info())
+    }
+
+    /// Issues a certificate for a fresh key and returns (certificate PEM, the key).
+    pub fn issue(&self, spec: &Keyless<'_>) -> (String, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![if spec.subject.contains('@')
+            && !spec.subject.contains("://")
+        {
+            SanType::Rfc822Name(spec.subject.try_into().unwrap())
+        } else {
+            SanType::URI(spec.subject.try_into().unwrap())
+        }];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::seconds(spec.validity.0);
+        params.not_after = now + time::Duration::seconds(spec.validity.1);
+        let utf8 = |s: &str| {
+            let mut der = vec![0x0c, s.len() as u8];
+            der.extend_from_slice(s.as_bytes());
+            der
+        };
+        params.custom_extensions = vec![
+            CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
+                spec.issuer.as_bytes().to_vec(),
+            ),
+            CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 8], utf8(spec.issuer)),
+        ];
+        if let Some(repo) = spec.github_repository {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 57264, 1, 5],
+                    repo.as_bytes().to_vec(),
+                ));
+        }
+        if let Some(r) = spec.github_ref {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 57264, 1, 6],
+                    r.as_bytes().to_vec(),
+                ));
+        }
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key)
+    }
+
+    /// A Rekor bundle whose entry records `recorded_payload`, `recorded_signature` and `recorded_signer_pem`.
+    pub fn bundle(
+        &self,
+        recorded_payload: &[u8],
+        recorded_signature: &[u8],
+        recorded_signer_pem: &str,
+        integrated_time: i64,
+    ) -> Value {
+        let body = json!({
+            "apiVersion": "0.0.1",
+            "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": sha256(recorded_payload).trim_start_matches("sha256:")}},
+                "signature": {"content": B64.encode(recorded_signature), "publicKey": {"content": B64.encode(recorded_signer_pem)}}
+            }
+        });
+        let log_index = self
+            .log_index
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let payload = json!({
+            "body": B64.encode(serde_json::to_vec(&body).unwrap()),
+            "integratedTime": integrated_time,
+            "logIndex": log_index,
+            "logID": self.log_id(),
+        });
+        let canonical = serde_json_canonicalizer::to_vec(&payload).unwrap();
+        let set = self.rekor.sign(&canonical).unwrap();
+        json!({"SignedEntryTimestamp": B64.encode(set), "Payload": payload})
+    }
+
+    /// A complete keyless signature of `payload` as cosign would push it.
+    pub fn sign(&self, payload: Vec<u8>, spec: &Keyless<'_>) -> KeylessSignature {
+        let (certificate_pem, key) = self.issue(spec);
+        let signature = key.sign(&payload).unwrap();
+        let integrated = time::OffsetDateTime::now_utc().unix_timestamp() + spec.integrated_offset;
+        let bundle = self.bundle(&payload, &signature, &certificate_pem, integrated);
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(
+            "dev.cosignproject.cosign/signature".into(),
+            json!(B64.encode(&signature)),
+        );
+        annotations.insert(
+            "dev.sigstore.cosign/certificate".into(),
+            json!(certificate_pem),
+        );
+        annotations.insert(
+            "dev.sigstore.cosign/bundle".into(),
+            json!(bundle.to_string()),
+        );
+        KeylessSignature {
+            layer: SignatureLayer {
+                payload,
+                annotations,
+            },
+            certificate_pem,
+            bundle,
+        }
+    }
+}

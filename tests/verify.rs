@@ -1,0 +1,881 @@
+//! Image provenance end to end: a real `docker-registry`, signatures made by the tests with
+//! real keys and a private Sigstore, and the real server judging over HTTPS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use base64::Engine as _;
+use common::registry::{
+    payload, Keyless, PrivateSigstore, SignatureLayer, TestKey, TestRegistry, B64,
+};
+use common::{codes, pod_review, Options, Server};
+use serde_json::{json, Value};
+use sigstore::crypto::SigningScheme;
+use std::path::Path;
+
+struct Setup {
+    registry: TestRegistry,
+    server: Server,
+    _policies: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A registry, and a server whose policies folder holds `images_yaml` and `files`.
+    async fn new(images_yaml: &str, files: &[(&str, String)], extra: &[&str]) -> Self {
+        let registry = TestRegistry::start().await;
+        Self::with_registry(registry, images_yaml, files, extra)
+    }
+
+    fn with_registry(
+        registry: TestRegistry,
+        images_yaml: &str,
+        files: &[(&str, String)],
+        extra: &[&str],
+    ) -> Self {
+        let policies = tempfile::tempdir().unwrap();
+        std::fs::write(
+            policies.path().join("images.yaml"),
+            images_yaml.replace("HOST", &registry.host),
+        )
+        .unwrap();
+        for (name, text) in files {
+            let path = policies.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let mut extra_args = vec!["--insecure-registry".to_string(), registry.host.clone()];
+        extra_args.extend(extra.iter().map(|s| s.to_string()));
+        let server = Server::start_with(Options {
+            policies: policies.path().to_path_buf(),
+            extra_args,
+        });
+        Self {
+            registry,
+            server,
+            _policies: policies,
+        }
+    }
+
+    fn image(&self, repo: &str, reference: &str) -> String {
+        if reference.starts_with("sha256:") {
+            format!("{}/{repo}@{reference}", self.registry.host)
+        } else {
+            format!("{}/{repo}:{reference}", self.registry.host)
+        }
+    }
+
+    async fn review(&self, images: &[&str]) -> Value {
+        let (status, body) = self
+            .server
+            .validate(&self.server.client(true), &pod_review("team-a", images))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn check(&self, images: &[&str]) -> Value {
+        let review = pod_review("team-a", images);
+        self.server
+            .client(true)
+            .post(self.server.url("/v1/check"))
+            .json(&review)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Pushes an image and signs it with a key-based layer built by `sign`.
+    async fn signed_image(&self, repo: &str, sign: impl Fn(Vec<u8>) -> SignatureLayer) -> String {
+        let digest = self.registry.push_image(repo, "v1").await;
+        let layer = sign(payload(&format!("{}/{repo}", self.registry.host), &digest));
+        self.registry.push_signatures(repo, &digest, &[layer]).await;
+        digest
+    }
+}
+
+fn allowed(body: &Value) -> bool {
+    body["response"]["allowed"].as_bool().unwrap()
+}
+
+fn message(body: &Value) -> String {
+    body["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn key_policy(name: &str, glob: &str, key_file: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: verdict.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: {name}}}\nspec:\n  images: [{{glob: '{glob}'}}]\n  authorities:\n  - name: key\n    key: {{file: {key_file}{extra}}}\n"
+    )
+}
+
+fn keyless_policy(identity: &str, mode: &str) -> String {
+    format!(
+        "apiVersion: verdict.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: release}}\nspec:\n  images: [{{glob: 'HOST/keyless/**'}}]\n  mode: {mode}\n  authorities:\n  - name: github-release\n    keyless:\n      trustRoot: {{fulcio: [trust/fulcio.pem], rekor: [trust/rekor.pub]}}\n      identities:\n      - {identity}\n"
+    )
+}
+
+const RELEASE_IDENTITY: &str = "{issuer: 'https://token.actions.githubusercontent.com', subjectRegExp: 'https://github.com/acme/app/\\.github/workflows/release\\.yaml@refs/tags/v.*', github: {repository: acme/app}}";
+
+fn trust_files(sigstore: &PrivateSigstore) -> Vec<(&'static str, String)> {
+    vec![
+        ("trust/fulcio.pem", sigstore.fulcio_pem()),
+        ("trust/rekor.pub", sigstore.rekor_pem()),
+    ]
+}
+
+#[tokio::test]
+async fn admits_images_signed_with_every_supported_key_type() {
+    let schemes = [
+        ("p256", SigningScheme::ECDSA_P256_SHA256_ASN1, ""),
+        ("p384", SigningScheme::ECDSA_P384_SHA384_ASN1, ""),
+        ("rsa-pkcs1", SigningScheme::RSA_PKCS1_SHA256(2048), ""),
+        (
+            "rsa-pss",
+            SigningScheme::RSA_PSS_SHA256(2048),
+            ", signingScheme: RSA_PSS_SHA256",
+        ),
+        ("ed25519", SigningScheme::ED25519, ""),
+    ];
+    let keys: Vec<(&str, TestKey, &str)> = schemes
+        .into_iter()
+        .map(|(n, s, extra)| (n, TestKey::generate(s), extra))
+        .collect();
+    let policies: Vec<String> = keys
+        .iter()
+        .map(|(n, _, extra)| {
+            key_policy(
+                n,
+                &format!("HOST/keyed/{n}"),
+                &format!("keys/{n}.pub"),
+                extra,
+            )
+        })
+        .collect();
+    let files: Vec<(String, String)> = keys
+        .iter()
+        .map(|(n, k, _)| (format!("keys/{n}.pub"), k.public_pem.clone()))
+        .collect();
+    let files: Vec<(&str, String)> = files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let setup = Setup::new(&policies.join("---\n"), &files, &[]).await;
+    let mut images = Vec::new();
+    for (name, key, _) in &keys {
+        let repo = format!("keyed/{name}");
+        setup.signed_image(&repo, |p| key.layer(p)).await;
+        images.push(setup.image(&repo, "v1"));
+    }
+    let images: Vec<&str> = images.iter().map(String::as_str).collect();
+    let body = setup.review(&images).await;
+    assert!(allowed(&body), "{body}");
+    let report = setup.check(&images).await;
+    for (i, image) in report["objects"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(image["verified"], true, "{}: {image}", keys[i].0);
+        assert!(image["digest"].as_str().unwrap().starts_with("sha256:"));
+        assert_eq!(
+            image["signatures"][0]["authority"],
+            format!("{}/key", keys[i].0)
+        );
+    }
+}
+
+#[tokio::test]
+async fn denies_unsigned_wrong_key_tampered_and_mismatched_signatures() {
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let other = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let setup = Setup::new(
+        &key_policy("signed", "HOST/app/**", "keys/cosign.pub", ""),
+        &[("keys/cosign.pub", key.public_pem.clone())],
+        &[],
+    )
+    .await;
+    let host = setup.registry.host.clone();
+
+    setup.registry.push_image("app/unsigned", "v1").await;
+    setup
+        .signed_image("app/wrong-key", |p| other.layer(p))
+        .await;
+    setup
+        .signed_image("app/tampered", |p| {
+            let mut layer = key.layer(p.clone());
+            layer.payload = String::from_utf8(p)
+                .unwrap()
+                .replace("null", "{\"evil\":true}")
+                .into_bytes();
+            layer
+        })
+        .await;
+    let digest = setup.registry.push_image("app/mismatch", "v1").await;
+    let elsewhere = format!("sha256:{}", "1".repeat(64));
+    setup
+        .registry
+        .push_signatures(
+            "app/mismatch",
+            &digest,
+            &[key.layer(payload(&format!("{host}/app/mismatch"), &elsewhere))],
+        )
+        .await;
+
+    for (repo, want) in [
+        ("app/unsigned", "NO_SIGNATURE"),
+        ("app/wrong-key", "UNTRUSTED_KEY"),
+        ("app/tampered", "UNTRUSTED_KEY"),
+        ("app/mismatch", "DIGEST_MISMATCH"),
+    ] {
+        let image = setup.image(repo, "v1");
+        let body = setup.review(&[&image]).await;
+        assert!(!allowed(&body), "{repo}: {body}");
+        assert_eq!(codes(&body), [want], "{repo}: {body}");
+        let text = message(&body);
+        assert!(
+            text.contains("container \"c0\"") && text.contains(&image),
+            "{text}"
+        );
+        assert!(
+            text.contains("sha256:") && text.contains("Reproduce with: cosign verify"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn admits_keyless_signature_from_release_workflow() {
+    let sigstore = PrivateSigstore::new("acme");
+    let setup = Setup::new(
+        &keyless_policy(RELEASE_IDENTITY, "enforce"),
+        &trust_files(&sigstore),
+        &[],
+    )
+    .await;
+    let digest = setup.registry.push_image("keyless/app", "v1").await;
+    let signed = sigstore.sign(payload("x", &digest), &Keyless::default());
+    setup
+        .registry
+        .push_signatures("keyless/app", &digest, &[signed.layer])
+        .await;
+    let image = setup.image("keyless/app", "v1");
+    let body = setup.review(&[&image]).await;
+    assert!(allowed(&body), "{body}");
+    let report = setup.check(&[&image]).await;
+    let facts = &report["objects"][0]["images"][0];
+    assert_eq!(facts["verified"], true);
+    assert_eq!(facts["digest"], digest);
+    let signature = &facts["signatures"][0];
+    assert_eq!(signature["authority"], "release/github-release");
+    assert!(signature["identity"]
+        .as_str()
+        .unwrap()
+        .contains("refs/tags/v1.0.0"));
+    assert!(signature["rekor_log_index"].as_i64().is_some());
+    assert!(signature["rekor_integrated_time"].as_i64().unwrap() > 1_700_000_000);
+}
+
+#[tokio::test]
+async fn keyless_negative_cases_each_get_their_reason_code() {
+    let sigstore = PrivateSigstore::new("acme");
+    let stranger = PrivateSigstore::new("stranger");
+    let setup = Setup::new(
+        &keyless_policy(RELEASE_IDENTITY, "enforce"),
+        &trust_files(&sigstore),
+        &[],
+    )
+    .await;
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+
+    struct Case {
+        repo: &'static str,
+        want: &'static str,
+    }
+    let mut cases = Vec::new();
+    let mut push = |repo: &'static str, want: &'static str| {
+        cases.push(Case { repo, want });
+        repo
+    };
+
+    // Identity mismatch: another workflow of the same repository.
+    let repo = push("keyless/identity", "IDENTITY_MISMATCH");
+    let digest = setup.registry.push_image(repo, "v1").await;
+    let spec = Keyless {
+        subject: "https://github.com/acme/app/.github/workflows/nightly.yaml@refs/heads/main",
+        ..Keyless::default()
+    };
+    setup
+        .registry
+        .push_signatures(
+            repo,
+            &digest,
+            &[sigstore.sign(payload("x", &digest), &spec).layer],
+        )
+        .await;
+
+    // Anchoring: the policy's regular expression appears inside the subject, but the subject is not it.
+    let repo = push("keyless/anchoring", "IDENTITY_MISMATCH");
+    let digest = setup.registry.push_image(repo, "v1").await;
+    let spec = Keyless {
+        subject: "https://evil.example/https://github.com/acme/app/.github/workflows/release.yaml@refs/tags/v1.0.0",
+        ..Keyless::default()
+    };
+    setup
+        .registry
+        .push_signatures(
+            repo,
+            &digest,
+            &[sigstore.sign(payload("x", &digest), &spec).layer],
+        )
+        .await;
+
+    // A GitHub claim that differs (another repository) with a matching subject.
+    let repo = push("keyless/claims", "IDENTITY_MISMATCH");
+    let digest = setup.registry.push_image(repo, "v1").await;
+    let spec = Keyless {
+        github_repository: Some("acme/fork"),
+        ..Keyless::default()
+    };
+    setup
+        .registry
+        .push_signatures(
+            repo,
+            &digest,
+            &[sigstore.sign(payload("x", &digest), &spec).layer],
+        )
+        .await;
+
+    // Untrusted root: a certificate from another CA.
+    let repo = push("keyless/root", "UNTRUSTED_ROOT");
+    let digest = setup.registry.push_image(repo, "v1").await;
+    let (cert, cert_key) = stranger.issue(&Keyless::default());
+    let p = payload("x", &digest);
+    let signature = rcgen::SigningKey::sign(&cert_key, &p).unwrap();
+    let bundle = sigstore.bundle(
+        &p,
+        &signature,
+        &cert,
+        time::OffsetDateTime::now_utc().unix_timestamp() - 60,
+    );
+    setup
+        .registry
+        .push_signatures(
+            repo,
+            &digest,
+            &[layer_of(p, &signature, Some(&cert), Some(&bundle))],
+        )
+        .await;
+
+    // Rekor body mismatch: a valid SET over an entry for another payload.
+    let repo = push("keyless/rekor-body", "TLOG_MISMATCH");
+    let digest = setup.registry.push_image(repo, "v1").await;
+    let (cert, cert_key) = sigstore.issue(&Keyless::default());
+    let p = payload("x", &digest);
+    let signature = rcgen::SigningKey::sign(&cert_key, &p).unwrap();
+    let bundle = sigstore.bundle(
+        b"another payload",
+        &signature,
+        &cert,
+        time::OffsetDateTime::now_utc().unix_timestamp() - 60,
+    );
+    setup
+        .registry
+        .push_signatures(
+            repo,
+            &digest,
+            &[layer_of(p, &signature, Some(&cert), Some(&bundle))],
+        )
+        .await;
+
+    // A real certificate and Rekor bundle carrying a signature made by another key.
+    let repo = push("keyless/other-key", "SIGNATURE_INVALID");
+    let digest = setup.registry.push_image(repo, "v1").await;
+    let good = sigstore.sign(payload("x", &digest), &Keyless::default());
+    let mut layer = good.layer.clone();
+    layer.annotations.insert(
+        "dev.cosignproject.cosign/signature".into(),
+        json!(B64.encode(key.sign(&good.layer.payload))),
+    );
+    setup
+        .registry
+        .push_signatures(repo, &digest, &[layer])
+        .await;
+
+    // Tampered payload under a valid certificate.
+    let repo = push("keyless/tampered", "SIGNATURE_INVALID");
+    let digest = setup.registry.push_image(repo, "v1").await;
+    let mut layer = sigstore
+        .sign(payload("x", &digest), &Keyless::default())
+        .layer;
+    layer.payload = String::from_utf8(layer.payload)
+        .unwrap()
+        .replace("null", "{\"evil\":1}")
+        .into_bytes();
+    setup
+        .registry
+        .push_signatures(repo, &digest, &[layer])
+        .await;
+
+    // A certificate that expired long ago, with no transparency-log entry to prove when it signed.
+    let repo = push("keyless/expired-no-tlog", "TLOG_MISSING");
+    let digest = setup.registry.push_image(repo, "v1").await;
+    let mut layer = sigstore
+        .sign(
+            payload("x", &digest),
+            &Keyless {
+                validity: (-7200, -6600),
+                ..Keyless::default()
+            },
+        )
+        .layer;
+    layer.annotations.remove("dev.sigstore.cosign/bundle");
+    setup
+        .registry
+        .push_signatures(repo, &digest, &[layer])
+        .await;
+
+    // Logged after the certificate had expired.
+    let repo = push("keyless/expired", "CERT_EXPIRED");
+    let digest = setup.registry.push_image(repo, "v1").await;
+    let spec = Keyless {
+        validity: (-7200, -6600),
+        integrated_offset: -60,
+        ..Keyless::default()
+    };
+    setup
+        .registry
+        .push_signatures(
+            repo,
+            &digest,
+            &[sigstore.sign(payload("x", &digest), &spec).layer],
+        )
+        .await;
+
+    for case in &cases {
+        let image = setup.image(case.repo, "v1");
+        let body = setup.review(&[&image]).await;
+        assert!(!allowed(&body), "{}: {body}", case.repo);
+        assert_eq!(
+            codes(&body),
+            [case.want],
+            "{}: {}",
+            case.repo,
+            message(&body)
+        );
+    }
+    assert!(message(
+        &setup
+            .review(&[&setup.image("keyless/identity", "v1")])
+            .await
+    )
+    .contains("nightly.yaml"));
+}
+
+fn layer_of(
+    payload: Vec<u8>,
+    signature: &[u8],
+    cert: Option<&str>,
+    bundle: Option<&Value>,
+) -> SignatureLayer {
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(
+        "dev.cosignproject.cosign/signature".into(),
+        json!(B64.encode(signature)),
+    );
+    if let Some(cert) = cert {
+        annotations.insert("dev.sigstore.cosign/certificate".into(), json!(cert));
+    }
+    if let Some(bundle) = bundle {
+        annotations.insert(
+            "dev.sigstore.cosign/bundle".into(),
+            json!(bundle.to_string()),
+        );
+    }
+    SignatureLayer {
+        payload,
+        annotations,
+    }
+}
+
+#[tokio::test]
+async fn warn_mode_warns_and_audit_mode_only_counts() {
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let policies = format!(
+        "{}  mode: warn\n---\n{}  mode: audit\n",
+        key_policy("warned", "HOST/warn/**", "k.pub", ""),
+        key_policy("audited", "HOST/audit/**", "k.pub", "")
+    );
+    let setup = Setup::new(&policies, &[("k.pub", key.public_pem.clone())], &[]).await;
+    setup.registry.push_image("warn/app", "v1").await;
+    setup.registry.push_image("audit/app", "v1").await;
+    let body = setup
+        .review(&[
+            &setup.image("warn/app", "v1"),
+            &setup.image("audit/app", "v1"),
+        ])
+        .await;
+    assert!(allowed(&body), "{body}");
+    let warnings = body["response"]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{body}");
+    assert!(warnings[0].as_str().unwrap().starts_with("[NO_SIGNATURE]"));
+    let metrics = setup.server.metrics_text().await;
+    assert!(
+        metrics
+            .contains("verdict_image_verifications_total{code=\"NO_SIGNATURE\",mode=\"audit\"} 1"),
+        "{metrics}"
+    );
+    assert!(setup
+        .server
+        .logs()
+        .contains("image policy not satisfied (audit mode)"));
+}
+
+#[tokio::test]
+async fn concurrent_reviews_of_a_cold_image_share_one_verification_of_three_requests() {
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let setup = Setup::new(
+        &key_policy("signed", "HOST/**", "k.pub", ""),
+        &[("k.pub", key.public_pem.clone())],
+        &[],
+    )
+    .await;
+    setup.signed_image("cold/app", |p| key.layer(p)).await;
+    let image = setup.image("cold/app", "v1");
+    let client = setup.server.client(true);
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            let url = setup.server.url("/validate");
+            let review = pod_review("team-a", &[&image]);
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .json(&review)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for request in requests {
+        assert!(allowed(&request.await.unwrap()));
+    }
+    let metrics = setup.server.metrics_text().await;
+    let requests: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("verdict_registry_requests_total{") && l.contains(&setup.registry.host)
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    // One tag resolution may race before the tag cache is filled; verification happens once.
+    assert!(requests <= 3 + 19, "{metrics}");
+    assert!(
+        metrics.contains("verdict_verification_cache_total{result=\"miss\"} 1"),
+        "{metrics}"
+    );
+
+    // Warm: a new review costs no registry request for the signature.
+    let before = requests;
+    assert!(allowed(&setup.review(&[&image]).await));
+    let after: u64 = setup
+        .server
+        .metrics_text()
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("verdict_registry_requests_total{") && l.contains(&setup.registry.host)
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(
+        after, before,
+        "a cached image needs no registry request within the tag TTL"
+    );
+}
+
+#[tokio::test]
+async fn a_cold_image_costs_three_registry_requests() {
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let setup = Setup::new(
+        &key_policy("signed", "HOST/**", "k.pub", ""),
+        &[("k.pub", key.public_pem.clone())],
+        &[],
+    )
+    .await;
+    setup.signed_image("three/app", |p| key.layer(p)).await;
+    assert!(allowed(
+        &setup.review(&[&setup.image("three/app", "v1")]).await
+    ));
+    let metrics = setup.server.metrics_text().await;
+    let line = format!(
+        "verdict_registry_requests_total{{host=\"{}\",status=\"200\"}} 3",
+        setup.registry.host
+    );
+    assert!(metrics.contains(&line), "{metrics}");
+}
+
+#[tokio::test]
+async fn judges_the_digest_a_moved_tag_points_to() {
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let setup = Setup::new(
+        &key_policy("signed", "HOST/**", "k.pub", ""),
+        &[("k.pub", key.public_pem.clone())],
+        &["--tag-cache-ttl", "0"],
+    )
+    .await;
+    setup.signed_image("moving/app", |p| key.layer(p)).await;
+    let image = setup.image("moving/app", "v1");
+    assert!(allowed(&setup.review(&[&image]).await));
+    // Someone pushes an unsigned image under the same tag.
+    let moved = setup.registry.push_image("moving/app", "v1").await;
+    let body = setup.review(&[&image]).await;
+    assert!(!allowed(&body), "{body}");
+    assert_eq!(codes(&body), ["NO_SIGNATURE"]);
+    assert!(
+        message(&body).contains(&moved),
+        "the denial names the new digest: {}",
+        message(&body)
+    );
+}
+
+#[tokio::test]
+async fn unreachable_registry_is_a_clear_denial() {
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let setup = Setup::new(
+        &key_policy("signed", "127.0.0.1:1/**", "k.pub", ""),
+        &[("k.pub", key.public_pem.clone())],
+        &["--insecure-registry", "127.0.0.1:1"],
+    )
+    .await;
+    let body = setup.review(&["127.0.0.1:1/app:v1"]).await;
+    assert!(!allowed(&body));
+    assert_eq!(codes(&body), ["REGISTRY_UNREACHABLE"]);
+    assert!(message(&body).contains("127.0.0.1:1"), "{}", message(&body));
+}
+
+/// Pushes a production cosign signature set from the fixtures under `digest` in `repo`.
+async fn push_fixture(registry: &TestRegistry, repo: &str, dir: &Path, digest: &str) {
+    let payload = std::fs::read(dir.join("payload.json")).unwrap();
+    let layers: Vec<SignatureLayer> = match std::fs::read(dir.join("sig_manifest.json")) {
+        Ok(manifest) => {
+            let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+            manifest["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| SignatureLayer {
+                    payload: payload.clone(),
+                    annotations: l["annotations"].as_object().unwrap().clone(),
+                })
+                .collect()
+        }
+        Err(_) => {
+            let read = |f: &str| {
+                std::fs::read_to_string(dir.join(f))
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            };
+            let mut annotations = serde_json::Map::new();
+            annotations.insert(
+                "dev.cosignproject.cosign/signature".into(),
+                json!(read("signature.b64").unwrap()),
+            );
+            if let Some(cert) = read("certificate.pem") {
+                annotations.insert("dev.sigstore.cosign/certificate".into(), json!(cert));
+            }
+            if let Some(bundle) = read("bundle.json") {
+                annotations.insert("dev.sigstore.cosign/bundle".into(), json!(bundle));
+            }
+            vec![SignatureLayer {
+                payload,
+                annotations,
+            }]
+        }
+    };
+    registry.push_signatures(repo, digest, &layers).await;
+}
+
+#[tokio::test]
+async fn verifies_real_production_signatures_with_the_production_trust_root() {
+    let fixtures = common::fixture("cosign");
+    let registry = TestRegistry::start().await;
+    let sets = [
+        ("keyed-ecdsa-sigstore-rs-busybox", "prod/busybox"),
+        ("keyed-rsa-suse-obs-sle-micro-toolbox", "prod/suse"),
+        ("keyless-email-2021-sigstore-rs", "prod/email"),
+        ("keyless-gha-2026-salrashid123-server_image", "prod/gha"),
+        ("gcp-2023-salrashid123-securebuild-bazel", "prod/gcp"),
+    ];
+    let mut digests = Vec::new();
+    for (set, repo) in sets {
+        let expected: Value = serde_json::from_slice(
+            &std::fs::read(fixtures.join(set).join("expected.json")).unwrap(),
+        )
+        .unwrap();
+        let digest = expected["image_digest"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                expected["image"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit_once('@')
+                    .unwrap()
+                    .1
+                    .to_string()
+            });
+        push_fixture(&registry, repo, &fixtures.join(set), &digest).await;
+        digests.push(digest);
+    }
+    let key = |f: &str| std::fs::read_to_string(fixtures.join(f)).unwrap();
+    let policy = |name: &str, repo: &str, authority: &str| {
+        format!("apiVersion: verdict.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: {name}}}\nspec:\n  images: [{{glob: 'HOST/{repo}'}}]\n  authorities:\n{authority}")
+    };
+    let policies = [
+        policy("busybox", "prod/busybox", "  - key: {file: keys/busybox.pub}\n"),
+        policy("busybox-wrong", "prod/busybox-wrong", "  - key: {file: keys/wrong.pub}\n"),
+        policy("suse", "prod/suse", "  - key: {file: keys/suse.pub}\n"),
+        policy("email", "prod/email", "  - keyless:\n      identities: [{subject: flavio@castelli.me}]\n"),
+        policy("email-wrong", "prod/email-wrong", "  - keyless:\n      identities: [{subject: someone@else.example}]\n"),
+        policy(
+            "gha",
+            "prod/gha",
+            "  - keyless:\n      identities: [{issuer: 'https://token.actions.githubusercontent.com', subjectRegExp: 'https://github\\.com/salrashid123/go-bazel-github-workflow/\\.github/workflows/release\\.yaml@refs/tags/v.*', github: {repository: salrashid123/go-bazel-github-workflow, ref: '/refs/tags/v.*/'}}]\n",
+        ),
+        policy(
+            "gha-wrong",
+            "prod/gha-wrong",
+            "  - keyless:\n      identities: [{issuer: 'https://token.actions.githubusercontent.com', subjectRegExp: 'https://github\\.com/acme/.*'}]\n",
+        ),
+        policy(
+            "gcp",
+            "prod/gcp",
+            "  - keyless:\n      identities: [{issuer: 'https://accounts.google.com', subject: cosign-svc-account@mineral-minutia-820.iam.gserviceaccount.com}]\n",
+        ),
+    ];
+    let files = vec![
+        (
+            "keys/busybox.pub",
+            key("keyed-ecdsa-sigstore-rs-busybox/cosign.pub"),
+        ),
+        (
+            "keys/wrong.pub",
+            key("keyed-ecdsa-sigstore-rs-busybox/wrong_key.pub"),
+        ),
+        (
+            "keys/suse.pub",
+            key("keyed-rsa-suse-obs-sle-micro-toolbox/rsa.pub"),
+        ),
+    ];
+    let trust = common::fixture("trust/prod/trusted_root.json");
+    let setup = Setup::with_registry(
+        registry,
+        &policies.join("---\n"),
+        &files,
+        &["--trust-root", trust.to_str().unwrap()],
+    );
+    // The wrong-key and wrong-identity variants look at the same signatures.
+    for (from, to, digest) in [
+        ("busybox", "busybox-wrong", &digests[0]),
+        ("email", "email-wrong", &digests[2]),
+        ("gha", "gha-wrong", &digests[3]),
+    ] {
+        let (set, _) = sets.iter().find(|(_, r)| r.ends_with(from)).unwrap();
+        push_fixture(
+            &setup.registry,
+            &format!("prod/{to}"),
+            &fixtures.join(set),
+            digest,
+        )
+        .await;
+    }
+    for (i, (set, repo)) in sets.iter().enumerate() {
+        let image = setup.image(repo, &digests[i]);
+        let body = setup.review(&[&image]).await;
+        assert!(allowed(&body), "{set}: {body}");
+        let report = setup.check(&[&image]).await;
+        assert_eq!(
+            report["objects"][0]["images"][0]["verified"], true,
+            "{set}: {report}"
+        );
+    }
+    for (repo, digest, want) in [
+        ("prod/busybox-wrong", &digests[0], "UNTRUSTED_KEY"),
+        ("prod/email-wrong", &digests[2], "IDENTITY_MISMATCH"),
+        ("prod/gha-wrong", &digests[3], "IDENTITY_MISMATCH"),
+    ] {
+        let body = setup.review(&[&setup.image(repo, digest)]).await;
+        assert!(!allowed(&body), "{repo}: {body}");
+        assert_eq!(codes(&body), [want], "{repo}");
+    }
+}
+
+#[tokio::test]
+async fn verdict_check_verifies_through_the_same_path() {
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let registry = TestRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("images.yaml"),
+        key_policy("signed", &format!("{}/**", registry.host), "k.pub", ""),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("k.pub"), &key.public_pem).unwrap();
+    let digest = registry.push_image("cli/app", "v1").await;
+    registry
+        .push_signatures("cli/app", &digest, &[key.layer(payload("x", &digest))])
+        .await;
+    registry.push_image("cli/unsigned", "v1").await;
+    let policies = dir.path().to_path_buf();
+    let registry_host = registry.host.clone();
+    let run = move |image: String| {
+        let manifest = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: c, image: '{image}'}}]\n");
+        let mut child = std::process::Command::new(common::BIN)
+            .args([
+                "check",
+                "-f",
+                "-",
+                "--policies",
+                policies.to_str().unwrap(),
+                "--insecure-registry",
+                &registry_host,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let host = registry.host.clone();
+    let run_ok = run.clone();
+    let ok = tokio::task::spawn_blocking(move || run_ok(format!("{host}/cli/app:v1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("verified: yes"));
+    let host = registry.host.clone();
+    let denied = tokio::task::spawn_blocking(move || run(format!("{host}/cli/unsigned:v1")))
+        .await
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stdout).contains("[NO_SIGNATURE]"));
+}

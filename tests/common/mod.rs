@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod faults;
 pub mod registry;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_verdict");

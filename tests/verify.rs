@@ -879,3 +879,107 @@ async fn verdict_check_verifies_through_the_same_path() {
     assert_eq!(denied.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&denied.stdout).contains("[NO_SIGNATURE]"));
 }
+
+#[tokio::test]
+async fn reads_a_tls_registry_with_basic_auth_through_docker_config_and_registry_ca() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = verdict::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
+        .unwrap();
+    verdict::certs::write(certs_dir.path(), &certs).unwrap();
+    let options = common::registry::RegistryOptions {
+        basic_auth: Some(("puller".into(), "s3cret".into())),
+        tls: Some((
+            certs_dir.path().join("tls.crt"),
+            certs_dir.path().join("tls.key"),
+            certs.ca_pem.clone(),
+        )),
+    };
+    let registry = TestRegistry::start_with(options).await;
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let digest = registry.push_image("private/app", "v1").await;
+    registry
+        .push_signatures("private/app", &digest, &[key.layer(payload("x", &digest))])
+        .await;
+    let host = registry.host.clone();
+    let docker_config = json!({"auths": {host.clone(): {"auth": B64.encode("puller:s3cret")}}});
+    let files = vec![
+        ("k.pub", key.public_pem.clone()),
+        ("../docker-config.json", docker_config.to_string()),
+        ("../registry-ca.pem", certs.ca_pem.clone()),
+    ];
+    let policy = key_policy("private", "HOST/private/**", "k.pub", "");
+    let policies = tempfile::tempdir().unwrap();
+    let root = policies.path().join("policies");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("images.yaml"), policy.replace("HOST", &host)).unwrap();
+    for (name, text) in &files {
+        std::fs::write(root.join(name), text).unwrap();
+    }
+    let image = format!("{host}/private/app:v1");
+    let with_credentials = Server::start_with(Options {
+        policies: root.clone(),
+        extra_args: vec![
+            "--docker-config".into(),
+            policies
+                .path()
+                .join("docker-config.json")
+                .display()
+                .to_string(),
+            "--registry-ca".into(),
+            policies
+                .path()
+                .join("registry-ca.pem")
+                .display()
+                .to_string(),
+        ],
+    });
+    let (_, body) = with_credentials
+        .validate(
+            &with_credentials.client(true),
+            &pod_review("team-a", &[&image]),
+        )
+        .await;
+    assert!(allowed(&body), "{body}");
+
+    let without = Server::start_with(Options {
+        policies: root,
+        extra_args: vec![
+            "--registry-ca".into(),
+            policies
+                .path()
+                .join("registry-ca.pem")
+                .display()
+                .to_string(),
+        ],
+    });
+    let (_, body) = without
+        .validate(&without.client(true), &pod_review("team-a", &[&image]))
+        .await;
+    assert!(!allowed(&body));
+    assert_eq!(codes(&body), ["REGISTRY_AUTH"], "{body}");
+}
+
+#[tokio::test]
+async fn fetches_docker_hub_images_from_a_configured_mirror() {
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let registry = TestRegistry::start().await;
+    let digest = registry.push_image("acme/app", "v1").await;
+    registry
+        .push_signatures(
+            "acme/app",
+            &digest,
+            &[key.layer(payload("docker.io/acme/app", &digest))],
+        )
+        .await;
+    let mirror = format!("docker.io={}", registry.host);
+    let setup = Setup::with_registry(
+        registry,
+        &key_policy("hub", "docker.io/acme/**", "k.pub", ""),
+        &[("k.pub", key.public_pem.clone())],
+        &["--registry-mirror", &mirror],
+    );
+    let body = setup.review(&["acme/app:v1"]).await;
+    assert!(allowed(&body), "{body}");
+    let report = setup.check(&["acme/app:v1"]).await;
+    assert_eq!(report["objects"][0]["images"][0]["digest"], digest);
+}

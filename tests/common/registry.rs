@@ -25,10 +25,23 @@ pub struct TestRegistry {
     pub host: String,
     _dir: tempfile::TempDir,
     http: reqwest::Client,
+    scheme: &'static str,
+}
+
+/// Optional registry features: basic auth (htpasswd) and TLS.
+#[derive(Default)]
+pub struct RegistryOptions {
+    pub basic_auth: Option<(String, String)>,
+    /// (certificate PEM path, key PEM path, CA PEM) of the serving certificate.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf, String)>,
 }
 
 impl TestRegistry {
     pub async fn start() -> Self {
+        Self::start_with(RegistryOptions::default()).await
+    }
+
+    pub async fn start_with(options: RegistryOptions) -> Self {
         assert!(
             std::path::Path::new(REGISTRY_BIN).exists(),
             "Debian's docker-registry is required (apt-get install docker-registry); .ci/run installs it"
@@ -40,10 +53,25 @@ impl TestRegistry {
             .unwrap()
             .port();
         let host = format!("127.0.0.1:{port}");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: {host}\n",
             dir.path().join("data").display()
         );
+        if let Some((cert, key, _)) = &options.tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        if let Some((user, password)) = &options.basic_auth {
+            let hash = bcrypt::hash(password, 4).unwrap();
+            std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let child = Command::new(REGISTRY_BIN)
             .arg("serve")
@@ -52,17 +80,34 @@ impl TestRegistry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let http = reqwest::Client::new();
+        let mut builder = reqwest::Client::builder();
+        if let Some((_, _, ca)) = &options.tls {
+            builder = builder
+                .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+        }
+        if let Some((user, password)) = &options.basic_auth {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let value = format!("Basic {}", B64.encode(format!("{user}:{password}")));
+            headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
+            builder = builder.default_headers(headers);
+        }
+        let http = builder.build().unwrap();
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let registry = Self {
             child,
             host,
             _dir: dir,
             http,
+            scheme,
         };
         let start = Instant::now();
         while registry
             .http
-            .get(format!("http://{}/v2/", registry.host))
+            .get(registry.url("/v2/"))
             .send()
             .await
             .map(|r| r.status().as_u16())
@@ -78,11 +123,23 @@ impl TestRegistry {
         registry
     }
 
+    /// `http[s]://host<path>`; the certificate of a TLS registry names localhost.
+    fn url(&self, path: &str) -> String {
+        if self.scheme == "https" {
+            format!(
+                "https://localhost:{}{path}",
+                self.host.rsplit(':').next().unwrap()
+            )
+        } else {
+            format!("http://{}{path}", self.host)
+        }
+    }
+
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);
         let started = self
             .http
-            .post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host))
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))
             .send()
             .await
             .unwrap();
@@ -91,7 +148,7 @@ impl TestRegistry {
         let location = if location.starts_with("http") {
             location
         } else {
-            format!("http://{}{location}", self.host)
+            self.url(&location)
         };
         let sep = if location.contains('?') { '&' } else { '?' };
         let put = self
@@ -111,10 +168,7 @@ impl TestRegistry {
         let media_type = manifest["mediaType"].as_str().unwrap().to_string();
         let put = self
             .http
-            .put(format!(
-                "http://{}/v2/{repo}/manifests/{reference}",
-                self.host
-            ))
+            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
             .header("content-type", media_type)
             .body(bytes.clone())
             .send()

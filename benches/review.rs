@@ -1,30 +1,78 @@
-//! One full review, in process: decode -> images -> Rego (shipped policies) -> response.
-//! Criterion reports the time per review and, as throughput, reviews per second.
+//! In-process benchmarks of the judging path.
+//! - `review/*`: one full review (decode -> images -> Rego with the shipped policies -> response).
+//! - `verified/three_images_cache_hit`: a Pod of three signed images already verified.
+//! - cold verification against a local docker-registry: time per image and registry requests
+//!   per image, printed after the criterion groups.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/registry.rs"]
+mod registry;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use registry::{payload, TestKey, TestRegistry};
+use serde_json::json;
+use sigstore::crypto::SigningScheme;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use verdict::admission::{self, Decoded};
 use verdict::config::{PolicyConfig, RegistryConfig};
 use verdict::metrics::Metrics;
+use verdict::review::Reviewer;
 
-fn full_review(c: &mut Criterion) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+fn reviewer(policies: PathBuf, insecure: Vec<String>, metrics: Metrics) -> Reviewer {
     let policy = PolicyConfig {
-        policies: root.join("policies"),
+        policies,
         policy_timeout: Duration::from_secs(2),
     };
     let registry = RegistryConfig {
         trust_root: None,
         docker_config: None,
         registry_ca: None,
-        insecure_registries: Vec::new(),
+        insecure_registries: insecure,
         mirrors: Vec::new(),
         registry_concurrency: 16,
-        tag_cache_ttl: Duration::from_secs(10),
+        tag_cache_ttl: Duration::from_secs(600),
     };
-    let (_, reviewer) =
-        verdict::setup::reviewer(&policy, &registry, Metrics::unregistered()).unwrap();
+    verdict::setup::reviewer(&policy, &registry, metrics)
+        .unwrap()
+        .1
+}
+
+fn pod(images: &[String]) -> Vec<u8> {
+    let containers: Vec<_> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "bench", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "team-a",
+            "operation": "CREATE", "userInfo": {"username": "bench"},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}}}
+    }))
+    .unwrap()
+}
+
+async fn judge(reviewer: &Reviewer, body: &[u8]) -> Vec<u8> {
+    let raw = admission::parse_body(body).unwrap();
+    let Decoded::Judge(review) = admission::decode(raw).unwrap() else {
+        unreachable!()
+    };
+    let verdict = reviewer
+        .judge(&review, Instant::now() + Duration::from_secs(10))
+        .await;
+    let response = admission::respond(
+        review.request.types.clone(),
+        &review.subject,
+        &verdict.messages,
+    );
+    serde_json::to_vec(&response).unwrap()
+}
+
+fn full_review(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reviewer = reviewer(root.join("policies"), Vec::new(), Metrics::unregistered());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,27 +86,92 @@ fn full_review(c: &mut Criterion) {
     ] {
         let body = std::fs::read(fixtures.join(file)).unwrap();
         group.bench_function(name, |b| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    let raw = admission::parse_body(&body).unwrap();
-                    let Decoded::Judge(review) = admission::decode(raw).unwrap() else {
-                        unreachable!()
-                    };
-                    let verdict = reviewer
-                        .judge(&review, Instant::now() + Duration::from_secs(10))
-                        .await;
-                    let response = admission::respond(
-                        review.request.types.clone(),
-                        &review.subject,
-                        &verdict.messages,
-                    );
-                    serde_json::to_vec(&response).unwrap()
-                })
-            })
+            b.iter(|| runtime.block_on(judge(&reviewer, &body)))
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, full_review);
+fn sum(metrics: &Metrics, host: &str) -> u64 {
+    ["200", "404", "401", "error"]
+        .iter()
+        .map(|s| {
+            metrics
+                .registry_requests
+                .with_label_values(&[host, s])
+                .get()
+        })
+        .sum()
+}
+
+fn verification(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let registry = runtime.block_on(TestRegistry::start());
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let policies = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "apiVersion: verdict.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: signed}}\nspec:\n  images: [{{glob: '{}/**'}}]\n  authorities:\n  - key: {{file: k.pub}}\n",
+        registry.host
+    );
+    std::fs::write(policies.path().join("images.yaml"), policy).unwrap();
+    std::fs::write(policies.path().join("k.pub"), &key.public_pem).unwrap();
+    let prometheus = prometheus::Registry::new();
+    let metrics = Metrics::register(&prometheus).unwrap();
+    let reviewer = reviewer(
+        policies.path().to_path_buf(),
+        vec![registry.host.clone()],
+        metrics.clone(),
+    );
+
+    const COLD: usize = 60;
+    let images: Vec<String> = runtime.block_on(async {
+        let mut images = Vec::new();
+        for i in 0..COLD + 3 {
+            let repo = format!("bench/app{i}");
+            let digest = registry.push_image(&repo, "v1").await;
+            registry
+                .push_signatures(&repo, &digest, &[key.layer(payload(&repo, &digest))])
+                .await;
+            images.push(format!("{}/{repo}:v1", registry.host));
+        }
+        images
+    });
+
+    // Warm three images, then measure reviews of a Pod that uses them.
+    let warm = pod(&images[COLD..]);
+    runtime.block_on(judge(&reviewer, &warm));
+    let mut group = c.benchmark_group("verified");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("three_images_cache_hit", |b| {
+        b.iter(|| runtime.block_on(judge(&reviewer, &warm)))
+    });
+    group.finish();
+
+    // Cold: every image seen for the first time.
+    let before = sum(&metrics, &registry.host);
+    let mut times: Vec<Duration> = images[..COLD]
+        .iter()
+        .map(|image| {
+            let body = pod(std::slice::from_ref(image));
+            let started = Instant::now();
+            runtime.block_on(judge(&reviewer, &body));
+            started.elapsed()
+        })
+        .collect();
+    let requests = sum(&metrics, &registry.host) - before;
+    times.sort();
+    let mean = times.iter().sum::<Duration>() / COLD as u32;
+    println!(
+        "cold verification against a local docker-registry: {COLD} images, mean {mean:?}, p50 {:?}, p99 {:?}, \
+         registry requests per cold image: {:.2} (target: at most 3)",
+        times[COLD / 2],
+        times[COLD * 99 / 100],
+        requests as f64 / COLD as f64
+    );
+}
+
+criterion_group!(benches, full_review, verification);
 criterion_main!(benches);

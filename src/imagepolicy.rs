@@ -209,7 +209,7 @@ struct TrustRootSpec {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CtlogSpec {
     #[serde(default)]
     #[allow(dead_code)]

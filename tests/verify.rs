@@ -893,6 +893,7 @@ async fn reads_a_tls_registry_with_basic_auth_through_docker_config_and_registry
             certs_dir.path().join("tls.key"),
             certs.ca_pem.clone(),
         )),
+        token: None,
     };
     let registry = TestRegistry::start_with(options).await;
     let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
@@ -982,4 +983,41 @@ async fn fetches_docker_hub_images_from_a_configured_mirror() {
     assert!(allowed(&body), "{body}");
     let report = setup.check(&["acme/app:v1"]).await;
     assert_eq!(report["objects"][0]["images"][0]["digest"], digest);
+}
+
+#[tokio::test]
+async fn reads_a_registry_with_bearer_token_auth() {
+    let issuer = common::registry::TokenIssuer::start("puller", "s3cret").await;
+    let push = issuer.token(&["tokened/app"], &["pull", "push"]);
+    let options = common::registry::RegistryOptions {
+        token: Some((
+            issuer.realm.clone(),
+            issuer.service.clone(),
+            issuer.cert_pem.clone(),
+            push,
+        )),
+        ..Default::default()
+    };
+    let registry = TestRegistry::start_with(options).await;
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let digest = registry.push_image("tokened/app", "v1").await;
+    registry
+        .push_signatures("tokened/app", &digest, &[key.layer(payload("x", &digest))])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let docker_config =
+        json!({"auths": {registry.host.clone(): {"username": "puller", "password": "s3cret"}}});
+    std::fs::write(dir.path().join("config.json"), docker_config.to_string()).unwrap();
+    let config_path = dir.path().join("config.json").display().to_string();
+    let setup = Setup::with_registry(
+        registry,
+        &key_policy("tokened", "HOST/tokened/**", "k.pub", ""),
+        &[("k.pub", key.public_pem.clone())],
+        &["--docker-config", &config_path],
+    );
+    let image = setup.image("tokened/app", "v1");
+    let body = setup.review(&[&image]).await;
+    assert!(allowed(&body), "{body}");
+    // Token fetch + resolve/manifest/blob retries: the token is reused within the review and after.
+    assert!(allowed(&setup.review(&[&image]).await));
 }

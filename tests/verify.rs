@@ -302,51 +302,36 @@ async fn keyless_negative_cases_each_get_their_reason_code() {
 
     // Identity mismatch: another workflow of the same repository.
     let repo = push("keyless/identity", "IDENTITY_MISMATCH");
-    let digest = setup.registry.push_image(repo, "v1").await;
-    let spec = Keyless {
-        subject: "https://github.com/acme/app/.github/workflows/nightly.yaml@refs/heads/main",
-        ..Keyless::default()
-    };
-    setup
-        .registry
-        .push_signatures(
-            repo,
-            &digest,
-            &[sigstore.sign(payload("x", &digest), &spec).layer],
-        )
-        .await;
+    keyless_image(
+        &setup,
+        &sigstore,
+        repo,
+        &Keyless {
+            subject: "https://github.com/acme/app/.github/workflows/nightly.yaml@refs/heads/main",
+            ..Keyless::default()
+        },
+    )
+    .await;
 
     // Anchoring: the policy's regular expression appears inside the subject, but the subject is not it.
     let repo = push("keyless/anchoring", "IDENTITY_MISMATCH");
-    let digest = setup.registry.push_image(repo, "v1").await;
-    let spec = Keyless {
+    keyless_image(&setup, &sigstore, repo, &Keyless {
         subject: "https://evil.example/https://github.com/acme/app/.github/workflows/release.yaml@refs/tags/v1.0.0",
         ..Keyless::default()
-    };
-    setup
-        .registry
-        .push_signatures(
-            repo,
-            &digest,
-            &[sigstore.sign(payload("x", &digest), &spec).layer],
-        )
-        .await;
+    }).await;
 
     // A GitHub claim that differs (another repository) with a matching subject.
     let repo = push("keyless/claims", "IDENTITY_MISMATCH");
-    let digest = setup.registry.push_image(repo, "v1").await;
-    let spec = Keyless {
-        github_repository: Some("acme/fork"),
-        ..Keyless::default()
-    };
-    setup
-        .registry
-        .push_signatures(
-            repo,
-            &digest,
-            &[sigstore.sign(payload("x", &digest), &spec).layer],
-        )
-        .await;
+    keyless_image(
+        &setup,
+        &sigstore,
+        repo,
+        &Keyless {
+            github_repository: Some("acme/fork"),
+            ..Keyless::default()
+        },
+    )
+    .await;
 
     // Untrusted root: a certificate from another CA.
     let repo = push("keyless/root", "UNTRUSTED_ROOT");
@@ -439,20 +424,17 @@ async fn keyless_negative_cases_each_get_their_reason_code() {
 
     // Logged after the certificate had expired.
     let repo = push("keyless/expired", "CERT_EXPIRED");
-    let digest = setup.registry.push_image(repo, "v1").await;
-    let spec = Keyless {
-        validity: (-7200, -6600),
-        integrated_offset: -60,
-        ..Keyless::default()
-    };
-    setup
-        .registry
-        .push_signatures(
-            repo,
-            &digest,
-            &[sigstore.sign(payload("x", &digest), &spec).layer],
-        )
-        .await;
+    keyless_image(
+        &setup,
+        &sigstore,
+        repo,
+        &Keyless {
+            validity: (-7200, -6600),
+            integrated_offset: -60,
+            ..Keyless::default()
+        },
+    )
+    .await;
 
     for case in &cases {
         let image = setup.image(case.repo, "v1");
@@ -472,6 +454,16 @@ async fn keyless_negative_cases_each_get_their_reason_code() {
             .await
     )
     .contains("nightly.yaml"));
+}
+
+/// Pushes an image to `repo` and a keyless signature of it made to `spec`.
+async fn keyless_image(setup: &Setup, sigstore: &PrivateSigstore, repo: &str, spec: &Keyless<'_>) {
+    let digest = setup.registry.push_image(repo, "v1").await;
+    let layer = sigstore.sign(payload("x", &digest), spec).layer;
+    setup
+        .registry
+        .push_signatures(repo, &digest, &[layer])
+        .await;
 }
 
 fn layer_of(

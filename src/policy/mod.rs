@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why a policies folder cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +102,9 @@ impl PolicySet {
         }
         let image_policies = add_data(&mut engine, &sources.data, trust)?;
         let targets = discover_targets(&engine, &packages)?;
+        if !targets.is_empty() {
+            add_module(&mut engine, &collector_module(&targets))?;
+        }
         // Preparing once here moves analysis errors to load time and lets every clone skip it.
         engine
             .eval_bool_query("true".to_string(), false)
@@ -116,39 +119,68 @@ impl PolicySet {
     }
 
     /// Evaluates every `deny`, `violation` and `warn` rule for `input` within `limit`.
+    /// All of them are evaluated in one pass of one engine, so rules they share are
+    /// computed once per review.
     pub fn evaluate(&self, input: Value, limit: Duration) -> Result<Vec<Finding>, EvalError> {
-        let started = Instant::now();
+        if self.targets.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut engine = self.engine.clone();
         engine.set_input(input);
-        let mut findings = Vec::new();
-        for target in &self.targets {
-            let remaining = limit.saturating_sub(started.elapsed());
-            if remaining.is_zero() {
-                return Err(EvalError::Timeout {
-                    rule: target.rule.clone(),
-                    limit,
-                });
-            }
-            engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-                limit: remaining,
-                check_interval: NonZeroU32::MIN.saturating_add(63),
-            });
-            let value = engine.eval_rule(target.rule.clone()).map_err(|e| {
+        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+            limit,
+            check_interval: NonZeroU32::MIN.saturating_add(63),
+        });
+        let rule = "the policies".to_string();
+        let results = engine
+            .eval_rule(format!("data.{COLLECTOR_PACKAGE}.results"))
+            .map_err(|e| {
                 if is_time_limit(&e) {
                     EvalError::Timeout {
-                        rule: target.rule.clone(),
+                        rule: rule.clone(),
                         limit,
                     }
                 } else {
                     EvalError::Runtime {
-                        rule: target.rule.clone(),
+                        rule: rule.clone(),
                         message: e.to_string(),
                     }
                 }
             })?;
-            collect_findings(target, &value, &mut findings);
+        let Value::Array(results) = results else {
+            return Err(EvalError::Runtime {
+                rule,
+                message: "the collected results are not a list".to_string(),
+            });
+        };
+        let mut findings = Vec::new();
+        for (target, result) in self.targets.iter().zip(results.iter()) {
+            if let Value::Array(defined) = result {
+                if let Some(value) = defined.first() {
+                    collect_findings(target, value, &mut findings);
+                }
+            }
         }
         Ok(findings)
+    }
+}
+
+/// The generated package that gathers every target rule in one evaluation.
+const COLLECTOR_PACKAGE: &str = "__verdict_collect__";
+
+/// `results[i]` is `[value]` when target `i` is defined, `[]` when it is not.
+fn collector_module(targets: &[Target]) -> SourceFile {
+    let entries: Vec<String> = targets
+        .iter()
+        .map(|t| format!("  [v | v := {}],", t.rule))
+        .collect();
+    SourceFile {
+        path: format!("<verdict: {COLLECTOR_PACKAGE}>"),
+        dir: Vec::new(),
+        contents: format!(
+            "package {COLLECTOR_PACKAGE}\n\nresults := [\n{}\n]\n",
+            entries.join("\n")
+        ),
     }
 }
 

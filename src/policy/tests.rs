@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Instant;
 
 fn sources(rego: &[(&str, &str)], data: &[(&str, &[&str], &str)]) -> PolicySources {
     let file = |path: &str, dir: &[&str], contents: &str| SourceFile {

@@ -193,25 +193,29 @@ impl Registry {
         if let Some(digest) = header.filter(|d| is_sha256_digest(d)) {
             return Ok(digest);
         }
+        let body = self.manifest(&endpoint, &url, &what, deadline).await?;
+        Ok(sha256_digest(&body))
+    }
+
+    /// GETs a manifest within the size limit.
+    async fn manifest(
+        &self,
+        endpoint: &Endpoint,
+        url: &str,
+        what: &str,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RegistryError> {
         let response = self
-            .send(
-                &endpoint,
-                Method::GET,
-                &url,
-                MANIFEST_TYPES,
-                &what,
-                deadline,
-            )
+            .send(endpoint, Method::GET, url, MANIFEST_TYPES, what, deadline)
             .await?;
-        let body = read_limited(
+        read_limited(
             response,
             MAX_MANIFEST_BYTES,
             &endpoint.host,
             "manifest",
             deadline,
         )
-        .await?;
-        Ok(sha256_digest(&body))
+        .await
     }
 
     /// The cosign signature manifest for `digest` (`sha256-<hex>.sig`); `None` when the image is unsigned.
@@ -225,27 +229,8 @@ impl Registry {
         let tag = format!("{}.sig", digest.replace(':', "-"));
         let what = format!("{}:{tag}", image.name());
         let url = format!("{}/manifests/{tag}", endpoint.base);
-        match self
-            .send(
-                &endpoint,
-                Method::GET,
-                &url,
-                MANIFEST_TYPES,
-                &what,
-                deadline,
-            )
-            .await
-        {
-            Ok(response) => Ok(Some(
-                read_limited(
-                    response,
-                    MAX_MANIFEST_BYTES,
-                    &endpoint.host,
-                    "signature manifest",
-                    deadline,
-                )
-                .await?,
-            )),
+        match self.manifest(&endpoint, &url, &what, deadline).await {
+            Ok(body) => Ok(Some(body)),
             Err(RegistryError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }

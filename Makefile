@@ -33,8 +33,12 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+# Criterion micro-benchmarks, then the load benchmark against the release server with a
+# no-op baseline (target/bench/results.json, results.md, latency.png).
 bench:
+	$(CARGO) build --release --locked
 	$(CARGO) bench --locked --bench review
+	$(CARGO) bench --locked --bench load
 
 clean:
 	$(CARGO) clean

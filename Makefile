@@ -3,7 +3,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8443
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: build run test test-rust test-policies lint fmt bench certs clean
+.PHONY: build run test test-rust test-policies lint fmt bench fuzz certs clean
 
 build:
 	$(CARGO) build --release --locked
@@ -39,6 +39,20 @@ bench:
 	$(CARGO) build --release --locked
 	$(CARGO) bench --locked --bench review
 	$(CARGO) bench --locked --bench load
+
+# Coverage-guided fuzzing (cargo fuzz, nightly toolchain), each target for FUZZ_SECONDS,
+# seeded from fuzz/seeds and the shared fixtures. A crash stops the run; make it a test.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS = review reference image_policy signature_manifest
+FIXTURES = ../shared/fixtures
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	for t in $(FUZZ_TARGETS); do mkdir -p fuzz/corpus/$$t; cp -r fuzz/seeds/$$t/. fuzz/corpus/$$t/ 2>/dev/null || true; done
+	cp $(FIXTURES)/admission/*/*.json fuzz/corpus/review/
+	for f in $(FIXTURES)/cosign/*/sig_manifest.json; do cp $$f fuzz/corpus/signature_manifest/$$(basename $$(dirname $$f)).json; done
+	for t in $(FUZZ_TARGETS); do \
+		cargo +nightly fuzz run $$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

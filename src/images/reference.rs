@@ -73,10 +73,11 @@ impl ImageRef {
             }
             _ => (rest, None),
         };
-        if name.len() > NAME_TOTAL_LENGTH_MAX {
+        let (registry, repository) = split_registry(name)?;
+        // Docker limits the normalized name (`docker.io/library/...`), not the name as written.
+        if registry.len() + 1 + repository.len() > NAME_TOTAL_LENGTH_MAX {
             return Err(ReferenceError::NameTooLong);
         }
-        let (registry, repository) = split_registry(name)?;
         let implied_latest = tag.is_none() && digest.is_none();
         Ok(Self {
             registry,
@@ -322,6 +323,21 @@ mod tests {
         assert_eq!(r.tag, None);
         assert!(!r.implied_latest);
         assert_eq!(r.digest.as_deref(), Some(D));
+    }
+
+    /// Found by `make fuzz` (target `reference`): short enough as written, too long once
+    /// `docker.io/` is added, so the normalized form did not parse again.
+    #[test]
+    fn limits_the_normalized_name_length_so_normal_forms_reparse() {
+        let input = format!("a__b/c.c-{}", "9".repeat(240));
+        assert_eq!(ImageRef::parse(&input), Err(ReferenceError::NameTooLong));
+        let fits = format!(
+            "a/{}",
+            "b".repeat(NAME_TOTAL_LENGTH_MAX - "docker.io/a/".len())
+        );
+        let parsed = ImageRef::parse(&fits).expect("fits exactly");
+        let again = ImageRef::parse(&parsed.to_string()).expect("the normal form parses");
+        assert_eq!(again.to_string(), parsed.to_string());
     }
 
     #[test]

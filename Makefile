@@ -3,7 +3,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8443
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: build run test test-rust test-policies lint fmt bench fuzz certs clean
+.PHONY: build run test test-rust test-policies lint fmt bench soak fuzz certs clean
 
 build:
 	$(CARGO) build --release --locked
@@ -39,6 +39,12 @@ bench:
 	$(CARGO) build --release --locked
 	$(CARGO) bench --locked --bench review
 	$(CARGO) bench --locked --bench load
+
+# One million reviews at concurrency 64 while policies reload and certificates rotate;
+# fails on any transport error, wrong decision, or RSS growth of 10% or more. Not in `test`.
+SOAK_REVIEWS ?= 1000000
+soak:
+	SOAK_REVIEWS=$(SOAK_REVIEWS) $(CARGO) bench --locked --bench soak
 
 # Coverage-guided fuzzing (cargo fuzz, nightly toolchain), each target for FUZZ_SECONDS,
 # seeded from fuzz/seeds and the shared fixtures. A crash stops the run; make it a test.

@@ -20,37 +20,55 @@ pub struct DevCerts {
 
 /// A fresh CA and a serving certificate for `dns` names and `ips`, valid for `days`.
 pub fn generate(dns: &[String], ips: &[IpAddr], days: i64) -> anyhow::Result<DevCerts> {
-    let now = OffsetDateTime::now_utc();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "verdict development CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = now - Duration::minutes(5);
-    ca_params.not_after = now + Duration::days(days);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    DevCa::new(days)?.issue(dns, ips, days)
+}
 
-    let mut params = CertificateParams::new(dns.to_vec())?;
-    params
-        .subject_alt_names
-        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-    params.distinguished_name.push(
-        DnType::CommonName,
-        dns.first()
-            .map_or_else(|| "verdict".to_string(), Clone::clone),
-    );
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + Duration::days(days);
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &ca)?;
-    Ok(DevCerts {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+/// A development CA that can issue several serving certificates (e.g. to rotate them).
+pub struct DevCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl DevCa {
+    pub fn new(days: i64) -> anyhow::Result<Self> {
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "verdict development CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(days);
+        Ok(Self {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate()?)?,
+        })
+    }
+
+    /// A serving certificate for `dns` names and `ips` with a new key.
+    pub fn issue(&self, dns: &[String], ips: &[IpAddr], days: i64) -> anyhow::Result<DevCerts> {
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::new(dns.to_vec())?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        let common_name = dns
+            .first()
+            .map_or_else(|| "verdict".to_string(), Clone::clone);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + Duration::days(days);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(DevCerts {
+            ca_pem: self.issuer.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
 }
 
 /// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `out`.

@@ -231,7 +231,8 @@ async fn run_all() {
         "baseline_idle_rss_mib": baseline_idle_rss as f64 / 1024.0,
         "verdict_rss_after_runs_mib": loaded_rss as f64 / 1024.0,
         "cached_digests_after_runs": cold_images,
-        "registry_requests_per_cold_image": registry_requests as f64 / cold_images as f64,
+        "registry_requests_per_cold_image": registry_requests.values().sum::<u64>() as f64 / cold_images as f64,
+        "registry_requests_by_status": registry_requests,
         "rows": rows,
     });
     std::fs::write(
@@ -310,7 +311,11 @@ fn baseline_server(spec: &str) {
     });
 }
 
-async fn registry_requests(metrics_port: u16, host: &str) -> u64 {
+/// Requests verdict made to the registry, by HTTP status.
+async fn registry_requests(
+    metrics_port: u16,
+    host: &str,
+) -> std::collections::BTreeMap<String, u64> {
     let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .unwrap()
@@ -319,8 +324,11 @@ async fn registry_requests(metrics_port: u16, host: &str) -> u64 {
         .unwrap();
     text.lines()
         .filter(|l| l.starts_with("verdict_registry_requests_total{") && l.contains(host))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+        .filter_map(|l| {
+            let status = l.split("status=\"").nth(1)?.split('"').next()?.to_string();
+            Some((status, l.rsplit(' ').next()?.parse::<u64>().ok()?))
+        })
+        .collect()
 }
 
 fn line(r: &Row) -> String {
@@ -357,38 +365,53 @@ fn markdown(summary: &Value, rows: &[Row]) -> String {
     md
 }
 
-/// p50 and p99 per configuration, as bars.
+/// p50 and p99 per configuration as horizontal bars: cached scenarios (with the baseline)
+/// on the left, cold verification on the right, each on its own scale.
 fn chart(path: &Path, rows: &[Row]) {
     use plotters::prelude::*;
     if let Ok(font) = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf") {
         let font: &'static [u8] = Box::leak(font.into_boxed_slice());
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, font);
     }
-    let rows: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.scenario != "c-cold-verification" || r.server == "verdict")
-        .collect();
-    let max = rows.iter().map(|r| r.p99_ms).fold(1.0, f64::max) * 1.1;
-    let root = BitMapBackend::new(path, (1600, 900)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1600, 1000)).into_drawing_area();
     root.fill(&WHITE).unwrap();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "verdict vs no-op baseline: p50 (dark) and p99 (light) latency, ms",
-            ("sans-serif", 24),
+    let root = root
+        .titled(
+            "verdict vs no-op baseline: p50 (dark) and p99 (light) latency in ms",
+            ("sans-serif", 26),
         )
-        .margin(20)
-        .x_label_area_size(220)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..rows.len() as f64, 0f64..max)
         .unwrap();
-    chart
-        .configure_mesh()
-        .x_labels(rows.len())
-        .x_label_formatter(&|x| {
-            rows.get(*x as usize)
+    let (left, right) = root.split_horizontally(1000);
+    let cached: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.scenario != "c-cold-verification")
+        .collect();
+    let cold: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.scenario == "c-cold-verification")
+        .collect();
+    for (area, rows, title) in [
+        (
+            left,
+            cached,
+            "policies only (a) and cached verification (b)",
+        ),
+        (right, cold, "cold verification (c)"),
+    ] {
+        let max = rows.iter().map(|r| r.p99_ms).fold(0.1, f64::max) * 1.1;
+        let n = rows.len() as u32;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(230)
+            .build_cartesian_2d(0f64..max, (0u32..n).into_segmented())
+            .unwrap();
+        let label = |i: &u32| {
+            rows.get(*i as usize)
                 .map(|r| {
                     format!(
-                        "{} {} {} c{}",
+                        "{} {} {} c={}",
                         r.server,
                         &r.scenario[..1],
                         if r.protocol == "h2" { "h2" } else { "h1" },
@@ -396,30 +419,36 @@ fn chart(path: &Path, rows: &[Row]) {
                     )
                 })
                 .unwrap_or_default()
-        })
-        .x_label_style(
-            ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
-        .y_desc("ms")
-        .draw()
-        .unwrap();
-    for (i, r) in rows.iter().enumerate() {
-        let x = i as f64;
-        let color = if r.server == "baseline" { BLUE } else { RED };
+        };
         chart
-            .draw_series([Rectangle::new(
-                [(x + 0.15, 0.0), (x + 0.85, r.p99_ms)],
-                color.mix(0.3).filled(),
-            )])
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(rows.len())
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => label(i),
+                SegmentValue::Last => String::new(),
+            })
+            .y_label_style(("sans-serif", 14))
+            .x_desc("ms")
+            .draw()
             .unwrap();
-        chart
-            .draw_series([Rectangle::new(
-                [(x + 0.15, 0.0), (x + 0.85, r.p50_ms)],
-                color.filled(),
-            )])
-            .unwrap();
+        for (i, r) in rows.iter().enumerate() {
+            let i = i as u32;
+            let color = if r.server == "baseline" { BLUE } else { RED };
+            let bar = |to: f64, style: ShapeStyle| {
+                Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(i)),
+                        (to, SegmentValue::Exact(i + 1)),
+                    ],
+                    style,
+                )
+            };
+            chart
+                .draw_series([bar(r.p99_ms, color.mix(0.3).filled())])
+                .unwrap();
+            chart.draw_series([bar(r.p50_ms, color.filled())]).unwrap();
+        }
     }
     root.present().unwrap();
 }

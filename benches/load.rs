@@ -25,8 +25,18 @@ const BASELINE_ENV: &str = "VERDICT_BENCH_BASELINE";
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 
 fn main() {
+    // The baseline server: this binary re-executed by the benchmark.
     if let Ok(spec) = std::env::var(BASELINE_ENV) {
         return baseline_server(&spec);
+    }
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "{}: run with `cargo bench --bench {}`",
+            file!(),
+            env!("CARGO_CRATE_NAME")
+        );
+        return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -24,6 +24,15 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "{}: run with `cargo bench --bench {}`",
+            file!(),
+            env!("CARGO_CRATE_NAME")
+        );
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

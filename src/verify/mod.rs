@@ -251,21 +251,25 @@ impl Verifier {
         facts
     }
 
+    /// The digest a tag points to: cached for the tag TTL, and looked up once however many
+    /// reviews ask at the same time. Failures are not cached.
     async fn resolve(&self, image: &ImageRef, deadline: Instant) -> Result<String, RegistryError> {
-        let key = image.to_string();
-        if let Some(digest) = self.tags.get(&key).await {
-            return Ok(digest);
+        let lookup = async {
+            let started = Instant::now();
+            let digest = self.registry.resolve(image, deadline).await;
+            self.metrics
+                .stage_duration
+                .with_label_values(&["resolve"])
+                .observe(started.elapsed().as_secs_f64());
+            digest
+        };
+        if self.tag_ttl.is_zero() {
+            return lookup.await;
         }
-        let started = Instant::now();
-        let digest = self.registry.resolve(image, deadline).await;
-        self.metrics
-            .stage_duration
-            .with_label_values(&["resolve"])
-            .observe(started.elapsed().as_secs_f64());
-        if let (Ok(digest), false) = (&digest, self.tag_ttl.is_zero()) {
-            self.tags.insert(key, digest.clone()).await;
-        }
-        digest
+        self.tags
+            .try_get_with(image.to_string(), lookup)
+            .await
+            .map_err(|e| e.as_ref().clone())
     }
 
     /// The outcome for one image digest and policy: cached, and computed once however many

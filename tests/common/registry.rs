@@ -154,6 +154,15 @@ impl TestRegistry {
 
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);
+        // Already there (e.g. the shared empty config): uploading it again concurrently races.
+        let head = self
+            .http
+            .head(self.url(&format!("/v2/{repo}/blobs/{digest}")))
+            .send()
+            .await;
+        if head.is_ok_and(|r| r.status().is_success()) {
+            return digest;
+        }
         let started = self
             .http
             .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))

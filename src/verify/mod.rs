@@ -134,14 +134,14 @@ struct OutcomeExpiry {
     rejected: Duration,
 }
 
-impl moka::Expiry<(String, u64), Arc<PolicyOutcome>> for OutcomeExpiry {
+impl moka::Expiry<OutcomeKey, Arc<Judgement>> for OutcomeExpiry {
     fn expire_after_create(
         &self,
-        _: &(String, u64),
-        value: &Arc<PolicyOutcome>,
+        _: &OutcomeKey,
+        value: &Arc<Judgement>,
         _: std::time::Instant,
     ) -> Option<Duration> {
-        Some(if value.satisfied {
+        Some(if value.is_ok() {
             self.verified
         } else {
             self.rejected
@@ -149,12 +149,28 @@ impl moka::Expiry<(String, u64), Arc<PolicyOutcome>> for OutcomeExpiry {
     }
 }
 
+/// What is cached per (image, policy): the signature that satisfied it, or why none did.
+/// Names, files and the reproduce command are rebuilt from the policy on each lookup, which
+/// keeps an entry small (the cache holds up to 100,000).
+type Judgement = Result<SignatureFact, ImageError>;
+
+/// SHA-256 of `registry/repository@digest` (collision-resistant: a cached verdict can never
+/// be mistaken for another image's), and the policy's fingerprint.
+type OutcomeKey = ([u8; 32], u64);
+
+fn outcome_key(image: &ImageRef, digest: &str, policy: &ImagePolicy) -> OutcomeKey {
+    let name = format!("{}@{digest}", image.name());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, name.as_bytes()).as_ref());
+    (key, policy.fingerprint)
+}
+
 /// Produces image facts for a review within its deadline.
 pub struct Verifier {
     registry: Arc<Registry>,
     metrics: Metrics,
-    /// `(registry/repository@digest, policy fingerprint)` → outcome.
-    outcomes: moka::future::Cache<(String, u64), Arc<PolicyOutcome>>,
+    /// `(registry/repository@digest, policy fingerprint)` → judgement.
+    outcomes: moka::future::Cache<OutcomeKey, Arc<Judgement>>,
     /// `registry/repository:tag` → digest.
     tags: moka::future::Cache<String, String>,
     tag_ttl: Duration,
@@ -226,7 +242,12 @@ impl Verifier {
         for policy in matching {
             let outcome = match &digest {
                 Ok(digest) => self.outcome(image, digest, policy, deadline).await,
-                Err(e) => failed(policy, image, "", Rejection::new(e.code(), e.to_string())),
+                Err(e) => outcome_of(
+                    policy,
+                    image,
+                    "",
+                    &rejected(Rejection::new(e.code(), e.to_string())),
+                ),
             };
             let code = outcome
                 .error
@@ -281,10 +302,10 @@ impl Verifier {
         policy: &ImagePolicy,
         deadline: Instant,
     ) -> PolicyOutcome {
-        let key = (format!("{}@{digest}", image.name()), policy.fingerprint);
+        let key = outcome_key(image, digest, policy);
         if let Some(hit) = self.outcomes.get(&key).await {
             self.metrics.verify_cache.with_label_values(&["hit"]).inc();
-            return hit.as_ref().clone();
+            return outcome_of(policy, image, digest, &hit);
         }
         let entry = self
             .outcomes
@@ -303,15 +324,15 @@ impl Verifier {
                     "coalesced"
                 };
                 self.metrics.verify_cache.with_label_values(&[label]).inc();
-                entry.into_value().as_ref().clone()
+                outcome_of(policy, image, digest, &entry.into_value())
             }
             Err(e) => {
                 self.metrics.verify_cache.with_label_values(&["miss"]).inc();
-                failed(
+                outcome_of(
                     policy,
                     image,
                     digest,
-                    Rejection::new(e.code(), e.to_string()),
+                    &rejected(Rejection::new(e.code(), e.to_string())),
                 )
             }
         }
@@ -325,7 +346,7 @@ impl Verifier {
         digest: &str,
         policy: &ImagePolicy,
         deadline: Instant,
-    ) -> Result<PolicyOutcome, RegistryError> {
+    ) -> Result<Judgement, RegistryError> {
         let started = Instant::now();
         let layers = self.fetch_layers(image, digest, deadline).await;
         self.metrics
@@ -335,14 +356,7 @@ impl Verifier {
         let layers = match layers {
             Ok(layers) => layers,
             Err(e) if e.is_transient() => return Err(e),
-            Err(e) => {
-                return Ok(failed(
-                    policy,
-                    image,
-                    digest,
-                    Rejection::new(e.code(), e.to_string()),
-                ))
-            }
+            Err(e) => return Ok(rejected(Rejection::new(e.code(), e.to_string()))),
         };
         let started = Instant::now();
         let outcome = check_policy(policy, image, digest, &layers);
@@ -402,13 +416,13 @@ fn check_policy(
     image: &ImageRef,
     digest: &str,
     layers: &[Result<SignatureLayer, Rejection>],
-) -> PolicyOutcome {
+) -> Judgement {
     if layers.is_empty() {
         let rejection = Rejection::new(
             ReasonCode::NoSignature,
             format!("no cosign signature found for {}@{digest}", image.name()),
         );
-        return failed(policy, image, digest, rejection);
+        return rejected(rejection);
     }
     let mut best: Option<Rejection> = None;
     for authority in &policy.authorities {
@@ -419,20 +433,12 @@ fn check_policy(
             };
             match result {
                 Ok(proof) => {
-                    return PolicyOutcome {
-                        policy: policy.name.clone(),
-                        file: policy.file.clone(),
-                        mode: policy.mode,
-                        satisfied: true,
-                        signature: Some(SignatureFact {
-                            authority: format!("{}/{}", policy.name, authority.name),
-                            identity: proof.identity,
-                            rekor_log_index: proof.rekor_log_index,
-                            rekor_integrated_time: proof.rekor_integrated_time,
-                        }),
-                        error: None,
-                        reproduce: reproduce(policy, image, digest),
-                    }
+                    return Ok(SignatureFact {
+                        authority: format!("{}/{}", policy.name, authority.name),
+                        identity: proof.identity,
+                        rekor_log_index: proof.rekor_log_index,
+                        rekor_integrated_time: proof.rekor_integrated_time,
+                    })
                 }
                 Err(rejection) => {
                     if best.as_ref().is_none_or(|b| rejection.stage() > b.stage()) {
@@ -444,7 +450,7 @@ fn check_policy(
     }
     let rejection = best
         .unwrap_or_else(|| Rejection::new(ReasonCode::NoSignature, "no signature could be read"));
-    failed(policy, image, digest, rejection)
+    rejected(rejection)
 }
 
 fn check_authority(
@@ -462,22 +468,28 @@ fn check_authority(
     }
 }
 
-fn failed(
+fn rejected(rejection: Rejection) -> Judgement {
+    Err(ImageError {
+        code: rejection.code,
+        message: rejection.detail,
+    })
+}
+
+/// The outcome reported for `policy`: the judgement with the policy's names and the
+/// command that reproduces it.
+fn outcome_of(
     policy: &ImagePolicy,
     image: &ImageRef,
     digest: &str,
-    rejection: Rejection,
+    judgement: &Judgement,
 ) -> PolicyOutcome {
     PolicyOutcome {
         policy: policy.name.clone(),
         file: policy.file.clone(),
         mode: policy.mode,
-        satisfied: false,
-        signature: None,
-        error: Some(ImageError {
-            code: rejection.code,
-            message: rejection.detail,
-        }),
+        satisfied: judgement.is_ok(),
+        signature: judgement.as_ref().ok().cloned(),
+        error: judgement.as_ref().err().cloned(),
         reproduce: reproduce(policy, image, digest),
     }
 }

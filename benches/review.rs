@@ -7,13 +7,14 @@
 
 #[path = "../tests/common/registry.rs"]
 mod registry;
+mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use registry::{payload, TestKey, TestRegistry};
-use serde_json::json;
 use sigstore::crypto::SigningScheme;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use support::pod;
 use verdict::admission::{self, Decoded};
 use verdict::config::{PolicyConfig, RegistryConfig};
 use verdict::metrics::Metrics;
@@ -36,22 +37,6 @@ fn reviewer(policies: PathBuf, insecure: Vec<String>, metrics: Metrics) -> Revie
     verdict::setup::reviewer(&policy, &registry, metrics)
         .unwrap()
         .1
-}
-
-fn pod(images: &[String]) -> Vec<u8> {
-    let containers: Vec<_> = images
-        .iter()
-        .enumerate()
-        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
-        .collect();
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": "bench", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "team-a",
-            "operation": "CREATE", "userInfo": {"username": "bench"},
-            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}}}
-    }))
-    .unwrap()
 }
 
 async fn judge(reviewer: &Reviewer, body: &[u8]) -> Vec<u8> {
@@ -141,7 +126,7 @@ fn verification(c: &mut Criterion) {
     });
 
     // Warm three images, then measure reviews of a Pod that uses them.
-    let warm = pod(&images[COLD..]);
+    let warm = pod(&images[COLD..], 0);
     runtime.block_on(judge(&reviewer, &warm));
     let mut group = c.benchmark_group("verified");
     group.throughput(Throughput::Elements(1));
@@ -155,7 +140,7 @@ fn verification(c: &mut Criterion) {
     let mut times: Vec<Duration> = images[..COLD]
         .iter()
         .map(|image| {
-            let body = pod(std::slice::from_ref(image));
+            let body = pod(std::slice::from_ref(image), 0);
             let started = Instant::now();
             runtime.block_on(judge(&reviewer, &body));
             started.elapsed()

@@ -28,6 +28,17 @@ pub enum Mode {
     Audit,
 }
 
+impl Mode {
+    /// The name used in YAML and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Warn => "warn",
+            Self::Audit => "audit",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum AuthorityKind {
     /// Any of these keys; with `tlog`, a Rekor entry is required too.

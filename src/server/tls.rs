@@ -73,11 +73,6 @@ impl CertStore {
             .map(|key| self.current.store(Arc::new(key)));
         Some(result)
     }
-
-    /// The end-entity certificate being served, DER.
-    pub fn current_certificate(&self) -> Option<CertificateDer<'static>> {
-        self.current.load().cert.first().cloned()
-    }
 }
 
 impl ResolvesServerCert for CertStore {

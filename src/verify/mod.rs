@@ -255,7 +255,7 @@ impl Verifier {
                 .map_or("VERIFIED", |e| e.code.as_str());
             self.metrics
                 .verifications
-                .with_label_values(&[mode_name(policy.mode), code])
+                .with_label_values(&[policy.mode.as_str(), code])
                 .inc();
             facts.policies.push(outcome);
         }
@@ -538,13 +538,5 @@ fn reproduce(policy: &ImagePolicy, image: &ImageRef, digest: &str) -> String {
             format!("cosign verify{flags} {target}")
         }
         None => String::new(),
-    }
-}
-
-pub fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Enforce => "enforce",
-        Mode::Warn => "warn",
-        Mode::Audit => "audit",
     }
 }

@@ -31,6 +31,9 @@ enum Command {
     Check(CheckArgs),
     /// Run the Rego unit tests (`test_*` rules) of a policies folder, like `opa test`.
     Test(TestArgs),
+    /// Verify a Sigstore bundle over a file or a `sha256:` digest, as the Sigstore
+    /// conformance suite drives it: exit 0 when verified, 1 with the reason when rejected.
+    VerifyBundle(VerifyBundleArgs),
     /// Write a development CA and a serving certificate (ca.crt, tls.crt, tls.key).
     Certs(CertsArgs),
 }
@@ -65,6 +68,31 @@ struct TestArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("signer").required(true).args(["certificate_identity", "key"])))]
+struct VerifyBundleArgs {
+    /// The Sigstore bundle (`*.sigstore.json`, v0.1 to v0.3).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// The certificate's SAN identity (email or URI), matched exactly.
+    #[arg(long, requires = "certificate_oidc_issuer")]
+    certificate_identity: Option<String>,
+    /// The OIDC issuer recorded in the certificate, matched exactly.
+    #[arg(long, requires = "certificate_identity")]
+    certificate_oidc_issuer: Option<String>,
+    /// A PEM public key, for bundles signed with a managed key.
+    #[arg(long, conflicts_with = "certificate_identity")]
+    key: Option<PathBuf>,
+    /// A Sigstore `trusted_root.json` (default: the built-in public-good root).
+    #[arg(long, conflicts_with = "staging")]
+    trusted_root: Option<PathBuf>,
+    /// Use Sigstore's staging instance as the trusted root.
+    #[arg(long)]
+    staging: bool,
+    /// The signed file, or its digest as `sha256:<hex>`.
+    artifact: String,
+}
+
+#[derive(Debug, clap::Args)]
 struct CertsArgs {
     #[arg(long, default_value = "certs")]
     out: PathBuf,
@@ -87,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Test(args) => test(&args),
         Command::Certs(args) => certs(&args),
+        Command::VerifyBundle(args) => verify_bundle(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("verdict: {e:#}");
@@ -167,6 +196,62 @@ fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn verify_bundle(args: &VerifyBundleArgs) -> anyhow::Result<ExitCode> {
+    use crate::verify::bundle::{self, BundleTrust, Signer};
+    use crate::verify::identity::{IdentityRule, Matcher};
+    let trust = match (&args.trusted_root, args.staging) {
+        (Some(path), _) => BundleTrust::from_trusted_root_json(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        ),
+        (None, true) => BundleTrust::staging(),
+        (None, false) => BundleTrust::from_trusted_root_json(crate::verify::trust::PUBLIC_GOOD),
+    }
+    .map_err(anyhow::Error::msg)?;
+    let keys;
+    let rules;
+    let signer = match (&args.key, &args.certificate_identity) {
+        (Some(path), _) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            keys = crate::imagepolicy::public_keys(&pem, None).map_err(anyhow::Error::msg)?;
+            Signer::Keys {
+                keys: &keys,
+                tlog: true,
+            }
+        }
+        (None, identity) => {
+            rules = [IdentityRule {
+                subject: Matcher::Exact(identity.clone().unwrap_or_default()),
+                issuer: args.certificate_oidc_issuer.clone().map(Matcher::Exact),
+                claims: Vec::new(),
+            }];
+            Signer::Keyless(&rules)
+        }
+    };
+    let bundle_json = std::fs::read(&args.bundle)
+        .with_context(|| format!("reading {}", args.bundle.display()))?;
+    let blob;
+    let artifact = if args.artifact.starts_with("sha256:") {
+        bundle::digest_artifact(&args.artifact).map_err(anyhow::Error::msg)?
+    } else {
+        blob =
+            std::fs::read(&args.artifact).with_context(|| format!("reading {}", args.artifact))?;
+        bundle::Artifact::from_blob(&blob)
+    };
+    let verified = bundle::parse(&bundle_json)
+        .and_then(|bundle| bundle::verify(&trust, &bundle, artifact, &signer));
+    match verified {
+        Ok(proof) => {
+            println!("verified: signed by {}", proof.identity);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(rejection) => {
+            eprintln!("rejected: [{}] {}", rejection.code, rejection.detail);
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn certs(args: &CertsArgs) -> anyhow::Result<ExitCode> {

@@ -46,6 +46,11 @@ pub enum ReasonCode {
     CertExpired,
     /// The signer is not an identity the policy accepts.
     IdentityMismatch,
+    /// An RFC 3161 timestamp does not verify, or no trusted time of signing exists.
+    TimestampInvalid,
+    /// The image policy requires an attestation of a predicate type that no verified
+    /// attestation has.
+    AttestationMissing,
     /// The registry could not be reached (connection refused, DNS, TLS).
     RegistryUnreachable,
     /// The registry answered with an error, too much, or something unreadable.
@@ -79,6 +84,8 @@ impl ReasonCode {
             Self::UntrustedRoot => "UNTRUSTED_ROOT",
             Self::CertExpired => "CERT_EXPIRED",
             Self::IdentityMismatch => "IDENTITY_MISMATCH",
+            Self::TimestampInvalid => "TIMESTAMP_INVALID",
+            Self::AttestationMissing => "ATTESTATION_MISSING",
             Self::RegistryUnreachable => "REGISTRY_UNREACHABLE",
             Self::RegistryError => "REGISTRY_ERROR",
             Self::RegistryAuth => "REGISTRY_AUTH",

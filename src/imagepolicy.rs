@@ -331,7 +331,7 @@ fn read(dir: &Path, file: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Every `PUBLIC KEY` block of `pem`.
-fn public_keys(pem: &[u8], scheme: Option<&str>) -> Result<Vec<PublicKey>, String> {
+pub fn public_keys(pem: &[u8], scheme: Option<&str>) -> Result<Vec<PublicKey>, String> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::SubjectPublicKeyInfoDer;
     let mut keys = Vec::new();

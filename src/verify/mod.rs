@@ -2,6 +2,7 @@
 //! matching image policies, resolving tags, verifying signatures through the registry,
 //! and the caches that make a known image cost nothing; not the decision.
 
+pub mod bundle;
 pub mod cosign;
 pub mod identity;
 pub mod trust;

@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// The Sigstore public-good trusted root, built in (see `trust/README.md`).
-const PUBLIC_GOOD: &[u8] = include_bytes!("../../trust/public-good/trusted_root.json");
+/// The Sigstore public-good (production) trusted root as shipped by the `sigstore-trust-root`
+/// crate: Fulcio CAs, Rekor v1 and v2 logs, CT logs and the timestamp authority. Built in so
+/// nothing is fetched at start-up; `--trust-root FILE` follows a newer root.
+pub const PUBLIC_GOOD: &str = sigstore_verify::trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
@@ -109,7 +111,7 @@ impl TrustRoot {
     /// The built-in Sigstore public-good root.
     pub fn public_good() -> Self {
         // The embedded file is checked by a unit test; an error here cannot happen at runtime.
-        Self::from_trusted_root_json(PUBLIC_GOOD).unwrap_or_default()
+        Self::from_trusted_root_json(PUBLIC_GOOD.as_bytes()).unwrap_or_default()
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Self, TrustError> {
@@ -231,8 +233,8 @@ mod tests {
 
     #[test]
     fn public_good_root_has_fulcio_cas_and_the_rekor_key() {
-        let root =
-            TrustRoot::from_trusted_root_json(PUBLIC_GOOD).expect("the embedded root parses");
+        let root = TrustRoot::from_trusted_root_json(PUBLIC_GOOD.as_bytes())
+            .expect("the embedded root parses");
         assert_eq!(root.fulcio.len(), 2);
         assert_eq!(root.fulcio[1].intermediates.len(), 1);
         assert!(root

@@ -1,0 +1,211 @@
+//! Sigstore bundles (v0.1–v0.3, message signatures and DSSE envelopes), verified with the
+//! `sigstore-verify` crate of sigstore/sigstore-rust, which was written against the Sigstore
+//! conformance suite: certificate chain and validity at every verified time, SCTs, Rekor v1
+//! inclusion promises and proofs, Rekor v2 checkpoints (including cosigned ones), RFC 3161
+//! timestamps, and the log entry matching the signature. This module adds verdict's
+//! identity rules and reason codes on top.
+
+use super::cosign::{PublicKey, Rejection};
+use super::identity::{CertIdentity, IdentityRule};
+use crate::decision::ReasonCode;
+use sigstore_verify::types::bundle::VerificationMaterialContent;
+use sigstore_verify::types::{Bundle, DerPublicKey, SignatureContent};
+use sigstore_verify::{
+    CertificateError, Error, PublicKeyVerificationPolicy, TransparencyLogError, VerificationPolicy,
+};
+
+pub use sigstore_verify::types::Artifact;
+
+/// Media types of Sigstore bundles stored as OCI artifacts (cosign v3 writes v0.3).
+pub fn is_bundle_media_type(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.dev.sigstore.bundle") && media_type.contains("json")
+}
+
+/// The artifact named by an OCI digest (`sha256:<hex>`): bundles over an image sign its
+/// manifest digest, or an in-toto statement whose subject is that digest.
+pub fn digest_artifact(digest: &str) -> Result<Artifact<'static>, String> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| format!("{digest:?} is not a sha256 digest"))?;
+    let hash = sigstore_verify::types::Sha256Hash::from_hex(hex)
+        .map_err(|e| format!("{digest:?} is not a sha256 digest: {e}"))?;
+    Ok(Artifact::from_digest(hash))
+}
+
+/// The trust a bundle is checked against: a parsed Sigstore `trusted_root.json`.
+pub struct BundleTrust {
+    verifier: sigstore_verify::Verifier,
+    /// Trust roots without CT logs (private instances given as PEM) cannot check SCTs.
+    check_sct: bool,
+}
+
+impl std::fmt::Debug for BundleTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleTrust")
+            .field("check_sct", &self.check_sct)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BundleTrust {
+    pub fn from_trusted_root_json(json: &str) -> Result<Self, String> {
+        let root = sigstore_verify::trust_root::TrustedRoot::from_json(json)
+            .map_err(|e| format!("invalid trusted_root.json: {e}"))?;
+        let check_sct = !root.ctlogs.is_empty();
+        let verifier = sigstore_verify::Verifier::new(&root)
+            .map_err(|e| format!("unusable trusted_root.json: {e}"))?;
+        Ok(Self {
+            verifier,
+            check_sct,
+        })
+    }
+
+    /// Sigstore's staging instance, as built into `sigstore-trust-root`.
+    pub fn staging() -> Result<Self, String> {
+        Self::from_trusted_root_json(sigstore_verify::trust_root::SIGSTORE_STAGING_TRUSTED_ROOT)
+    }
+}
+
+/// Who must have signed a bundle.
+pub enum Signer<'a> {
+    /// A Fulcio certificate for one of these identities.
+    Keyless(&'a [IdentityRule]),
+    /// One of these keys; `tlog` requires a transparency-log entry.
+    Keys { keys: &'a [PublicKey], tlog: bool },
+}
+
+/// What a verified bundle proves.
+#[derive(Debug, Clone)]
+pub struct BundleProof {
+    /// `subject (issuer)` of the certificate, or the key's name.
+    pub identity: String,
+    pub rekor_log_index: Option<i64>,
+    pub rekor_integrated_time: Option<i64>,
+    /// The in-toto statement of a DSSE bundle (its signature verified).
+    pub statement: Option<serde_json::Value>,
+}
+
+pub fn parse(json: &[u8]) -> Result<Bundle, Rejection> {
+    let text = std::str::from_utf8(json)
+        .map_err(|_| Rejection::new(ReasonCode::SignatureInvalid, "the bundle is not UTF-8"))?;
+    Bundle::from_json(text).map_err(|e| {
+        Rejection::new(
+            ReasonCode::SignatureInvalid,
+            format!("the Sigstore bundle is not valid: {e}"),
+        )
+    })
+}
+
+/// Verifies `bundle` over `artifact` (bytes, or the digest of the bytes) for `signer`.
+pub fn verify(
+    trust: &BundleTrust,
+    bundle: &Bundle,
+    artifact: Artifact<'_>,
+    signer: &Signer<'_>,
+) -> Result<BundleProof, Rejection> {
+    let (identity, result) = match signer {
+        Signer::Keyless(rules) => {
+            let mut policy = VerificationPolicy::any_identity();
+            if !trust.check_sct {
+                policy = policy.skip_sct();
+            }
+            let result = trust
+                .verifier
+                .verify(artifact, bundle, &policy)
+                .map_err(rejection)?;
+            (keyless_identity(bundle, rules)?, result)
+        }
+        Signer::Keys { keys, tlog } => {
+            let mut last = Rejection::new(
+                ReasonCode::UntrustedKey,
+                "the bundle was not signed by any of the authority's keys",
+            );
+            let mut found = None;
+            for key in keys.iter() {
+                let mut policy =
+                    PublicKeyVerificationPolicy::new(DerPublicKey::new(key.spki_der.clone()));
+                if !tlog {
+                    policy = policy.skip_tlog_unsafe();
+                }
+                match trust.verifier.verify(artifact.clone(), bundle, &policy) {
+                    Ok(result) => {
+                        found = Some((key.name.clone(), result));
+                        break;
+                    }
+                    // A signature that does not verify with this key: try the next one.
+                    Err(Error::SignatureInvalid(_)) => {}
+                    Err(e) => last = rejection(e),
+                }
+            }
+            found.ok_or(last)?
+        }
+    };
+    let entry = bundle.verification_material.tlog_entries.first();
+    Ok(BundleProof {
+        identity,
+        rekor_log_index: entry.map(|e| e.log_index.as_i64()),
+        rekor_integrated_time: result.integrated_time().map(|t| t.as_second()),
+        statement: match &bundle.content {
+            SignatureContent::DsseEnvelope(envelope) => {
+                serde_json::from_slice(envelope.payload.as_bytes()).ok()
+            }
+            _ => None,
+        },
+    })
+}
+
+/// The certificate's identity, checked against the policy's rules (exact or regular
+/// expression subjects and issuers, and GitHub claims).
+fn keyless_identity(bundle: &Bundle, rules: &[IdentityRule]) -> Result<String, Rejection> {
+    let der = match &bundle.verification_material.content {
+        VerificationMaterialContent::Certificate(c) => c.raw_bytes.as_bytes(),
+        VerificationMaterialContent::X509CertificateChain { certificates } => certificates
+            .first()
+            .map(|c| c.raw_bytes.as_bytes())
+            .unwrap_or_default(),
+        _ => {
+            return Err(Rejection::new(
+                ReasonCode::UntrustedKey,
+                "the bundle was signed with a key, not a Fulcio certificate",
+            ))
+        }
+    };
+    let identity =
+        CertIdentity::from_der(der).map_err(|e| Rejection::new(ReasonCode::UntrustedRoot, e))?;
+    if !rules.iter().any(|rule| rule.matches(&identity)) {
+        let wanted: Vec<String> = rules.iter().map(IdentityRule::describe).collect();
+        return Err(Rejection::new(
+            ReasonCode::IdentityMismatch,
+            format!(
+                "signed by subject {:?} from issuer {:?}, but the policy accepts {}",
+                identity.subject,
+                identity.issuer.as_deref().unwrap_or("(none)"),
+                wanted.join(" or ")
+            ),
+        ));
+    }
+    Ok(format!(
+        "{} ({})",
+        identity.subject,
+        identity.issuer.unwrap_or_default()
+    ))
+}
+
+/// sigstore-verify's reasons as verdict's reason codes.
+fn rejection(error: Error) -> Rejection {
+    let code = match &error {
+        Error::IdentityMismatch { .. } | Error::IssuerMismatch { .. } => {
+            ReasonCode::IdentityMismatch
+        }
+        Error::SignatureInvalid(_) => ReasonCode::SignatureInvalid,
+        Error::ArtifactMismatch(_) | Error::UnsupportedArtifact(_) => ReasonCode::DigestMismatch,
+        Error::Certificate(CertificateError::Expired { .. })
+        | Error::Certificate(CertificateError::NotYetValid { .. }) => ReasonCode::CertExpired,
+        Error::Certificate(_) => ReasonCode::UntrustedRoot,
+        Error::TransparencyLog(TransparencyLogError::EntryMismatch(_)) => ReasonCode::TlogMismatch,
+        Error::TransparencyLog(_) => ReasonCode::TlogInvalid,
+        Error::Timestamp(_) => ReasonCode::TimestampInvalid,
+        _ => ReasonCode::SignatureInvalid,
+    };
+    Rejection::new(code, error.to_string())
+}

@@ -33,6 +33,7 @@ fn reviewer(policies: PathBuf, insecure: Vec<String>, metrics: Metrics) -> Revie
         mirrors: Vec::new(),
         registry_concurrency: 16,
         tag_cache_ttl: Duration::from_secs(600),
+        platform: Default::default(),
     };
     verdict::setup::reviewer(&policy, &registry, metrics)
         .unwrap()

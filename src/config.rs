@@ -72,6 +72,10 @@ pub struct RegistryConfig {
     /// How long a tag's resolved digest is reused.
     #[arg(long, env = "VERDICT_TAG_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
     pub tag_cache_ttl: Duration,
+    /// The platform of the cluster's nodes (`os/arch[/variant]`): which manifest of an image
+    /// index `multiArch: platform|either` image policies verify.
+    #[arg(long, env = "VERDICT_PLATFORM", default_value = "linux/amd64")]
+    pub platform: crate::verify::Platform,
 }
 
 fn parse_mirror(text: &str) -> Result<(String, String), String> {

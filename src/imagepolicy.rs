@@ -57,6 +57,57 @@ pub enum AuthorityKind {
 pub struct Authority {
     pub name: String,
     pub kind: AuthorityKind,
+    /// When not empty, the authority is satisfied by verified attestations of each of these
+    /// predicate types (as in policy-controller), not by a signature.
+    pub attestations: Vec<AttestationRequirement>,
+}
+
+/// An attestation an authority requires: a name for messages and a full predicate type URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationRequirement {
+    pub name: String,
+    pub predicate_type: String,
+}
+
+/// cosign's `--type` shorthands and the predicate types they stand for.
+pub const PREDICATE_TYPES: [(&str, &str); 9] = [
+    ("slsaprovenance", "https://slsa.dev/provenance/v0.2"),
+    ("slsaprovenance02", "https://slsa.dev/provenance/v0.2"),
+    ("slsaprovenance1", "https://slsa.dev/provenance/v1"),
+    ("spdx", "https://spdx.dev/Document"),
+    ("spdxjson", "https://spdx.dev/Document"),
+    ("cyclonedx", "https://cyclonedx.org/bom"),
+    ("vuln", "https://cosign.sigstore.dev/attestation/vuln/v1"),
+    ("link", "https://in-toto.io/Link/v1"),
+    ("custom", "https://cosign.sigstore.dev/attestation/v1"),
+];
+
+/// A predicate type as written in a policy: a shorthand or a URI.
+pub fn predicate_type(written: &str) -> Result<String, String> {
+    if let Some((_, uri)) = PREDICATE_TYPES.iter().find(|(short, _)| *short == written) {
+        return Ok((*uri).to_string());
+    }
+    if written.contains("://") {
+        return Ok(written.to_string());
+    }
+    let known: Vec<&str> = PREDICATE_TYPES.iter().map(|(short, _)| *short).collect();
+    Err(format!(
+        "unknown predicateType {written:?}: give a URI or one of {}",
+        known.join(", ")
+    ))
+}
+
+/// Which digest of a multi-platform image (an image index) must carry the proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MultiArch {
+    /// The digest the Pod names (the index), as `cosign sign` of a multi-arch tag does.
+    #[default]
+    Index,
+    /// The platform manifest the node will run (`cosign sign --recursive`).
+    Platform,
+    /// Either of them.
+    Either,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +118,7 @@ pub struct ImagePolicy {
     pub globs: Vec<Glob>,
     pub authorities: Vec<Authority>,
     pub mode: Mode,
+    pub multi_arch: MultiArch,
     /// Identifies the policy's content; part of verification cache keys, so an edited
     /// policy never reuses results judged under the old one.
     pub fingerprint: u64,
@@ -148,6 +200,9 @@ struct Spec {
     authorities: Vec<AuthoritySpec>,
     #[serde(default)]
     mode: Mode,
+    /// verdict extension: for image indexes, which digest must be signed.
+    #[serde(default)]
+    multi_arch: MultiArch,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +221,18 @@ struct AuthoritySpec {
     /// policy-controller's transparency-log setting: its presence requires a Rekor entry
     /// for key authorities (keyless ones always need one).
     ctlog: Option<CtlogSpec>,
+    /// Attestations required instead of a signature (policy-controller's shape; its `policy`
+    /// field is not supported: write such checks in Rego over `input.images[*].attestations`).
+    #[serde(default)]
+    attestations: Vec<AttestationSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AttestationSpec {
+    #[serde(default)]
+    name: Option<String>,
+    predicate_type: String,
 }
 
 #[derive(Deserialize)]
@@ -266,11 +333,23 @@ pub fn parse(
             .name
             .clone()
             .unwrap_or_else(|| format!("authority-{i}"));
+        let attestations = spec
+            .attestations
+            .iter()
+            .map(|a| {
+                Ok(AttestationRequirement {
+                    name: a.name.clone().unwrap_or_else(|| a.predicate_type.clone()),
+                    predicate_type: predicate_type(&a.predicate_type)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| format!("image policy {name:?}, {authority_name}: {e}"))?;
         let kind = authority(spec, dir, default_trust)
             .map_err(|e| format!("image policy {name:?}, {authority_name}: {e}"))?;
         authorities.push(Authority {
             name: authority_name,
             kind,
+            attestations,
         });
     }
     Ok(ImagePolicy {
@@ -279,6 +358,7 @@ pub fn parse(
         globs,
         authorities,
         mode: doc.spec.mode,
+        multi_arch: doc.spec.multi_arch,
         fingerprint,
     })
 }

@@ -54,7 +54,7 @@ pub fn reviewer(
         tag_ttl: registry.tag_cache_ttl,
         ..CacheSettings::default()
     };
-    let verifier = Verifier::new(client, metrics.clone(), &cache);
+    let verifier = Verifier::new(client, metrics.clone(), &cache, registry.platform.clone());
     let settings = ReviewSettings {
         policy_timeout: policy.policy_timeout,
         ..ReviewSettings::default()

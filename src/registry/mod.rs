@@ -19,8 +19,9 @@ use tokio::sync::Semaphore;
 
 /// Manifests larger than this are refused (registries cap theirs at 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
-/// Signature payloads are a few hundred bytes; anything over this is not one.
-pub const MAX_SIGNATURE_BLOB_BYTES: usize = 1024 * 1024;
+/// Signature payloads are a few hundred bytes, attestations (SBOMs, scans) can be a few
+/// MiB; anything over this is refused.
+pub const MAX_SIGNATURE_BLOB_BYTES: usize = 4 * 1024 * 1024;
 const MAX_TOKEN_BYTES: usize = 64 * 1024;
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -218,20 +219,63 @@ impl Registry {
         .await
     }
 
-    /// The cosign signature manifest for `digest` (`sha256-<hex>.sig`); `None` when the image is unsigned.
-    pub async fn signature_manifest(
+    /// The manifest cosign stores next to `digest` under the tag `sha256-<hex><suffix>`
+    /// (`.sig`, `.att`, or no suffix for the OCI referrers tag schema); `None` when absent.
+    pub async fn companion_manifest(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        suffix: &str,
+        deadline: Instant,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let endpoint = self.endpoint(image);
+        let tag = format!("{}{suffix}", digest.replace(':', "-"));
+        let what = format!("{}:{tag}", image.name());
+        let url = format!("{}/manifests/{tag}", endpoint.base);
+        match self.manifest(&endpoint, &url, &what, deadline).await {
+            Ok(body) => Ok(Some(body)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The manifest (or index) with this digest, checked against it.
+    pub async fn manifest_by_digest(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let endpoint = self.endpoint(image);
+        let what = format!("{}@{digest}", image.name());
+        let url = format!("{}/manifests/{digest}", endpoint.base);
+        let body = self.manifest(&endpoint, &url, &what, deadline).await?;
+        if sha256_digest(&body) != digest {
+            return Err(RegistryError::Invalid {
+                host: endpoint.host,
+                what,
+                detail: "its content does not match its digest".to_string(),
+            });
+        }
+        Ok(body)
+    }
+
+    /// The OCI 1.1 referrers index of `digest`: from the referrers API, or, when the registry
+    /// lacks it (404), from the referrers tag schema (`sha256-<hex>`). `None` when neither has one.
+    pub async fn referrers(
         &self,
         image: &ImageRef,
         digest: &str,
         deadline: Instant,
     ) -> Result<Option<Vec<u8>>, RegistryError> {
         let endpoint = self.endpoint(image);
-        let tag = format!("{}.sig", digest.replace(':', "-"));
-        let what = format!("{}:{tag}", image.name());
-        let url = format!("{}/manifests/{tag}", endpoint.base);
+        let what = format!("referrers of {}@{digest}", image.name());
+        let url = format!("{}/referrers/{digest}", endpoint.base);
         match self.manifest(&endpoint, &url, &what, deadline).await {
             Ok(body) => Ok(Some(body)),
-            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(RegistryError::NotFound { .. }) => {
+                self.companion_manifest(image, digest, "", deadline).await
+            }
             Err(e) => Err(e),
         }
     }

@@ -1,5 +1,7 @@
-//! Cosign signatures on the `.sig` path: reading a signature manifest's layers and checking
-//! one layer against one authority. Every rule of DESIGN.md's "easy to get wrong" list is
+//! Cosign signatures and attestations on the `.sig` / `.att` paths: reading a manifest's
+//! layers and checking one layer against one authority. An attestation layer is a DSSE
+//! envelope of an in-toto statement; it gets the same checks as a signature, over the
+//! envelope's pre-authentication encoding, with the statement's subject as the digest. Every rule of DESIGN.md's "easy to get wrong" list is
 //! here, including the two the sigstore crate skips on this path (the signature over the
 //! payload with the certificate's key, and the Rekor entry body matching this signature).
 
@@ -81,10 +83,57 @@ pub struct RekorPayload {
 /// A signature with its payload, ready to check.
 #[derive(Debug, Clone)]
 pub struct SignatureLayer {
+    /// The simple-signing payload, or the in-toto statement of a DSSE envelope.
     pub payload: Vec<u8>,
     pub signature: Vec<u8>,
     pub certificate: Option<CertificateDer<'static>>,
     pub bundle: Option<RekorBundle>,
+    /// The envelope's `payloadType` when the layer is a DSSE envelope (an attestation).
+    pub dsse_payload_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeJson {
+    payload_type: String,
+    payload: String,
+    signatures: Vec<EnvelopeSignatureJson>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeSignatureJson {
+    sig: String,
+}
+
+/// DSSE's pre-authentication encoding: what an envelope's signature covers.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A verified attestation: its predicate type and predicate, from the statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub predicate_type: String,
+    pub predicate: serde_json::Value,
+}
+
+impl Statement {
+    /// The statement's predicate type, or `None` when the payload is not an in-toto statement.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        let json: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        Some(Self {
+            predicate_type: json.get("predicateType")?.as_str()?.to_string(),
+            predicate: json.get("predicate").cloned().unwrap_or_default(),
+        })
+    }
 }
 
 impl SignatureLayer {
@@ -96,13 +145,33 @@ impl SignatureLayer {
                 format!("layer {}: {what}", layer.digest),
             )
         };
-        let signature = layer
+        let annotation = layer
             .annotations
             .get(SIGNATURE_ANNOTATION)
             .ok_or_else(|| malformed("no signature annotation"))?;
-        let signature = BASE64
-            .decode(signature.trim())
-            .map_err(|_| malformed("the signature is not base64"))?;
+        // Attestation layers carry an empty signature annotation and the signature inside
+        // the DSSE envelope that is the layer's content.
+        let (payload, signature, dsse_payload_type) = if annotation.trim().is_empty() {
+            let envelope: EnvelopeJson = serde_json::from_slice(&payload)
+                .map_err(|_| malformed("neither a signature annotation nor a DSSE envelope"))?;
+            let [signature] = envelope.signatures.as_slice() else {
+                return Err(malformed(
+                    "the DSSE envelope must carry exactly one signature",
+                ));
+            };
+            let statement = BASE64
+                .decode(envelope.payload.trim())
+                .map_err(|_| malformed("the DSSE payload is not base64"))?;
+            let signature = BASE64
+                .decode(signature.sig.trim())
+                .map_err(|_| malformed("the DSSE signature is not base64"))?;
+            (statement, signature, Some(envelope.payload_type))
+        } else {
+            let signature = BASE64
+                .decode(annotation.trim())
+                .map_err(|_| malformed("the signature is not base64"))?;
+            (payload, signature, None)
+        };
         let certificate = match layer
             .annotations
             .get(CERTIFICATE_ANNOTATION)
@@ -130,7 +199,22 @@ impl SignatureLayer {
             signature,
             certificate,
             bundle,
+            dsse_payload_type,
         })
+    }
+
+    /// The bytes the signature covers.
+    pub fn signed_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.dsse_payload_type {
+            Some(payload_type) => pae(payload_type, &self.payload).into(),
+            None => self.payload.as_slice().into(),
+        }
+    }
+
+    /// The in-toto statement of an attestation layer.
+    pub fn statement(&self) -> Option<Statement> {
+        self.dsse_payload_type.as_ref()?;
+        Statement::parse(&self.payload)
     }
 }
 
@@ -173,6 +257,16 @@ pub struct Proof {
     pub rekor_integrated_time: Option<i64>,
 }
 
+impl Proof {
+    fn new(identity: String, entry: Option<&RekorPayload>) -> Self {
+        Self {
+            identity,
+            rekor_log_index: entry.map(|e| e.log_index),
+            rekor_integrated_time: entry.map(|e| e.integrated_time),
+        }
+    }
+}
+
 /// A public key authority: any of `keys`; with `tlog`, also a Rekor entry for the signature.
 pub fn check_with_keys(
     layer: &SignatureLayer,
@@ -182,7 +276,7 @@ pub fn check_with_keys(
 ) -> Result<Proof, Rejection> {
     let Some(key) = keys.iter().find(|k| {
         k.key
-            .verify_signature(Signature::Raw(&layer.signature), &layer.payload)
+            .verify_signature(Signature::Raw(&layer.signature), &layer.signed_bytes())
             .is_ok()
     }) else {
         return Err(Rejection::new(
@@ -190,18 +284,12 @@ pub fn check_with_keys(
             "the signature was not made by any of the authority's keys",
         ));
     };
-    check_payload_digest(&layer.payload, digest)?;
-    let mut proof = Proof {
-        identity: key.name.clone(),
-        rekor_log_index: None,
-        rekor_integrated_time: None,
+    check_payload_digest(layer, digest)?;
+    let entry = match tlog {
+        Some(trust) => Some(check_tlog(layer, trust, &key.spki_der)?),
+        None => None,
     };
-    if let Some(trust) = tlog {
-        let entry = check_tlog(layer, trust, &key.spki_der)?;
-        proof.rekor_log_index = Some(entry.log_index);
-        proof.rekor_integrated_time = Some(entry.integrated_time);
-    }
-    Ok(proof)
+    Ok(Proof::new(key.name.clone(), entry.as_ref()))
 }
 
 /// A keyless authority: a Fulcio certificate for one of `identities`, logged in Rekor.
@@ -219,14 +307,14 @@ pub fn check_keyless(
     };
     let cert_key = certificate_key(cert)?;
     cert_key
-        .verify_signature(Signature::Raw(&layer.signature), &layer.payload)
+        .verify_signature(Signature::Raw(&layer.signature), &layer.signed_bytes())
         .map_err(|_| {
             Rejection::new(
                 ReasonCode::SignatureInvalid,
                 "the signature does not verify with the certificate's key",
             )
         })?;
-    check_payload_digest(&layer.payload, digest)?;
+    check_payload_digest(layer, digest)?;
     let entry = check_tlog(layer, trust, cert.as_ref())?;
     check_chain(cert, trust, entry.integrated_time)?;
     let identity =
@@ -243,15 +331,12 @@ pub fn check_keyless(
             ),
         ));
     }
-    Ok(Proof {
-        identity: format!(
-            "{} ({})",
-            identity.subject,
-            identity.issuer.unwrap_or_default()
-        ),
-        rekor_log_index: Some(entry.log_index),
-        rekor_integrated_time: Some(entry.integrated_time),
-    })
+    let name = format!(
+        "{} ({})",
+        identity.subject,
+        identity.issuer.unwrap_or_default()
+    );
+    Ok(Proof::new(name, Some(&entry)))
 }
 
 /// A public key of an authority, with the name reports use.
@@ -288,11 +373,34 @@ fn certificate_key(cert: &CertificateDer<'_>) -> Result<CosignVerificationKey, R
     })
 }
 
-/// The payload names exactly the digest being admitted.
-fn check_payload_digest(payload: &[u8], digest: &str) -> Result<(), Rejection> {
-    let json: serde_json::Value = serde_json::from_slice(payload).map_err(|_| {
+/// The payload names exactly the digest being admitted: the simple-signing payload's
+/// `docker-manifest-digest`, or one of the in-toto statement's subjects.
+fn check_payload_digest(layer: &SignatureLayer, digest: &str) -> Result<(), Rejection> {
+    let json: serde_json::Value = serde_json::from_slice(&layer.payload).map_err(|_| {
         Rejection::new(ReasonCode::DigestMismatch, "the signed payload is not JSON")
     })?;
+    if layer.dsse_payload_type.is_some() {
+        let (algorithm, hex) = digest.split_once(':').unwrap_or(("", digest));
+        let subjects = json["subject"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let named: Vec<&str> = subjects
+            .iter()
+            .filter_map(|s| s["digest"][algorithm].as_str())
+            .collect();
+        return if named.contains(&hex) {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                ReasonCode::DigestMismatch,
+                format!(
+                    "the attestation's subjects ({}) do not include the admitted digest {digest}",
+                    named.join(", ")
+                ),
+            ))
+        };
+    }
     let signed = json["critical"]["image"]["docker-manifest-digest"]
         .as_str()
         .unwrap_or_default();
@@ -341,7 +449,9 @@ fn check_tlog(
     Ok(bundle.payload.clone())
 }
 
-/// `hashedrekord` / `rekord` 0.0.1: hash, signature and public key must be this layer's.
+/// The logged entry records this layer: `hashedrekord` / `rekord` 0.0.1 for signatures,
+/// `intoto` 0.0.2 / `dsse` 0.0.1 for attestations. Hash, signature and public key must all
+/// be this layer's.
 fn check_entry_body(
     body_b64: &str,
     layer: &SignatureLayer,
@@ -359,29 +469,72 @@ fn check_entry_body(
     let body: serde_json::Value =
         serde_json::from_slice(&body).map_err(|_| mismatch("unreadable body"))?;
     let kind = body["kind"].as_str().unwrap_or_default();
-    if kind != "hashedrekord" && kind != "rekord" {
-        return Err(mismatch(&format!("unsupported entry kind {kind:?}")));
-    }
     let spec = &body["spec"];
-    let hash = &spec["data"]["hash"];
+    // (payload hash, [(signature, public key)]) as logged; signatures may be base64 once or,
+    // in `intoto` 0.0.2, base64 of the envelope's base64.
+    let (hash, signers): (&serde_json::Value, Vec<(&str, &str)>) =
+        match (kind, layer.dsse_payload_type.is_some()) {
+            ("hashedrekord" | "rekord", false) => (
+                &spec["data"]["hash"],
+                vec![(
+                    spec["signature"]["content"].as_str().unwrap_or_default(),
+                    spec["signature"]["publicKey"]["content"]
+                        .as_str()
+                        .unwrap_or_default(),
+                )],
+            ),
+            ("intoto", true) => (
+                &spec["content"]["payloadHash"],
+                logged_signers(
+                    &spec["content"]["envelope"]["signatures"],
+                    "sig",
+                    "publicKey",
+                ),
+            ),
+            ("dsse", true) => (
+                &spec["payloadHash"],
+                logged_signers(&spec["signatures"], "signature", "verifier"),
+            ),
+            _ => return Err(mismatch(&format!("unexpected entry kind {kind:?}"))),
+        };
     let payload_hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, &layer.payload));
     if hash["algorithm"] != "sha256" || hash["value"].as_str() != Some(payload_hash.as_str()) {
         return Err(mismatch("the payload hash differs"));
     }
-    let logged_signature = spec["signature"]["content"]
-        .as_str()
-        .and_then(|s| BASE64.decode(s).ok());
-    if logged_signature.as_deref() != Some(layer.signature.as_slice()) {
+    let same_signature = |logged: &str| {
+        let once = BASE64.decode(logged).ok();
+        once.as_deref() == Some(layer.signature.as_slice())
+            || once
+                .and_then(|b| BASE64.decode(b).ok())
+                .is_some_and(|twice| twice == layer.signature)
+    };
+    let Some((_, key)) = signers.iter().find(|(sig, _)| same_signature(sig)) else {
         return Err(mismatch("the signature differs"));
-    }
-    let logged_key = spec["signature"]["publicKey"]["content"]
-        .as_str()
-        .and_then(|s| BASE64.decode(s).ok())
-        .and_then(|pem| pem_to_der(&pem));
+    };
+    let logged_key = BASE64.decode(key).ok().and_then(|pem| pem_to_der(&pem));
     if logged_key.as_deref() != Some(signer_der) {
         return Err(mismatch("the certificate or key differs"));
     }
     Ok(())
+}
+
+fn logged_signers<'a>(
+    signatures: &'a serde_json::Value,
+    sig: &str,
+    key: &str,
+) -> Vec<(&'a str, &'a str)> {
+    signatures
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s[sig].as_str().unwrap_or_default(),
+                s[key].as_str().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {

@@ -8,11 +8,14 @@ pub mod identity;
 pub mod trust;
 
 use crate::decision::ReasonCode;
-use crate::imagepolicy::{Authority, AuthorityKind, ImagePolicy, Mode};
+use crate::imagepolicy::{
+    AttestationRequirement, Authority, AuthorityKind, ImagePolicy, Mode, MultiArch,
+};
 use crate::images::{ContainerKind, ImageOccurrence, ImageRef};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
-use cosign::{Proof, Rejection, SignatureLayer};
+use bundle::{BundleProof, BundleTrust, Signer};
+use cosign::{Proof, Rejection, SignatureLayer, Statement};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +27,7 @@ pub struct ImageError {
     pub message: String,
 }
 
-/// A signature that satisfied an authority.
+/// A signature (or the attestations) that satisfied an authority.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignatureFact {
     /// `policy/authority` that accepted it.
@@ -33,7 +36,34 @@ pub struct SignatureFact {
     pub identity: String,
     pub rekor_log_index: Option<i64>,
     pub rekor_integrated_time: Option<i64>,
+    /// The digest that carries the proof: the admitted one, or for an image index with a
+    /// `multiArch: platform|either` policy, the platform manifest's.
+    pub digest: String,
+    /// `cosign` (`.sig` / `.att` tags) or `bundle` (a Sigstore bundle found as an OCI referrer).
+    pub format: &'static str,
+    /// The verified attestations the authority required.
+    pub attestations: Vec<AttestationFact>,
 }
+
+/// A verified attestation; the entries of `input.images[*].attestations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttestationFact {
+    /// The in-toto predicate type URI.
+    #[serde(rename = "type")]
+    pub predicate_type: String,
+    /// The predicate, decoded JSON.
+    pub predicate: serde_json::Value,
+    /// Who signed it: a key fingerprint, or the certificate's subject and issuer.
+    pub signer: String,
+    /// `policy/authority` that required and accepted it.
+    pub authority: String,
+    /// The digest named as the statement's subject.
+    pub digest: String,
+    pub format: &'static str,
+}
+
+/// The predicate type cosign v3 gives the in-toto statement of a signature in bundle form.
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 
 /// How one image fared against one image policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,6 +100,8 @@ pub struct ImageFacts {
     /// At least one image policy matched and every matching one is satisfied.
     pub verified: bool,
     pub signatures: Vec<SignatureFact>,
+    /// Verified attestations, from every satisfied policy.
+    pub attestations: Vec<AttestationFact>,
     pub policies: Vec<PolicyOutcome>,
     pub errors: Vec<ImageError>,
 }
@@ -100,6 +132,7 @@ impl ImageFacts {
             pinned: parsed.is_some_and(|r| r.digest.is_some()),
             verified: false,
             signatures: Vec::new(),
+            attestations: Vec::new(),
             policies: Vec::new(),
             errors,
         }
@@ -175,6 +208,8 @@ pub struct Verifier {
     /// `registry/repository:tag` → digest.
     tags: moka::future::Cache<String, String>,
     tag_ttl: Duration,
+    /// The platform nodes run, for `multiArch: platform|either` policies.
+    platform: Platform,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -186,7 +221,12 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub fn new(registry: Arc<Registry>, metrics: Metrics, cache: &CacheSettings) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        metrics: Metrics,
+        cache: &CacheSettings,
+        platform: Platform,
+    ) -> Self {
         let outcomes = moka::future::Cache::builder()
             .max_capacity(cache.max_entries)
             .expire_after(OutcomeExpiry {
@@ -204,6 +244,7 @@ impl Verifier {
             outcomes,
             tags,
             tag_ttl: cache.tag_ttl,
+            platform,
         }
     }
 
@@ -266,6 +307,11 @@ impl Verifier {
             .policies
             .iter()
             .filter_map(|p| p.signature.clone())
+            .collect();
+        facts.attestations = facts
+            .signatures
+            .iter()
+            .flat_map(|s| s.attestations.iter().cloned())
             .collect();
         facts
             .errors
@@ -339,8 +385,8 @@ impl Verifier {
         }
     }
 
-    /// Fetches the signatures of `digest` and checks them against the policy's authorities.
-    /// `Err` only for transient registry trouble.
+    /// Fetches the evidence for `digest` (or its platform manifest) and checks it against
+    /// the policy's authorities. `Err` only for transient registry trouble.
     async fn verify(
         &self,
         image: &ImageRef,
@@ -348,55 +394,163 @@ impl Verifier {
         policy: &ImagePolicy,
         deadline: Instant,
     ) -> Result<Judgement, RegistryError> {
-        let started = Instant::now();
-        let layers = self.fetch_layers(image, digest, deadline).await;
-        self.metrics
-            .stage_duration
-            .with_label_values(&["fetch"])
-            .observe(started.elapsed().as_secs_f64());
-        let layers = match layers {
-            Ok(layers) => layers,
-            Err(e) if e.is_transient() => return Err(e),
-            Err(e) => return Ok(rejected(Rejection::new(e.code(), e.to_string()))),
+        let candidates = match policy.multi_arch {
+            MultiArch::Index => vec![digest.to_string()],
+            MultiArch::Platform | MultiArch::Either => {
+                let platform = match self.platform_digest(image, digest, deadline).await {
+                    Ok(platform) => platform,
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => return Ok(rejected(Rejection::new(e.code(), e.to_string()))),
+                };
+                match (policy.multi_arch, platform) {
+                    (MultiArch::Either, Some(p)) => vec![digest.to_string(), p],
+                    (_, Some(p)) => vec![p],
+                    (_, None) => vec![digest.to_string()],
+                }
+            }
         };
-        let started = Instant::now();
-        let outcome = check_policy(policy, image, digest, &layers);
-        self.metrics
-            .stage_duration
-            .with_label_values(&["verify"])
-            .observe(started.elapsed().as_secs_f64());
-        Ok(outcome)
+        let mut judgement: Option<Judgement> = None;
+        for candidate in candidates {
+            let this = self
+                .verify_digest(image, &candidate, policy, deadline)
+                .await?;
+            let better = match (&judgement, &this) {
+                (None, _) | (_, Ok(_)) => true,
+                (Some(Err(old)), Err(new)) => code_stage(&new.code) > code_stage(&old.code),
+                (Some(Ok(_)), Err(_)) => false,
+            };
+            if better {
+                judgement = Some(this);
+            }
+            if judgement.as_ref().is_some_and(Result::is_ok) {
+                break;
+            }
+        }
+        Ok(judgement.unwrap_or_else(|| {
+            rejected(Rejection::new(ReasonCode::NoSignature, "nothing to verify"))
+        }))
     }
 
-    async fn fetch_layers(
+    /// For an image index, the digest of the manifest for this verifier's platform;
+    /// `None` for a single-platform image.
+    async fn platform_digest(
         &self,
         image: &ImageRef,
         digest: &str,
         deadline: Instant,
+    ) -> Result<Option<String>, RegistryError> {
+        let manifest = self
+            .registry
+            .manifest_by_digest(image, digest, deadline)
+            .await?;
+        let invalid = |detail: String| RegistryError::Invalid {
+            host: image.registry.clone(),
+            what: format!("{}@{digest}", image.name()),
+            detail,
+        };
+        let index: serde_json::Value = serde_json::from_slice(&manifest)
+            .map_err(|e| invalid(format!("the manifest is not JSON: {e}")))?;
+        let Some(entries) = index.get("manifests").and_then(|m| m.as_array()) else {
+            return Ok(None);
+        };
+        entries
+            .iter()
+            .find(|m| self.platform.matches(&m["platform"]))
+            .and_then(|m| m["digest"].as_str())
+            .map(|d| Some(d.to_string()))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "the image index has no manifest for platform {}",
+                    self.platform
+                ))
+            })
+    }
+
+    /// Checks one digest: cosign `.sig` / `.att` first, Sigstore bundles found as OCI
+    /// referrers when those do not satisfy the policy (so the common case costs no more
+    /// requests).
+    async fn verify_digest(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        policy: &ImagePolicy,
+        deadline: Instant,
+    ) -> Result<Judgement, RegistryError> {
+        let started = Instant::now();
+        let wants_signature = policy.authorities.iter().any(|a| a.attestations.is_empty());
+        let wants_attestations = policy
+            .authorities
+            .iter()
+            .any(|a| !a.attestations.is_empty());
+        let mut evidence = Evidence::default();
+        let fetched = async {
+            if wants_signature {
+                evidence.signatures = self.fetch_layers(image, digest, ".sig", deadline).await?;
+            }
+            if wants_attestations {
+                evidence.attestations = self.fetch_layers(image, digest, ".att", deadline).await?;
+            }
+            Ok::<_, RegistryError>(())
+        }
+        .await;
+        self.observe("fetch", started);
+        match fetched {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => return Ok(rejected(Rejection::new(e.code(), e.to_string()))),
+        }
+        let started = Instant::now();
+        let judgement = check_policy(policy, image, digest, &evidence);
+        self.observe("verify", started);
+        if judgement.is_ok() {
+            return Ok(judgement);
+        }
+        let started = Instant::now();
+        let bundles = self.fetch_bundles(image, digest, deadline).await;
+        self.observe("fetch", started);
+        evidence.bundles = match bundles {
+            Ok(bundles) if bundles.is_empty() => return Ok(judgement),
+            Ok(bundles) => bundles,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => return Ok(rejected(Rejection::new(e.code(), e.to_string()))),
+        };
+        let started = Instant::now();
+        let judgement = check_policy(policy, image, digest, &evidence);
+        self.observe("verify", started);
+        Ok(judgement)
+    }
+
+    fn observe(&self, stage: &str, started: Instant) {
+        self.metrics
+            .stage_duration
+            .with_label_values(&[stage])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The layers of the cosign manifest tagged `sha256-<hex><suffix>`.
+    async fn fetch_layers(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        suffix: &str,
+        deadline: Instant,
     ) -> Result<Vec<Result<SignatureLayer, Rejection>>, RegistryError> {
-        /// More layers than this is not a signature manifest anyone made honestly.
-        const MAX_LAYERS: usize = 32;
         let Some(manifest) = self
             .registry
-            .signature_manifest(image, digest, deadline)
+            .companion_manifest(image, digest, suffix, deadline)
             .await?
         else {
             return Ok(Vec::new());
         };
-        let host = image.registry.clone();
-        let refs = cosign::parse_signature_manifest(&manifest).map_err(|detail| {
-            RegistryError::Invalid {
-                host: host.clone(),
-                what: "signature manifest".to_string(),
-                detail,
-            }
-        })?;
+        let what = format!("{suffix} manifest");
+        let refs = cosign::parse_signature_manifest(&manifest)
+            .map_err(|detail| invalid(image, &what, detail))?;
         if refs.len() > MAX_LAYERS {
-            return Err(RegistryError::Invalid {
-                host,
-                what: "signature manifest".to_string(),
-                detail: format!("more than {MAX_LAYERS} layers"),
-            });
+            return Err(invalid(
+                image,
+                &what,
+                format!("more than {MAX_LAYERS} layers"),
+            ));
         }
         let blobs = futures_util::future::join_all(
             refs.iter()
@@ -409,49 +563,413 @@ impl Verifier {
         }
         Ok(layers)
     }
+
+    /// Sigstore bundles that refer to `digest` (OCI referrers with a bundle artifact type).
+    async fn fetch_bundles(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        deadline: Instant,
+    ) -> Result<Vec<Result<sigstore_verify::types::Bundle, Rejection>>, RegistryError> {
+        let Some(index) = self.registry.referrers(image, digest, deadline).await? else {
+            return Ok(Vec::new());
+        };
+        let index: serde_json::Value = serde_json::from_slice(&index)
+            .map_err(|e| invalid(image, "referrers index", e.to_string()))?;
+        let manifests: Vec<&str> = index["manifests"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| {
+                m["artifactType"]
+                    .as_str()
+                    .is_some_and(bundle::is_bundle_media_type)
+            })
+            .filter_map(|m| m["digest"].as_str())
+            .collect();
+        if manifests.len() > MAX_LAYERS {
+            return Err(invalid(
+                image,
+                "referrers index",
+                format!("more than {MAX_LAYERS} bundles"),
+            ));
+        }
+        let mut bundles = Vec::new();
+        for manifest in manifests {
+            let manifest = self
+                .registry
+                .manifest_by_digest(image, manifest, deadline)
+                .await?;
+            let refs = cosign::parse_signature_manifest(&manifest)
+                .map_err(|detail| invalid(image, "bundle manifest", detail))?;
+            for layer in refs.iter().take(1) {
+                let blob = self.registry.blob(image, &layer.digest, deadline).await?;
+                bundles.push(bundle::parse(&blob));
+            }
+        }
+        Ok(bundles)
+    }
 }
 
-/// Any authority satisfied by any layer satisfies the policy (as in policy-controller).
+/// More layers (or bundles) than this is not something anyone made honestly.
+const MAX_LAYERS: usize = 32;
+
+fn invalid(image: &ImageRef, what: &str, detail: String) -> RegistryError {
+    RegistryError::Invalid {
+        host: image.registry.clone(),
+        what: what.to_string(),
+        detail,
+    }
+}
+
+/// The platform nodes run (`os/architecture[/variant]`), for choosing from image indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Self {
+            os: "linux".to_string(),
+            architecture: "amd64".to_string(),
+            variant: None,
+        }
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Self {
+                os: (*os).to_string(),
+                architecture: (*arch).to_string(),
+                variant: parts.get(2).map(|v| (*v).to_string()),
+            }),
+            _ => Err(format!("{text:?} is not os/architecture[/variant]")),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Platform {
+    /// Whether an index entry's `platform` object is this platform.
+    fn matches(&self, platform: &serde_json::Value) -> bool {
+        platform["os"] == self.os.as_str()
+            && platform["architecture"] == self.architecture.as_str()
+            && self
+                .variant
+                .as_ref()
+                .is_none_or(|v| platform["variant"] == v.as_str())
+    }
+}
+
+/// What the registry holds about one digest.
+#[derive(Default)]
+struct Evidence {
+    /// Layers of the cosign `.sig` manifest.
+    signatures: Vec<Result<SignatureLayer, Rejection>>,
+    /// Layers of the cosign `.att` manifest (DSSE envelopes).
+    attestations: Vec<Result<SignatureLayer, Rejection>>,
+    /// Sigstore bundles found as OCI referrers.
+    bundles: Vec<Result<sigstore_verify::types::Bundle, Rejection>>,
+}
+
+impl Evidence {
+    fn is_empty(&self) -> bool {
+        self.signatures.is_empty() && self.attestations.is_empty() && self.bundles.is_empty()
+    }
+}
+
+/// Any authority satisfied satisfies the policy (as in policy-controller). An authority
+/// without `attestations` needs a signature; one with them needs a verified attestation of
+/// each listed predicate type, all from that authority's signer(s).
 fn check_policy(
     policy: &ImagePolicy,
     image: &ImageRef,
     digest: &str,
-    layers: &[Result<SignatureLayer, Rejection>],
+    evidence: &Evidence,
 ) -> Judgement {
-    if layers.is_empty() {
+    if evidence.is_empty() {
         let rejection = Rejection::new(
             ReasonCode::NoSignature,
-            format!("no cosign signature found for {}@{digest}", image.name()),
+            format!(
+                "no cosign signature, attestation or Sigstore bundle found for {}@{digest}",
+                image.name()
+            ),
         );
         return rejected(rejection);
     }
-    let mut best: Option<Rejection> = None;
+    let mut best = Best::default();
     for authority in &policy.authorities {
-        for layer in layers {
-            let result = match layer {
-                Ok(layer) => check_authority(authority, layer, digest),
-                Err(rejection) => Err(rejection.clone()),
-            };
-            match result {
-                Ok(proof) => {
-                    return Ok(SignatureFact {
-                        authority: format!("{}/{}", policy.name, authority.name),
-                        identity: proof.identity,
-                        rekor_log_index: proof.rekor_log_index,
-                        rekor_integrated_time: proof.rekor_integrated_time,
-                    })
-                }
-                Err(rejection) => {
-                    if best.as_ref().is_none_or(|b| rejection.stage() > b.stage()) {
-                        best = Some(rejection);
-                    }
-                }
-            }
+        let name = format!("{}/{}", policy.name, authority.name);
+        let result = if authority.attestations.is_empty() {
+            signature_fact(authority, &name, digest, evidence)
+        } else {
+            attestation_fact(authority, &name, digest, evidence)
+        };
+        match result {
+            Ok(fact) => return Ok(fact),
+            Err(rejection) => best.offer(rejection),
         }
     }
-    let rejection = best
-        .unwrap_or_else(|| Rejection::new(ReasonCode::NoSignature, "no signature could be read"));
-    rejected(rejection)
+    rejected(best.into_rejection())
+}
+
+/// The most telling of several rejections: the one that got furthest.
+#[derive(Default)]
+struct Best(Option<Rejection>);
+
+impl Best {
+    fn offer(&mut self, rejection: Rejection) {
+        if self
+            .0
+            .as_ref()
+            .is_none_or(|b| rejection.stage() > b.stage())
+        {
+            self.0 = Some(rejection);
+        }
+    }
+
+    fn into_rejection(self) -> Rejection {
+        self.0.unwrap_or_else(|| {
+            Rejection::new(ReasonCode::NoSignature, "no signature could be read")
+        })
+    }
+}
+
+fn code_stage(code: &ReasonCode) -> u8 {
+    Rejection::new(code.clone(), "").stage()
+}
+
+/// A signature by the authority: a simple-signing layer, or a bundle whose message
+/// signature or cosign-sign statement covers `digest`.
+fn signature_fact(
+    authority: &Authority,
+    name: &str,
+    digest: &str,
+    evidence: &Evidence,
+) -> Result<SignatureFact, Rejection> {
+    let mut best = Best::default();
+    for layer in &evidence.signatures {
+        let result = match layer {
+            Ok(layer) if layer.dsse_payload_type.is_none() => {
+                check_authority(authority, layer, digest)
+            }
+            Ok(_) => Err(Rejection::new(
+                ReasonCode::NoSignature,
+                "a DSSE envelope in the signature manifest is not a signature",
+            )),
+            Err(rejection) => Err(rejection.clone()),
+        };
+        match result {
+            Ok(proof) => return Ok(fact(name, proof, digest, "cosign")),
+            Err(rejection) => best.offer(rejection),
+        }
+    }
+    for bundle in &evidence.bundles {
+        let result = bundle.clone().and_then(|bundle| {
+            let statement = bundle_statement(&bundle);
+            if statement
+                .as_ref()
+                .is_some_and(|s| s.predicate_type != COSIGN_SIGN_PREDICATE)
+            {
+                return Err(Rejection::new(
+                    ReasonCode::NoSignature,
+                    "the bundle is an attestation, not a signature",
+                ));
+            }
+            check_bundle(authority, &bundle, digest)
+        });
+        match result {
+            Ok(proof) => {
+                let proof = Proof {
+                    identity: proof.identity,
+                    rekor_log_index: proof.rekor_log_index,
+                    rekor_integrated_time: proof.rekor_integrated_time,
+                };
+                return Ok(fact(name, proof, digest, "bundle"));
+            }
+            Err(rejection) => best.offer(rejection),
+        }
+    }
+    Err(best.into_rejection())
+}
+
+/// Verified attestations of every predicate type the authority requires.
+fn attestation_fact(
+    authority: &Authority,
+    name: &str,
+    digest: &str,
+    evidence: &Evidence,
+) -> Result<SignatureFact, Rejection> {
+    let mut found = Vec::new();
+    let mut first_proof = None;
+    for required in &authority.attestations {
+        let (proof, attestation) =
+            required_attestation(authority, name, required, digest, evidence)?;
+        first_proof.get_or_insert(proof);
+        found.push(attestation);
+    }
+    let proof = first_proof
+        .ok_or_else(|| Rejection::new(ReasonCode::AttestationMissing, "no attestation required"))?;
+    let mut fact = fact(name, proof, digest, found[0].format);
+    fact.attestations = found;
+    Ok(fact)
+}
+
+fn required_attestation(
+    authority: &Authority,
+    name: &str,
+    required: &AttestationRequirement,
+    digest: &str,
+    evidence: &Evidence,
+) -> Result<(Proof, AttestationFact), Rejection> {
+    let mut best = Best::default();
+    let mut seen_types = Vec::new();
+    let attestation = |proof: &Proof, statement: Statement, format| AttestationFact {
+        predicate_type: statement.predicate_type,
+        predicate: statement.predicate,
+        signer: proof.identity.clone(),
+        authority: name.to_string(),
+        digest: digest.to_string(),
+        format,
+    };
+    for layer in &evidence.attestations {
+        let layer = match layer {
+            Ok(layer) => layer,
+            Err(rejection) => {
+                best.offer(rejection.clone());
+                continue;
+            }
+        };
+        let Some(statement) = layer.statement() else {
+            continue;
+        };
+        if statement.predicate_type != required.predicate_type {
+            seen_types.push(statement.predicate_type);
+            continue;
+        }
+        match check_authority(authority, layer, digest) {
+            Ok(proof) => {
+                let fact = attestation(&proof, statement, "cosign");
+                return Ok((proof, fact));
+            }
+            Err(rejection) => best.offer(rejection),
+        }
+    }
+    for bundle in &evidence.bundles {
+        let Ok(bundle) = bundle else { continue };
+        let Some(statement) = bundle_statement(bundle) else {
+            continue;
+        };
+        if statement.predicate_type != required.predicate_type {
+            seen_types.push(statement.predicate_type);
+            continue;
+        }
+        match check_bundle(authority, bundle, digest) {
+            Ok(verified) => {
+                let proof = Proof {
+                    identity: verified.identity,
+                    rekor_log_index: verified.rekor_log_index,
+                    rekor_integrated_time: verified.rekor_integrated_time,
+                };
+                let fact = attestation(&proof, statement, "bundle");
+                return Ok((proof, fact));
+            }
+            Err(rejection) => best.offer(rejection),
+        }
+    }
+    match best.0 {
+        Some(rejection) if rejection.stage() > 0 => Err(rejection),
+        _ => {
+            seen_types.sort();
+            seen_types.dedup();
+            let seen = if seen_types.is_empty() {
+                "none".to_string()
+            } else {
+                seen_types.join(", ")
+            };
+            Err(Rejection::new(
+                ReasonCode::AttestationMissing,
+                format!(
+                    "no verified {:?} attestation ({}) for {digest}; attestations found: {seen}",
+                    required.name, required.predicate_type
+                ),
+            ))
+        }
+    }
+}
+
+/// The in-toto statement of a DSSE bundle (`None` for message signatures).
+fn bundle_statement(bundle: &sigstore_verify::types::Bundle) -> Option<Statement> {
+    match &bundle.content {
+        sigstore_verify::types::SignatureContent::DsseEnvelope(envelope) => {
+            Statement::parse(envelope.payload.as_bytes())
+        }
+        _ => None,
+    }
+}
+
+/// Trust for key authorities without a transparency log: nothing but the key.
+static KEY_ONLY: std::sync::LazyLock<Option<BundleTrust>> = std::sync::LazyLock::new(|| {
+    trust::trusted_root_json(&[], &[])
+        .ok()
+        .and_then(|json| BundleTrust::from_trusted_root_json(&json).ok())
+});
+
+fn check_bundle(
+    authority: &Authority,
+    bundle: &sigstore_verify::types::Bundle,
+    digest: &str,
+) -> Result<BundleProof, Rejection> {
+    let artifact = bundle::digest_artifact(digest)
+        .map_err(|e| Rejection::new(ReasonCode::DigestMismatch, e))?;
+    let no_trust = || Rejection::new(ReasonCode::UntrustedRoot, "no trust root for bundles");
+    match &authority.kind {
+        AuthorityKind::Key { keys, tlog } => {
+            let trust = match tlog {
+                Some(trust) => trust.bundle.as_deref(),
+                None => KEY_ONLY.as_ref(),
+            }
+            .ok_or_else(no_trust)?;
+            let signer = Signer::Keys {
+                keys,
+                tlog: tlog.is_some(),
+            };
+            bundle::verify(trust, bundle, artifact, &signer)
+        }
+        AuthorityKind::Keyless { trust, identities } => {
+            let trust = trust.bundle.as_deref().ok_or_else(no_trust)?;
+            bundle::verify(trust, bundle, artifact, &Signer::Keyless(identities))
+        }
+    }
+}
+
+fn fact(authority: &str, proof: Proof, digest: &str, format: &'static str) -> SignatureFact {
+    SignatureFact {
+        authority: authority.to_string(),
+        identity: proof.identity,
+        rekor_log_index: proof.rekor_log_index,
+        rekor_integrated_time: proof.rekor_integrated_time,
+        digest: digest.to_string(),
+        format,
+        attestations: Vec::new(),
+    }
 }
 
 fn check_authority(

@@ -1,12 +1,14 @@
 //! Trust material for keyless verification: Fulcio certificate authorities and Rekor log
 //! keys, from a Sigstore `trusted_root.json` or from PEM files. Offline: nothing is fetched.
 
+use super::bundle::BundleTrust;
 use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use serde::Deserialize;
 use sigstore::crypto::CosignVerificationKey;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -57,6 +59,9 @@ pub struct RekorKey {
 pub struct TrustRoot {
     pub fulcio: Vec<FulcioCa>,
     pub rekor: BTreeMap<String, RekorKey>,
+    /// The same trust for Sigstore bundles (sigstore-verify's form, which also holds CT logs
+    /// and timestamp authorities); `None` only for the empty default.
+    pub bundle: Option<Arc<BundleTrust>>,
 }
 
 #[derive(Deserialize)]
@@ -126,7 +131,13 @@ impl TrustRoot {
     pub fn from_trusted_root_json(bytes: &[u8]) -> Result<Self, TrustError> {
         let json: TrustedRootJson =
             serde_json::from_slice(bytes).map_err(|e| TrustError::Json(e.to_string()))?;
-        let mut root = Self::default();
+        let text = std::str::from_utf8(bytes).map_err(|e| TrustError::Json(e.to_string()))?;
+        let mut root = Self {
+            bundle: Some(Arc::new(
+                BundleTrust::from_trusted_root_json(text).map_err(TrustError::Json)?,
+            )),
+            ..Self::default()
+        };
         for ca in json.certificate_authorities {
             let mut chain = Vec::new();
             for cert in ca.cert_chain.certificates {
@@ -174,11 +185,17 @@ impl TrustRoot {
                 });
             }
         }
+        let mut rekor_keys = Vec::new();
         for pem in rekor {
             let spki = SubjectPublicKeyInfoDer::from_pem_slice(pem)
                 .map_err(|e| TrustError::Material(e.to_string()))?;
             root.add_rekor_key(spki.as_ref(), Validity::default())?;
+            rekor_keys.push(spki.to_vec());
         }
+        let json = trusted_root_json(&root.fulcio, &rekor_keys)?;
+        root.bundle = Some(Arc::new(
+            BundleTrust::from_trusted_root_json(&json).map_err(TrustError::Material)?,
+        ));
         Ok(root)
     }
 
@@ -188,6 +205,64 @@ impl TrustRoot {
         self.rekor
             .insert(log_id(spki_der), RekorKey { key, validity });
         Ok(())
+    }
+}
+
+/// A `trusted_root.json` holding the given Fulcio CAs and Rekor keys (no CT logs, no
+/// timestamp authorities), so PEM trust serves bundles too.
+pub fn trusted_root_json(fulcio: &[FulcioCa], rekor: &[Vec<u8>]) -> Result<String, TrustError> {
+    const ALWAYS: &str = "1970-01-01T00:00:00Z";
+    let mut tlogs = Vec::new();
+    for der in rekor {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        tlogs.push(serde_json::json!({
+            "baseUrl": "https://rekor.invalid",
+            "hashAlgorithm": "SHA2_256",
+            "publicKey": {"rawBytes": BASE64.encode(der), "keyDetails": key_details(der)?, "validFor": {"start": ALWAYS}},
+            "logId": {"keyId": BASE64.encode(digest)},
+        }));
+    }
+    let cas: Vec<serde_json::Value> = fulcio
+        .iter()
+        .map(|ca| {
+            let chain: Vec<serde_json::Value> = ca
+                .intermediates
+                .iter()
+                .chain(std::iter::once(&ca.root))
+                .map(|c| serde_json::json!({"rawBytes": BASE64.encode(c)}))
+                .collect();
+            serde_json::json!({
+                "subject": {}, "uri": "https://fulcio.invalid",
+                "certChain": {"certificates": chain}, "validFor": {"start": ALWAYS},
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+        "tlogs": tlogs, "certificateAuthorities": cas, "ctlogs": [], "timestampAuthorities": [],
+    })
+    .to_string())
+}
+
+/// The `keyDetails` name of a DER public key.
+fn key_details(spki_der: &[u8]) -> Result<&'static str, TrustError> {
+    use x509_cert::der::Decode as _;
+    let spki = x509_cert::spki::SubjectPublicKeyInfoRef::from_der(spki_der)
+        .map_err(|e| TrustError::Material(format!("unreadable Rekor key: {e}")))?;
+    let curve = spki
+        .algorithm
+        .parameters_oid()
+        .map(|o| o.to_string())
+        .unwrap_or_default();
+    match (spki.algorithm.oid.to_string().as_str(), curve.as_str()) {
+        ("1.2.840.10045.2.1", "1.2.840.10045.3.1.7") => Ok("PKIX_ECDSA_P256_SHA_256"),
+        ("1.2.840.10045.2.1", "1.3.132.0.34") => Ok("PKIX_ECDSA_P384_SHA_384"),
+        ("1.2.840.10045.2.1", "1.3.132.0.35") => Ok("PKIX_ECDSA_P521_SHA_512"),
+        ("1.3.101.112", _) => Ok("PKIX_ED25519"),
+        ("1.2.840.113549.1.1.1", _) => Ok("PKIX_RSA_PKCS1V15_2048_SHA256"),
+        (oid, _) => Err(TrustError::Material(format!(
+            "unsupported Rekor key algorithm {oid}"
+        ))),
     }
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use base64::Engine as _;
+use common::provenance::*;
 use common::registry::{
     payload, Keyless, PrivateSigstore, SignatureLayer, TestKey, TestRegistry, B64,
 };
@@ -12,121 +13,6 @@ use common::{codes, pod_review, Options, Server};
 use serde_json::{json, Value};
 use sigstore::crypto::SigningScheme;
 use std::path::Path;
-
-struct Setup {
-    registry: TestRegistry,
-    server: Server,
-    _policies: tempfile::TempDir,
-}
-
-impl Setup {
-    /// A registry, and a server whose policies folder holds `images_yaml` and `files`.
-    async fn new(images_yaml: &str, files: &[(&str, String)], extra: &[&str]) -> Self {
-        let registry = TestRegistry::start().await;
-        Self::with_registry(registry, images_yaml, files, extra)
-    }
-
-    fn with_registry(
-        registry: TestRegistry,
-        images_yaml: &str,
-        files: &[(&str, String)],
-        extra: &[&str],
-    ) -> Self {
-        let policies = tempfile::tempdir().unwrap();
-        std::fs::write(
-            policies.path().join("images.yaml"),
-            images_yaml.replace("HOST", &registry.host),
-        )
-        .unwrap();
-        for (name, text) in files {
-            let path = policies.path().join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        let mut extra_args = vec!["--insecure-registry".to_string(), registry.host.clone()];
-        extra_args.extend(extra.iter().map(|s| s.to_string()));
-        let server = Server::start_with(Options {
-            policies: policies.path().to_path_buf(),
-            extra_args,
-        });
-        Self {
-            registry,
-            server,
-            _policies: policies,
-        }
-    }
-
-    fn image(&self, repo: &str, reference: &str) -> String {
-        if reference.starts_with("sha256:") {
-            format!("{}/{repo}@{reference}", self.registry.host)
-        } else {
-            format!("{}/{repo}:{reference}", self.registry.host)
-        }
-    }
-
-    async fn review(&self, images: &[&str]) -> Value {
-        let (status, body) = self
-            .server
-            .validate(&self.server.client(true), &pod_review("team-a", images))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    async fn check(&self, images: &[&str]) -> Value {
-        let review = pod_review("team-a", images);
-        self.server
-            .client(true)
-            .post(self.server.url("/v1/check"))
-            .json(&review)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Pushes an image and signs it with a key-based layer built by `sign`.
-    async fn signed_image(&self, repo: &str, sign: impl Fn(Vec<u8>) -> SignatureLayer) -> String {
-        let digest = self.registry.push_image(repo, "v1").await;
-        let layer = sign(payload(&format!("{}/{repo}", self.registry.host), &digest));
-        self.registry.push_signatures(repo, &digest, &[layer]).await;
-        digest
-    }
-}
-
-fn allowed(body: &Value) -> bool {
-    body["response"]["allowed"].as_bool().unwrap()
-}
-
-fn message(body: &Value) -> String {
-    body["response"]["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn key_policy(name: &str, glob: &str, key_file: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: verdict.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: {name}}}\nspec:\n  images: [{{glob: '{glob}'}}]\n  authorities:\n  - name: key\n    key: {{file: {key_file}{extra}}}\n"
-    )
-}
-
-fn keyless_policy(identity: &str, mode: &str) -> String {
-    format!(
-        "apiVersion: verdict.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: release}}\nspec:\n  images: [{{glob: 'HOST/keyless/**'}}]\n  mode: {mode}\n  authorities:\n  - name: github-release\n    keyless:\n      trustRoot: {{fulcio: [trust/fulcio.pem], rekor: [trust/rekor.pub]}}\n      identities:\n      - {identity}\n"
-    )
-}
-
-const RELEASE_IDENTITY: &str = "{issuer: 'https://token.actions.githubusercontent.com', subjectRegExp: 'https://github.com/acme/app/\\.github/workflows/release\\.yaml@refs/tags/v.*', github: {repository: acme/app}}";
-
-fn trust_files(sigstore: &PrivateSigstore) -> Vec<(&'static str, String)> {
-    vec![
-        ("trust/fulcio.pem", sigstore.fulcio_pem()),
-        ("trust/rekor.pub", sigstore.rekor_pem()),
-    ]
-}
 
 #[tokio::test]
 async fn admits_images_signed_with_every_supported_key_type() {

@@ -396,7 +396,11 @@ fn check_payload_digest(layer: &SignatureLayer, digest: &str) -> Result<(), Reje
                 ReasonCode::DigestMismatch,
                 format!(
                     "the attestation's subjects ({}) do not include the admitted digest {digest}",
-                    named.join(", ")
+                    named
+                        .iter()
+                        .map(|n| format!("{algorithm}:{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ))
         };

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod faults;
+pub mod provenance;
 pub mod registry;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_verdict");

@@ -251,6 +251,151 @@ impl TestRegistry {
     }
 }
 
+impl TestRegistry {
+    /// Pushes cosign attestation layers (DSSE envelopes) for `digest` as `sha256-<hex>.att`.
+    pub async fn push_attestations(&self, repo: &str, digest: &str, layers: &[SignatureLayer]) {
+        let config = self.push_blob(repo, b"{}").await;
+        let mut descriptors = Vec::new();
+        for layer in layers {
+            let blob = self.push_blob(repo, &layer.payload).await;
+            descriptors.push(json!({
+                "mediaType": "application/vnd.dsse.envelope.v1+json",
+                "digest": blob,
+                "size": layer.payload.len(),
+                "annotations": layer.annotations,
+            }));
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+            "layers": descriptors,
+        });
+        let tag = format!("{}.att", digest.replace(':', "-"));
+        self.push_manifest(repo, &tag, &manifest).await;
+    }
+
+    /// Pushes a Sigstore bundle as cosign v3 does: an OCI artifact whose `subject` is
+    /// `digest`, listed in the referrers tag schema index (`sha256-<hex>`), since Debian's
+    /// docker-registry has no referrers API.
+    pub async fn push_referrer(&self, repo: &str, digest: &str, bundle: &Value) -> String {
+        const BUNDLE_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+        let empty = self.push_blob(repo, b"{}").await;
+        let bytes = serde_json::to_vec(bundle).unwrap();
+        let blob = self.push_blob(repo, &bytes).await;
+        let subject_size = self
+            .http
+            .get(self.url(&format!("/v2/{repo}/manifests/{digest}")))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": BUNDLE_TYPE,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": BUNDLE_TYPE, "digest": blob, "size": bytes.len()}],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": subject_size},
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+        let manifest_digest = sha256(&manifest_bytes);
+        self.push_manifest(repo, &manifest_digest, &manifest).await;
+        let tag = digest.replace(':', "-");
+        let existing = self
+            .http
+            .get(self.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .header("accept", "application/vnd.oci.image.index.v1+json")
+            .send()
+            .await
+            .unwrap();
+        let mut index: Value = if existing.status().is_success() {
+            existing.json().await.unwrap()
+        } else {
+            json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []})
+        };
+        index["manifests"].as_array_mut().unwrap().push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_bytes.len(),
+            "artifactType": BUNDLE_TYPE,
+        }));
+        self.push_manifest(repo, &tag, &index).await;
+        manifest_digest
+    }
+
+    /// An image index of one fresh image per platform (`os/arch`) under `repo:tag`; returns
+    /// (index digest, [(platform, manifest digest)]).
+    pub async fn push_index(
+        &self,
+        repo: &str,
+        tag: &str,
+        platforms: &[&str],
+    ) -> (String, Vec<(String, String)>) {
+        let mut entries = Vec::new();
+        let mut digests = Vec::new();
+        for platform in platforms {
+            let digest = self
+                .push_image(repo, &format!("{tag}-{}", platform.replace('/', "-")))
+                .await;
+            let (os, arch) = platform.split_once('/').unwrap();
+            let size = self
+                .http
+                .get(self.url(&format!("/v2/{repo}/manifests/{digest}")))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .len();
+            entries.push(json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest, "size": size,
+                "platform": {"os": os, "architecture": arch},
+            }));
+            digests.push((platform.to_string(), digest));
+        }
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        });
+        (self.push_manifest(repo, tag, &index).await, digests)
+    }
+}
+
+/// An in-toto v1 statement about `digest` (`sha256:<hex>`).
+pub fn statement(name: &str, digest: &str, predicate_type: &str, predicate: Value) -> Vec<u8> {
+    let hex = digest.trim_start_matches("sha256:");
+    serde_json::to_vec(&json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": name, "digest": {"sha256": hex}}],
+        "predicateType": predicate_type,
+        "predicate": predicate,
+    }))
+    .unwrap()
+}
+
+/// DSSE's pre-authentication encoding.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+pub const IN_TOTO: &str = "application/vnd.in-toto+json";
+
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -496,6 +641,141 @@ impl PrivateSigstore {
             bundle,
         }
     }
+}
+
+impl PrivateSigstore {
+    fn rekor_spki(&self) -> Vec<u8> {
+        self.rekor.subject_public_key_info()
+    }
+
+    /// A Rekor v1 SET over an entry with `body` at `integrated_time`.
+    fn set(&self, body_b64: &str, log_index: i64, integrated_time: i64) -> Vec<u8> {
+        let payload = json!({
+            "body": body_b64,
+            "integratedTime": integrated_time,
+            "logIndex": log_index,
+            "logID": self.log_id(),
+        });
+        let canonical = serde_json_canonicalizer::to_vec(&payload).unwrap();
+        self.rekor.sign(&canonical).unwrap()
+    }
+
+    /// A cosign attestation layer (`.att`): a DSSE envelope of `statement` signed with a fresh
+    /// certificate for `spec`, and a Rekor `intoto` 0.0.2 entry recording it.
+    pub fn attest(&self, statement: &[u8], spec: &Keyless<'_>) -> SignatureLayer {
+        let (certificate_pem, key) = self.issue(spec);
+        let signature = key.sign(&pae(IN_TOTO, statement)).unwrap();
+        let envelope = json!({
+            "payloadType": IN_TOTO,
+            "payload": B64.encode(statement),
+            "signatures": [{"keyid": "", "sig": B64.encode(&signature)}],
+        });
+        let envelope_bytes = serde_json::to_vec(&envelope).unwrap();
+        let body = json!({
+            "apiVersion": "0.0.2",
+            "kind": "intoto",
+            "spec": {"content": {
+                "envelope": {"payloadType": IN_TOTO, "signatures": [{
+                    "publicKey": B64.encode(&certificate_pem),
+                    "sig": B64.encode(B64.encode(&signature)),
+                }]},
+                "hash": {"algorithm": "sha256", "value": sha256(&envelope_bytes).trim_start_matches("sha256:")},
+                "payloadHash": {"algorithm": "sha256", "value": sha256(statement).trim_start_matches("sha256:")},
+            }}
+        });
+        let body_b64 = B64.encode(serde_json::to_vec(&body).unwrap());
+        let log_index = self
+            .log_index
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let integrated = time::OffsetDateTime::now_utc().unix_timestamp() + spec.integrated_offset;
+        let bundle = json!({
+            "SignedEntryTimestamp": B64.encode(self.set(&body_b64, log_index, integrated)),
+            "Payload": {"body": body_b64, "integratedTime": integrated, "logIndex": log_index, "logID": self.log_id()},
+        });
+        let predicate_type: Value = serde_json::from_slice::<Value>(statement)
+            .ok()
+            .and_then(|s| s.get("predicateType").cloned())
+            .unwrap_or_default();
+        let mut annotations = serde_json::Map::new();
+        annotations.insert("dev.cosignproject.cosign/signature".into(), json!(""));
+        annotations.insert(
+            "dev.sigstore.cosign/certificate".into(),
+            json!(certificate_pem),
+        );
+        annotations.insert(
+            "dev.sigstore.cosign/bundle".into(),
+            json!(bundle.to_string()),
+        );
+        annotations.insert("predicateType".into(), predicate_type);
+        SignatureLayer {
+            payload: envelope_bytes,
+            annotations,
+        }
+    }
+
+    /// A Sigstore bundle v0.3 as cosign v3 writes it: a DSSE envelope of `statement` signed
+    /// with a fresh certificate for `spec`, and a Rekor v1 `dsse` 0.0.1 entry with its SET and
+    /// a one-leaf inclusion proof under a checkpoint signed by the log key.
+    pub fn dsse_bundle(&self, statement: &[u8], spec: &Keyless<'_>) -> Value {
+        let (certificate_pem, key) = self.issue(spec);
+        let signature = key.sign(&pae(IN_TOTO, statement)).unwrap();
+        let envelope = json!({
+            "payload": B64.encode(statement),
+            "payloadType": IN_TOTO,
+            "signatures": [{"sig": B64.encode(&signature), "keyid": ""}],
+        });
+        let body = json!({
+            "apiVersion": "0.0.1",
+            "kind": "dsse",
+            "spec": {
+                "envelopeHash": {"algorithm": "sha256", "value": sha256(&serde_json::to_vec(&envelope).unwrap()).trim_start_matches("sha256:")},
+                "payloadHash": {"algorithm": "sha256", "value": sha256(statement).trim_start_matches("sha256:")},
+                "signatures": [{"signature": B64.encode(&signature), "verifier": B64.encode(&certificate_pem)}],
+            }
+        });
+        let body_bytes = serde_json::to_vec(&body).unwrap();
+        let body_b64 = B64.encode(&body_bytes);
+        let integrated = time::OffsetDateTime::now_utc().unix_timestamp() + spec.integrated_offset;
+        let set = self.set(&body_b64, 0, integrated);
+        // A tree of one leaf: the root is the leaf hash, SHA-256(0x00 || body).
+        let mut leaf = vec![0u8];
+        leaf.extend_from_slice(&body_bytes);
+        let root = B64.encode(ring::digest::digest(&ring::digest::SHA256, &leaf));
+        let origin = "rekor.acme.test - 1";
+        let note = format!("{origin}\n1\n{root}\n");
+        let key_id = ring::digest::digest(&ring::digest::SHA256, &self.rekor_spki());
+        let mut note_signature = key_id.as_ref()[..4].to_vec();
+        note_signature.extend_from_slice(&self.rekor.sign(note.as_bytes()).unwrap());
+        let checkpoint = format!(
+            "{note}\n\u{2014} rekor.acme.test {}\n",
+            B64.encode(note_signature)
+        );
+        let cert_der = pem_to_der(&certificate_pem);
+        json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "certificate": {"rawBytes": B64.encode(cert_der)},
+                "tlogEntries": [{
+                    "logIndex": "0",
+                    "logId": {"keyId": B64.encode(ring::digest::digest(&ring::digest::SHA256, &self.rekor_spki()))},
+                    "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+                    "integratedTime": integrated.to_string(),
+                    "inclusionPromise": {"signedEntryTimestamp": B64.encode(set)},
+                    "inclusionProof": {
+                        "logIndex": "0", "rootHash": root, "treeSize": "1", "hashes": [],
+                        "checkpoint": {"envelope": checkpoint},
+                    },
+                    "canonicalizedBody": body_b64,
+                }],
+            },
+            "dsseEnvelope": envelope,
+        })
+    }
+}
+
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    B64.decode(body).unwrap()
 }
 
 /// A token issuer for docker-registry's `auth: token` mode: it mints ES256 JWTs whose `x5c`

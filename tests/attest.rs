@@ -1,0 +1,383 @@
+//! Attestations, Sigstore bundles and multi-arch images end to end: a real `docker-registry`,
+//! attestations and bundles made by the tests with a private Sigstore, judged by the real
+//! server over HTTPS (`/validate`, `/v1/check`) and by `verdict check`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use base64::Engine as _;
+use common::codes;
+use common::provenance::*;
+use common::registry::{payload, statement, Keyless, PrivateSigstore, B64};
+use serde_json::{json, Value};
+
+const SLSA_V1: &str = "https://slsa.dev/provenance/v1";
+const BUILDER: &str = "https://github.com/acme/builders/.github/workflows/build.yaml@refs/tags/v2";
+
+fn provenance() -> Value {
+    json!({
+        "buildDefinition": {
+            "buildType": "https://actions.github.io/buildtypes/workflow/v1",
+            "externalParameters": {"workflow": {"repository": "https://github.com/acme/app", "ref": "refs/tags/v1.0.0"}},
+        },
+        "runDetails": {"builder": {"id": BUILDER}},
+    })
+}
+
+/// An image policy whose authority requires a SLSA v1 provenance attestation by the release
+/// identity, for `HOST/att/**`; and a signature policy for `HOST/sig/**`.
+fn policies(multi_arch: &str) -> String {
+    format!(
+        "apiVersion: verdict.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: provenance}}\nspec:\n  images: [{{glob: 'HOST/att/**'}}]\n  authorities:\n  - name: builder\n    keyless:\n      trustRoot: {{fulcio: [trust/fulcio.pem], rekor: [trust/rekor.pub]}}\n      identities: [{RELEASE_IDENTITY}]\n    attestations:\n    - {{name: slsa, predicateType: slsaprovenance1}}\n---\napiVersion: verdict.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: release}}\nspec:\n  images: [{{glob: 'HOST/sig/**'}}]\n  multiArch: {multi_arch}\n  authorities:\n  - name: github-release\n    keyless:\n      trustRoot: {{fulcio: [trust/fulcio.pem], rekor: [trust/rekor.pub]}}\n      identities: [{RELEASE_IDENTITY}]\n"
+    )
+}
+
+async fn setup(sigstore: &PrivateSigstore, multi_arch: &str) -> Setup {
+    Setup::new(&policies(multi_arch), &trust_files(sigstore), &[]).await
+}
+
+fn image_facts(report: &Value) -> &Value {
+    &report["objects"][0]["images"][0]
+}
+
+#[tokio::test]
+async fn cosign_attestation_satisfies_the_policy_and_reaches_rego() {
+    let sigstore = PrivateSigstore::new("acme");
+    let setup = setup(&sigstore, "index").await;
+    let digest = setup.registry.push_image("att/app", "v1").await;
+    let layer = sigstore.attest(
+        &statement("app", &digest, SLSA_V1, provenance()),
+        &Keyless::default(),
+    );
+    setup
+        .registry
+        .push_attestations("att/app", &digest, &[layer])
+        .await;
+    let image = setup.image("att/app", "v1");
+    let body = setup.review(&[&image]).await;
+    assert!(allowed(&body), "{body}");
+
+    let report = setup.check(&[&image]).await;
+    let facts = image_facts(&report);
+    assert_eq!(facts["verified"], true, "{facts}");
+    let attestation = &facts["attestations"][0];
+    assert_eq!(attestation["type"], SLSA_V1);
+    assert_eq!(
+        attestation["predicate"]["runDetails"]["builder"]["id"],
+        BUILDER
+    );
+    assert_eq!(attestation["authority"], "provenance/builder");
+    assert_eq!(attestation["digest"], digest);
+    assert_eq!(attestation["format"], "cosign");
+    assert!(attestation["signer"]
+        .as_str()
+        .unwrap()
+        .contains("release.yaml@refs/tags/v1.0.0"));
+
+    // `verdict check` goes through the same verification.
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: c, image: '{image}'}}]\n"
+    );
+    let policies = setup.policies_dir().to_path_buf();
+    let host = setup.registry.host.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(common::BIN)
+            .args([
+                "check",
+                "-f",
+                "-",
+                "-o",
+                "json",
+                "--insecure-registry",
+                &host,
+            ])
+            .arg("--policies")
+            .arg(policies)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(image_facts(&report)["attestations"][0]["type"], SLSA_V1);
+}
+
+#[tokio::test]
+async fn attestation_negatives_each_get_their_reason_code() {
+    let sigstore = PrivateSigstore::new("acme");
+    let setup = setup(&sigstore, "index").await;
+    let mut cases = Vec::new();
+
+    // Only an SBOM, no provenance.
+    let digest = setup.registry.push_image("att/sbom-only", "v1").await;
+    let layer = sigstore.attest(
+        &statement(
+            "app",
+            &digest,
+            "https://spdx.dev/Document",
+            json!({"spdxVersion": "SPDX-2.3"}),
+        ),
+        &Keyless::default(),
+    );
+    setup
+        .registry
+        .push_attestations("att/sbom-only", &digest, &[layer])
+        .await;
+    cases.push((
+        "att/sbom-only",
+        "ATTESTATION_MISSING",
+        "https://spdx.dev/Document",
+    ));
+
+    // The statement is about another image.
+    let digest = setup.registry.push_image("att/other-subject", "v1").await;
+    let other = setup.registry.push_image("att/elsewhere", "v1").await;
+    let layer = sigstore.attest(
+        &statement("app", &other, SLSA_V1, provenance()),
+        &Keyless::default(),
+    );
+    setup
+        .registry
+        .push_attestations("att/other-subject", &digest, &[layer])
+        .await;
+    cases.push(("att/other-subject", "DIGEST_MISMATCH", &other));
+
+    // Signed by someone the policy does not trust.
+    let digest = setup.registry.push_image("att/stranger", "v1").await;
+    let stranger = Keyless {
+        subject: "https://github.com/mallory/app/.github/workflows/release.yaml@refs/tags/v1.0.0",
+        github_repository: Some("mallory/app"),
+        ..Keyless::default()
+    };
+    let layer = sigstore.attest(&statement("app", &digest, SLSA_V1, provenance()), &stranger);
+    setup
+        .registry
+        .push_attestations("att/stranger", &digest, &[layer])
+        .await;
+    cases.push(("att/stranger", "IDENTITY_MISMATCH", "mallory"));
+
+    // The predicate was changed after signing.
+    let digest = setup.registry.push_image("att/tampered", "v1").await;
+    let mut layer = sigstore.attest(
+        &statement("app", &digest, SLSA_V1, provenance()),
+        &Keyless::default(),
+    );
+    let mut envelope: Value = serde_json::from_slice(&layer.payload).unwrap();
+    let tampered = statement(
+        "app",
+        &digest,
+        SLSA_V1,
+        json!({"runDetails": {"builder": {"id": "https://evil.example/builder"}}}),
+    );
+    envelope["payload"] = json!(B64.encode(tampered));
+    layer.payload = serde_json::to_vec(&envelope).unwrap();
+    setup
+        .registry
+        .push_attestations("att/tampered", &digest, &[layer])
+        .await;
+    cases.push(("att/tampered", "SIGNATURE_INVALID", "does not verify"));
+
+    // No attestation at all.
+    setup.registry.push_image("att/bare", "v1").await;
+    cases.push((
+        "att/bare",
+        "NO_SIGNATURE",
+        "no cosign signature, attestation or Sigstore bundle",
+    ));
+
+    for (repo, code, detail) in cases {
+        let image = setup.image(repo, "v1");
+        let body = setup.review(&[&image]).await;
+        assert!(!allowed(&body), "{repo}: {body}");
+        assert_eq!(codes(&body), [code], "{repo}: {body}");
+        assert!(
+            message(&body).contains(detail),
+            "{repo}: {}",
+            message(&body)
+        );
+        let report = setup.check(&[&image]).await;
+        assert_eq!(
+            image_facts(&report)["attestations"],
+            json!([]),
+            "{repo}: unverified attestations never reach Rego"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigstore_bundles_found_as_oci_referrers_satisfy_the_same_policies() {
+    let sigstore = PrivateSigstore::new("acme");
+    let setup = setup(&sigstore, "index").await;
+
+    // A signature in cosign v3's bundle form: a DSSE statement of cosign's sign predicate.
+    let digest = setup.registry.push_image("sig/bundled", "v1").await;
+    let bundle = sigstore.dsse_bundle(
+        &statement(
+            "app",
+            &digest,
+            "https://sigstore.dev/cosign/sign/v1",
+            json!({}),
+        ),
+        &Keyless::default(),
+    );
+    setup
+        .registry
+        .push_referrer("sig/bundled", &digest, &bundle)
+        .await;
+    let image = setup.image("sig/bundled", "v1");
+    let body = setup.review(&[&image]).await;
+    assert!(allowed(&body), "{body}");
+    let report = setup.check(&[&image]).await;
+    let signature = &image_facts(&report)["signatures"][0];
+    assert_eq!(signature["format"], "bundle", "{report}");
+    assert_eq!(signature["digest"], digest);
+    assert_eq!(signature["rekor_log_index"], 0);
+
+    // A provenance attestation in bundle form.
+    let digest = setup.registry.push_image("att/bundled", "v1").await;
+    let bundle = sigstore.dsse_bundle(
+        &statement("app", &digest, SLSA_V1, provenance()),
+        &Keyless::default(),
+    );
+    setup
+        .registry
+        .push_referrer("att/bundled", &digest, &bundle)
+        .await;
+    let image = setup.image("att/bundled", "v1");
+    let body = setup.review(&[&image]).await;
+    assert!(allowed(&body), "{body}");
+    let report = setup.check(&[&image]).await;
+    let attestation = &image_facts(&report)["attestations"][0];
+    assert_eq!(attestation["type"], SLSA_V1);
+    assert_eq!(attestation["format"], "bundle");
+    assert_eq!(
+        attestation["predicate"]["runDetails"]["builder"]["id"],
+        BUILDER
+    );
+
+    // A provenance bundle does not count as a signature.
+    let digest = setup.registry.push_image("sig/only-provenance", "v1").await;
+    let bundle = sigstore.dsse_bundle(
+        &statement("app", &digest, SLSA_V1, provenance()),
+        &Keyless::default(),
+    );
+    setup
+        .registry
+        .push_referrer("sig/only-provenance", &digest, &bundle)
+        .await;
+    let body = setup
+        .review(&[&setup.image("sig/only-provenance", "v1")])
+        .await;
+    assert_eq!(codes(&body), ["NO_SIGNATURE"], "{body}");
+
+    // Tampered, and signed by a stranger.
+    let digest = setup.registry.push_image("att/bundle-tampered", "v1").await;
+    let mut bundle = sigstore.dsse_bundle(
+        &statement("app", &digest, SLSA_V1, provenance()),
+        &Keyless::default(),
+    );
+    let evil = statement(
+        "app",
+        &digest,
+        SLSA_V1,
+        json!({"runDetails": {"builder": {"id": "https://evil.example"}}}),
+    );
+    bundle["dsseEnvelope"]["payload"] = json!(B64.encode(evil));
+    setup
+        .registry
+        .push_referrer("att/bundle-tampered", &digest, &bundle)
+        .await;
+    let body = setup
+        .review(&[&setup.image("att/bundle-tampered", "v1")])
+        .await;
+    assert!(!allowed(&body), "{body}");
+    assert!(
+        ["SIGNATURE_INVALID", "TLOG_MISMATCH"].contains(&codes(&body)[0].as_str()),
+        "{body}"
+    );
+
+    let digest = setup.registry.push_image("att/bundle-stranger", "v1").await;
+    let stranger = Keyless {
+        subject: "https://github.com/mallory/app/.github/workflows/release.yaml@refs/tags/v1.0.0",
+        github_repository: Some("mallory/app"),
+        ..Keyless::default()
+    };
+    let bundle = sigstore.dsse_bundle(&statement("app", &digest, SLSA_V1, provenance()), &stranger);
+    setup
+        .registry
+        .push_referrer("att/bundle-stranger", &digest, &bundle)
+        .await;
+    let body = setup
+        .review(&[&setup.image("att/bundle-stranger", "v1")])
+        .await;
+    assert_eq!(codes(&body), ["IDENTITY_MISMATCH"], "{body}");
+}
+
+/// Signs the linux/amd64 manifest of a two-platform index (as `cosign sign --recursive`
+/// would, for that platform only) and returns (index digest, amd64 digest).
+async fn platform_signed_index(
+    setup: &Setup,
+    sigstore: &PrivateSigstore,
+    repo: &str,
+) -> (String, String) {
+    let (index, platforms) = setup
+        .registry
+        .push_index(repo, "v1", &["linux/amd64", "linux/arm64"])
+        .await;
+    let amd64 = platforms[0].1.clone();
+    let signed = sigstore.sign(payload("x", &amd64), &Keyless::default());
+    setup
+        .registry
+        .push_signatures(repo, &amd64, &[signed.layer])
+        .await;
+    (index, amd64)
+}
+
+#[tokio::test]
+async fn multi_arch_policies_choose_which_digest_must_be_signed() {
+    let sigstore = PrivateSigstore::new("acme");
+    for (mode, admitted) in [("index", false), ("platform", true), ("either", true)] {
+        let setup = setup(&sigstore, mode).await;
+        let (index, amd64) = platform_signed_index(&setup, &sigstore, "sig/multi").await;
+        let image = setup.image("sig/multi", "v1");
+        let body = setup.review(&[&image]).await;
+        assert_eq!(allowed(&body), admitted, "{mode}: {body}");
+        let report = setup.check(&[&image]).await;
+        let facts = image_facts(&report);
+        assert_eq!(
+            facts["digest"], index,
+            "{mode}: the admitted digest is the index"
+        );
+        if admitted {
+            assert_eq!(facts["signatures"][0]["digest"], amd64, "{mode}: {facts}");
+        } else {
+            assert_eq!(codes(&body), ["NO_SIGNATURE"], "{mode}: {body}");
+        }
+    }
+    // The index itself signed: `index` and `either` admit; `platform` does not.
+    for (mode, admitted) in [("index", true), ("platform", false), ("either", true)] {
+        let setup = setup(&sigstore, mode).await;
+        let (index, _) = setup
+            .registry
+            .push_index("sig/multi", "v1", &["linux/amd64", "linux/arm64"])
+            .await;
+        let signed = sigstore.sign(payload("x", &index), &Keyless::default());
+        setup
+            .registry
+            .push_signatures("sig/multi", &index, &[signed.layer])
+            .await;
+        let body = setup.review(&[&setup.image("sig/multi", "v1")]).await;
+        assert_eq!(allowed(&body), admitted, "{mode}: {body}");
+    }
+}

@@ -381,3 +381,75 @@ async fn multi_arch_policies_choose_which_digest_must_be_signed() {
         assert_eq!(allowed(&body), admitted, "{mode}: {body}");
     }
 }
+
+#[tokio::test]
+async fn the_shipped_tier_policy_admits_prod_images_only_with_release_provenance() {
+    let sigstore = PrivateSigstore::new("acme");
+    let shipped = |path: &str| std::fs::read_to_string(common::repo().join(path)).unwrap();
+    let audit_provenance = format!(
+        "apiVersion: verdict.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: provenance}}\nspec:\n  images: [{{glob: 'HOST/**'}}]\n  mode: audit\n  authorities:\n  - name: builder\n    keyless:\n      trustRoot: {{fulcio: [trust/fulcio.pem], rekor: [trust/rekor.pub]}}\n      identities: [{RELEASE_IDENTITY}]\n    attestations:\n    - {{name: slsa, predicateType: slsaprovenance1}}\n"
+    );
+    let mut files = trust_files(&sigstore);
+    files.extend([
+        ("lib/lib.rego", shipped("policies/lib/lib.rego")),
+        ("images/tiers.rego", shipped("policies/images/tiers.rego")),
+        (
+            "inventory/namespaces.yaml",
+            "cluster: {v1: {Namespace: {team-a: {metadata: {labels: {verdict.dev/tier: prod}}}}}}\n"
+                .to_string(),
+        ),
+        (
+            "settings/tiers.yaml",
+            format!(
+                "tiers:\n  builders: ['{BUILDER}']\n  repositories: ['https://github.com/acme/app']\n  release_signers: ['^https://github\\.com/acme/app/\\.github/workflows/release\\.yaml@refs/tags/v.* \\(https://token\\.actions\\.githubusercontent\\.com\\)$']\n"
+            ),
+        ),
+    ]);
+    let setup = Setup::new(&audit_provenance, &files, &[]).await;
+
+    let digest = setup.registry.push_image("tier/released", "v1").await;
+    let layer = sigstore.attest(
+        &statement("app", &digest, SLSA_V1, provenance()),
+        &Keyless::default(),
+    );
+    setup
+        .registry
+        .push_attestations("tier/released", &digest, &[layer])
+        .await;
+    let body = setup.review(&[&setup.image("tier/released", "v1")]).await;
+    assert!(allowed(&body), "{body}");
+
+    // Provenance from another builder: verified, but not good enough for prod.
+    let digest = setup.registry.push_image("tier/other-builder", "v1").await;
+    let mut predicate = provenance();
+    predicate["runDetails"]["builder"]["id"] = json!("https://ci.example/builder");
+    let layer = sigstore.attest(
+        &statement("app", &digest, SLSA_V1, predicate),
+        &Keyless::default(),
+    );
+    setup
+        .registry
+        .push_attestations("tier/other-builder", &digest, &[layer])
+        .await;
+    let body = setup
+        .review(&[&setup.image("tier/other-builder", "v1")])
+        .await;
+    assert_eq!(codes(&body), ["TIER_PROVENANCE_REQUIRED"], "{body}");
+    assert!(
+        message(&body).contains("https://ci.example/builder"),
+        "{body}"
+    );
+
+    // Only a signature.
+    let digest = setup.registry.push_image("tier/signed-only", "v1").await;
+    let signed = sigstore.sign(payload("x", &digest), &Keyless::default());
+    setup
+        .registry
+        .push_signatures("tier/signed-only", &digest, &[signed.layer])
+        .await;
+    let body = setup
+        .review(&[&setup.image("tier/signed-only", "v1")])
+        .await;
+    assert_eq!(codes(&body), ["TIER_PROVENANCE_REQUIRED"], "{body}");
+    assert!(message(&body).contains("provenance found: none"), "{body}");
+}

@@ -89,7 +89,7 @@ fn test_command_runs_shipped_policy_tests() {
     let output = verdict(&["test", "policies"], None);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     assert!(
-        stdout(&output).contains("PASS: 18/18"),
+        stdout(&output).contains("PASS: 26/26"),
         "{}",
         stdout(&output)
     );

@@ -499,7 +499,7 @@ async fn exposes_metrics_health_and_readiness_on_the_plain_port() {
     let ready = reqwest::get(server.metrics_url("/readyz")).await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     let ready: Value = ready.json().await.unwrap();
-    assert_eq!(ready["policies"]["files"].as_array().unwrap().len(), 4);
+    assert_eq!(ready["policies"]["files"].as_array().unwrap().len(), 5);
     // No plaintext admission: the TLS port does not speak HTTP.
     let plain = reqwest::Client::new()
         .post(format!("http://{}/validate", server.admission))

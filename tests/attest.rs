@@ -187,6 +187,7 @@ async fn attestation_negatives_each_get_their_reason_code() {
         .push_attestations("att/tampered", &digest, &[layer])
         .await;
     cases.push(("att/tampered", "SIGNATURE_INVALID", "does not verify"));
+    let reproduce = "cosign verify-attestation --type https://slsa.dev/provenance/v1 --certificate-identity-regexp";
 
     // No attestation at all.
     setup.registry.push_image("att/bare", "v1").await;

@@ -1013,26 +1013,46 @@ fn outcome_of(
     }
 }
 
-/// The `cosign verify` command that checks the same thing, for the first authority.
+/// The `cosign verify` (or `verify-attestation`) command that checks the same thing, for the
+/// first authority.
 fn reproduce(policy: &ImagePolicy, image: &ImageRef, digest: &str) -> String {
     let target = if digest.is_empty() {
         image.to_string()
     } else {
         format!("{}@{digest}", image.name())
     };
-    match policy.authorities.first().map(|a| &a.kind) {
-        Some(AuthorityKind::Key { tlog, .. }) => {
+    let command = match policy
+        .authorities
+        .first()
+        .and_then(|a| a.attestations.first())
+    {
+        Some(required) => format!(
+            "cosign verify-attestation --type {}",
+            required.predicate_type
+        ),
+        None => "cosign verify".to_string(),
+    };
+    match authority_flags(policy) {
+        Some(flags) => format!("{command}{flags} {target}"),
+        None => String::new(),
+    }
+}
+
+/// cosign's flags for the first authority's key or identity.
+fn authority_flags(policy: &ImagePolicy) -> Option<String> {
+    Some(match &policy.authorities.first()?.kind {
+        AuthorityKind::Key { tlog, .. } => {
             let tlog = if tlog.is_some() {
                 ""
             } else {
                 " --insecure-ignore-tlog"
             };
             format!(
-                "cosign verify --key <public key of {:?} in {}>{tlog} {target}",
+                " --key <public key of {:?} in {}>{tlog}",
                 policy.name, policy.file
             )
         }
-        Some(AuthorityKind::Keyless { identities, .. }) => {
+        AuthorityKind::Keyless { identities, .. } => {
             let mut flags = String::new();
             if let Some(rule) = identities.first() {
                 match &rule.subject {
@@ -1054,8 +1074,7 @@ fn reproduce(policy: &ImagePolicy, image: &ImageRef, digest: &str) -> String {
                     None => flags.push_str(" --certificate-oidc-issuer-regexp '.*'"),
                 }
             }
-            format!("cosign verify{flags} {target}")
+            flags
         }
-        None => String::new(),
-    }
+    })
 }

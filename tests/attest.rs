@@ -207,6 +207,11 @@ async fn attestation_negatives_each_get_their_reason_code() {
             "{repo}: {}",
             message(&body)
         );
+        assert!(
+            message(&body).contains(reproduce),
+            "{repo}: {}",
+            message(&body)
+        );
         let report = setup.check(&[&image]).await;
         assert_eq!(
             image_facts(&report)["attestations"],

@@ -4,7 +4,9 @@ package verdict.images.registries
 
 import data.verdict.lib
 
-allowed := object.get(data, ["settings", "allowed_registries"], [])
+default allowed := []
+
+allowed := data.settings.allowed_registries
 
 deny contains {"code": "REGISTRY_NOT_ALLOWED", "msg": msg} if {
 	not lib.exempt

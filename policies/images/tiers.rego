@@ -12,7 +12,9 @@ import data.verdict.lib
 
 tier := lib.namespace_labels["verdict.dev/tier"]
 
-settings := object.get(data, ["settings", "tiers"], {})
+default settings := {}
+
+settings := data.settings.tiers
 
 provenance_types := {"https://slsa.dev/provenance/v1", "https://slsa.dev/provenance/v0.2"}
 

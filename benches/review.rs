@@ -24,6 +24,7 @@ fn reviewer(policies: PathBuf, insecure: Vec<String>, metrics: Metrics) -> Revie
     let policy = PolicyConfig {
         policies,
         policy_timeout: Duration::from_secs(2),
+        warn_only: false,
     };
     let registry = RegistryConfig {
         trust_root: None,

@@ -41,6 +41,10 @@ pub struct PolicyConfig {
     /// Upper bound for evaluating all policies for one review; past it the review is denied.
     #[arg(long, env = "VERDICT_POLICY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub policy_timeout: Duration,
+    /// Admit everything and turn each denial into a warning (`[CODE] would deny: ...`), to
+    /// roll verdict out and see what it would block.
+    #[arg(long, env = "VERDICT_WARN_ONLY")]
+    pub warn_only: bool,
 }
 
 /// Registry and trust flags shared by `serve` and `check`.

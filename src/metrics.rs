@@ -36,6 +36,10 @@ pub struct Metrics {
     pub verify_cache: IntCounterVec,
     /// Time per stage of a review: `resolve`, `fetch`, `verify`, `rego`.
     pub stage_duration: HistogramVec,
+    /// When the serving certificate expires (Unix seconds).
+    pub serving_cert_expiry: IntGauge,
+    /// When the first Fulcio CA certificate of the trust roots in use expires (Unix seconds).
+    pub trust_root_expiry: IntGauge,
 }
 
 impl Metrics {
@@ -107,6 +111,16 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
             &["stage"],
         )?;
+        let serving_cert_expiry = IntGauge::new(
+            "verdict_serving_certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires",
+        )?;
+        let trust_root_expiry = IntGauge::new(
+            "verdict_trust_root_expiry_timestamp_seconds",
+            "When the first Fulcio CA certificate of the trust roots in use expires",
+        )?;
+        registry.register(Box::new(serving_cert_expiry.clone()))?;
+        registry.register(Box::new(trust_root_expiry.clone()))?;
         for metric in [&registry_requests, &verifications, &verify_cache] {
             registry.register(Box::new(metric.clone()))?;
         }
@@ -130,6 +144,8 @@ impl Metrics {
             verifications,
             verify_cache,
             stage_duration,
+            serving_cert_expiry,
+            trust_root_expiry,
         })
     }
 

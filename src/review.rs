@@ -33,6 +33,18 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// The same verdict with every denial turned into a warning (`--warn-only`).
+    fn into_warnings(mut self) -> Self {
+        for finding in &mut self.messages.0 {
+            if finding.severity == Severity::Deny {
+                finding.severity = Severity::Warn;
+                finding.message = format!("would deny: {}", finding.message);
+            }
+        }
+        self.decision = self.messages.decision();
+        self
+    }
+
     fn from_parts(messages: Findings, images: Vec<ImageFacts>, timings: Timings) -> Self {
         Self {
             decision: messages.decision(),
@@ -50,6 +62,8 @@ pub struct ReviewSettings {
     pub policy_timeout: Duration,
     /// Rego evaluations running at once; more wait (within their deadline).
     pub max_concurrent_evaluations: usize,
+    /// Denials become warnings (roll-out): nothing is refused.
+    pub warn_only: bool,
 }
 
 impl Default for ReviewSettings {
@@ -58,6 +72,7 @@ impl Default for ReviewSettings {
         Self {
             policy_timeout: Duration::from_secs(2),
             max_concurrent_evaluations: cores * 2,
+            warn_only: false,
         }
     }
 }
@@ -70,6 +85,7 @@ pub struct Reviewer {
     metrics: Metrics,
     evaluation_slots: Arc<Semaphore>,
     policy_timeout: Duration,
+    warn_only: bool,
 }
 
 impl Reviewer {
@@ -85,6 +101,7 @@ impl Reviewer {
             metrics,
             evaluation_slots: Arc::new(Semaphore::new(settings.max_concurrent_evaluations.max(1))),
             policy_timeout: settings.policy_timeout,
+            warn_only: settings.warn_only,
         }
     }
 
@@ -94,6 +111,14 @@ impl Reviewer {
 
     /// Judges `review` and answers by `deadline` whatever happens.
     pub async fn judge(&self, review: &Review, deadline: Instant) -> Verdict {
+        let verdict = self.judge_strictly(review, deadline).await;
+        if self.warn_only {
+            return verdict.into_warnings();
+        }
+        verdict
+    }
+
+    async fn judge_strictly(&self, review: &Review, deadline: Instant) -> Verdict {
         let started = Instant::now();
         let judged =
             tokio::time::timeout_at(deadline.into(), self.judge_within(review, deadline)).await;

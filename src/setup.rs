@@ -57,6 +57,7 @@ pub fn reviewer(
     let verifier = Verifier::new(client, metrics.clone(), &cache, registry.platform.clone());
     let settings = ReviewSettings {
         policy_timeout: policy.policy_timeout,
+        warn_only: policy.warn_only,
         ..ReviewSettings::default()
     };
     let reviewer = Reviewer::new(policies.clone(), verifier, metrics, settings);

@@ -346,6 +346,30 @@ async fn classic_opa_admission_policies_work_unchanged() {
 }
 
 #[tokio::test]
+async fn warn_only_admits_and_says_what_it_would_deny() {
+    let server = Server::start_with(Options {
+        extra_args: vec!["--warn-only".to_string()],
+        ..Options::default()
+    });
+    let (status, body) = server
+        .validate(
+            &server.client(true),
+            &pod_review("team-a", &["nginx:latest"]),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    let warnings = body["response"]["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.starts_with("[IMAGE_TAG_LATEST] would deny: ") && w.contains("nginx:latest")
+        }),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn kinds_without_images_are_judged_by_rego_alone() {
     let policy = "package cm\n\ndeny contains \"ConfigMaps named forbidden are forbidden\" if {\n  input.request.kind.kind == \"ConfigMap\"\n  input.request.object.metadata.name == \"forbidden\"\n  count(input.images) == 0\n}\n";
     let policies = policies_with(&[("cm.rego", policy)]);
@@ -488,6 +512,22 @@ async fn exposes_metrics_health_and_readiness_on_the_plain_port() {
         "verdict_reviews_in_flight 0",
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    for (gauge, at_least_days) in [
+        ("verdict_serving_certificate_expiry_timestamp_seconds ", 0.0),
+        ("verdict_trust_root_expiry_timestamp_seconds ", 365.0),
+    ] {
+        let value: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(gauge))
+            .unwrap_or_else(|| panic!("{gauge} missing from\n{metrics}"))
+            .parse()
+            .unwrap();
+        assert!(value > now + at_least_days * 86400.0, "{gauge}{value}");
     }
     let health: Value = reqwest::get(server.metrics_url("/healthz"))
         .await

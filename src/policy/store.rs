@@ -53,6 +53,21 @@ impl PolicyStore {
         })
     }
 
+    /// When the first Fulcio CA certificate of the trust roots in use (the default one and
+    /// those the image policies name) expires, in Unix seconds.
+    pub fn trust_expiry(&self) -> Option<i64> {
+        let current = self.current();
+        let named = current
+            .image_policies
+            .iter()
+            .flat_map(|p| &p.authorities)
+            .filter_map(|a| match &a.kind {
+                crate::imagepolicy::AuthorityKind::Keyless { trust, .. } => trust.earliest_expiry(),
+                crate::imagepolicy::AuthorityKind::Key { .. } => None,
+            });
+        self.trust.earliest_expiry().into_iter().chain(named).min()
+    }
+
     pub fn current(&self) -> Arc<PolicySet> {
         self.current.load_full()
     }

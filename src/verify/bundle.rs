@@ -6,7 +6,7 @@
 //! identity rules and reason codes on top.
 
 use super::cosign::{PublicKey, Rejection};
-use super::identity::{CertIdentity, IdentityRule};
+use super::identity::IdentityRule;
 use crate::decision::ReasonCode;
 use sigstore_verify::types::bundle::VerificationMaterialContent;
 use sigstore_verify::types::{Bundle, DerPublicKey, SignatureContent};
@@ -85,6 +85,16 @@ pub struct BundleProof {
     pub statement: Option<serde_json::Value>,
 }
 
+impl From<BundleProof> for super::cosign::Proof {
+    fn from(proof: BundleProof) -> Self {
+        Self {
+            identity: proof.identity,
+            rekor_log_index: proof.rekor_log_index,
+            rekor_integrated_time: proof.rekor_integrated_time,
+        }
+    }
+}
+
 pub fn parse(json: &[u8]) -> Result<Bundle, Rejection> {
     let text = std::str::from_utf8(json)
         .map_err(|_| Rejection::new(ReasonCode::SignatureInvalid, "the bundle is not UTF-8"))?;
@@ -155,7 +165,7 @@ pub fn verify(
 }
 
 /// The certificate's identity, checked against the policy's rules (exact or regular
-/// expression subjects and issuers, and GitHub claims).
+/// expression subjects and issuers, and GitHub claims) as for cosign signatures.
 fn keyless_identity(bundle: &Bundle, rules: &[IdentityRule]) -> Result<String, Rejection> {
     let der = match &bundle.verification_material.content {
         VerificationMaterialContent::Certificate(c) => c.raw_bytes.as_bytes(),
@@ -170,25 +180,7 @@ fn keyless_identity(bundle: &Bundle, rules: &[IdentityRule]) -> Result<String, R
             ))
         }
     };
-    let identity =
-        CertIdentity::from_der(der).map_err(|e| Rejection::new(ReasonCode::UntrustedRoot, e))?;
-    if !rules.iter().any(|rule| rule.matches(&identity)) {
-        let wanted: Vec<String> = rules.iter().map(IdentityRule::describe).collect();
-        return Err(Rejection::new(
-            ReasonCode::IdentityMismatch,
-            format!(
-                "signed by subject {:?} from issuer {:?}, but the policy accepts {}",
-                identity.subject,
-                identity.issuer.as_deref().unwrap_or("(none)"),
-                wanted.join(" or ")
-            ),
-        ));
-    }
-    Ok(format!(
-        "{} ({})",
-        identity.subject,
-        identity.issuer.unwrap_or_default()
-    ))
+    super::cosign::accepted_identity(der, rules)
 }
 
 /// sigstore-verify's reasons as verdict's reason codes.

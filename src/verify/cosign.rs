@@ -317,10 +317,16 @@ pub fn check_keyless(
     check_payload_digest(layer, digest)?;
     let entry = check_tlog(layer, trust, cert.as_ref())?;
     check_chain(cert, trust, entry.integrated_time)?;
-    let identity =
-        CertIdentity::from_der(cert).map_err(|e| Rejection::new(ReasonCode::UntrustedRoot, e))?;
-    if !identities.iter().any(|rule| rule.matches(&identity)) {
-        let wanted: Vec<String> = identities.iter().map(IdentityRule::describe).collect();
+    let name = accepted_identity(cert, identities)?;
+    Ok(Proof::new(name, Some(&entry)))
+}
+
+/// The certificate's identity if one of the rules accepts it, as `subject (issuer)`.
+pub fn accepted_identity(cert_der: &[u8], rules: &[IdentityRule]) -> Result<String, Rejection> {
+    let identity = CertIdentity::from_der(cert_der)
+        .map_err(|e| Rejection::new(ReasonCode::UntrustedRoot, e))?;
+    if !rules.iter().any(|rule| rule.matches(&identity)) {
+        let wanted: Vec<String> = rules.iter().map(IdentityRule::describe).collect();
         return Err(Rejection::new(
             ReasonCode::IdentityMismatch,
             format!(
@@ -331,12 +337,11 @@ pub fn check_keyless(
             ),
         ));
     }
-    let name = format!(
+    Ok(format!(
         "{} ({})",
         identity.subject,
         identity.issuer.unwrap_or_default()
-    );
-    Ok(Proof::new(name, Some(&entry)))
+    ))
 }
 
 /// A public key of an authority, with the name reports use.

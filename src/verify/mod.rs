@@ -796,14 +796,7 @@ fn signature_fact(
             check_bundle(authority, &bundle, digest)
         });
         match result {
-            Ok(proof) => {
-                let proof = Proof {
-                    identity: proof.identity,
-                    rekor_log_index: proof.rekor_log_index,
-                    rekor_integrated_time: proof.rekor_integrated_time,
-                };
-                return Ok(fact(name, proof, digest, "bundle"));
-            }
+            Ok(proof) => return Ok(fact(name, proof.into(), digest, "bundle")),
             Err(rejection) => best.offer(rejection),
         }
     }
@@ -883,11 +876,7 @@ fn required_attestation(
         }
         match check_bundle(authority, bundle, digest) {
             Ok(verified) => {
-                let proof = Proof {
-                    identity: verified.identity,
-                    rekor_log_index: verified.rekor_log_index,
-                    rekor_integrated_time: verified.rekor_integrated_time,
-                };
+                let proof = Proof::from(verified);
                 let fact = attestation(&proof, statement, "bundle");
                 return Ok((proof, fact));
             }

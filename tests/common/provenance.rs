@@ -128,3 +128,29 @@ pub fn trust_files(sigstore: &PrivateSigstore) -> Vec<(&'static str, String)> {
         ("trust/rekor.pub", sigstore.rekor_pem()),
     ]
 }
+
+/// `verdict check -f - ARGS` on a Pod running `image`, from a blocking thread.
+pub async fn verdict_check(image: &str, args: Vec<String>) -> std::process::Output {
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: c, image: '{image}'}}]\n"
+    );
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(super::BIN)
+            .args(["check", "-f", "-"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}

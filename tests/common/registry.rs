@@ -225,12 +225,32 @@ impl TestRegistry {
 
     /// Pushes cosign signature layers for `digest` as `sha256-<hex>.sig`.
     pub async fn push_signatures(&self, repo: &str, digest: &str, layers: &[SignatureLayer]) {
+        let media_type = "application/vnd.dev.cosign.simplesigning.v1+json";
+        self.push_cosign_manifest(repo, digest, ".sig", media_type, layers)
+            .await;
+    }
+
+    /// Pushes cosign attestation layers (DSSE envelopes) for `digest` as `sha256-<hex>.att`.
+    pub async fn push_attestations(&self, repo: &str, digest: &str, layers: &[SignatureLayer]) {
+        let media_type = "application/vnd.dsse.envelope.v1+json";
+        self.push_cosign_manifest(repo, digest, ".att", media_type, layers)
+            .await;
+    }
+
+    async fn push_cosign_manifest(
+        &self,
+        repo: &str,
+        digest: &str,
+        suffix: &str,
+        media_type: &str,
+        layers: &[SignatureLayer],
+    ) {
         let config = self.push_blob(repo, b"{}").await;
         let mut descriptors = Vec::new();
         for layer in layers {
             let blob = self.push_blob(repo, &layer.payload).await;
             descriptors.push(json!({
-                "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                "mediaType": media_type,
                 "digest": blob,
                 "size": layer.payload.len(),
                 "annotations": layer.annotations,
@@ -242,39 +262,12 @@ impl TestRegistry {
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
             "layers": descriptors,
         });
-        self.push_manifest(
-            repo,
-            &format!("{}.sig", digest.replace(':', "-")),
-            &manifest,
-        )
-        .await;
+        let tag = format!("{}{suffix}", digest.replace(':', "-"));
+        self.push_manifest(repo, &tag, &manifest).await;
     }
 }
 
 impl TestRegistry {
-    /// Pushes cosign attestation layers (DSSE envelopes) for `digest` as `sha256-<hex>.att`.
-    pub async fn push_attestations(&self, repo: &str, digest: &str, layers: &[SignatureLayer]) {
-        let config = self.push_blob(repo, b"{}").await;
-        let mut descriptors = Vec::new();
-        for layer in layers {
-            let blob = self.push_blob(repo, &layer.payload).await;
-            descriptors.push(json!({
-                "mediaType": "application/vnd.dsse.envelope.v1+json",
-                "digest": blob,
-                "size": layer.payload.len(),
-                "annotations": layer.annotations,
-            }));
-        }
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-            "layers": descriptors,
-        });
-        let tag = format!("{}.att", digest.replace(':', "-"));
-        self.push_manifest(repo, &tag, &manifest).await;
-    }
-
     /// Pushes a Sigstore bundle as cosign v3 does: an OCI artifact whose `subject` is
     /// `digest`, listed in the referrers tag schema index (`sha256-<hex>`), since Debian's
     /// docker-registry has no referrers API.

@@ -268,6 +268,23 @@ impl TestRegistry {
 }
 
 impl TestRegistry {
+    /// The size in bytes of the manifest (or index) `digest`.
+    async fn manifest_size(&self, repo: &str, digest: &str) -> usize {
+        self.http
+            .get(self.url(&format!("/v2/{repo}/manifests/{digest}")))
+            .header(
+                "accept",
+                "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+            )
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .len()
+    }
+
     /// Pushes a Sigstore bundle as cosign v3 does: an OCI artifact whose `subject` is
     /// `digest`, listed in the referrers tag schema index (`sha256-<hex>`), since Debian's
     /// docker-registry has no referrers API.
@@ -276,17 +293,7 @@ impl TestRegistry {
         let empty = self.push_blob(repo, b"{}").await;
         let bytes = serde_json::to_vec(bundle).unwrap();
         let blob = self.push_blob(repo, &bytes).await;
-        let subject_size = self
-            .http
-            .get(self.url(&format!("/v2/{repo}/manifests/{digest}")))
-            .header("accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-            .len();
+        let subject_size = self.manifest_size(repo, digest).await;
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -336,17 +343,7 @@ impl TestRegistry {
                 .push_image(repo, &format!("{tag}-{}", platform.replace('/', "-")))
                 .await;
             let (os, arch) = platform.split_once('/').unwrap();
-            let size = self
-                .http
-                .get(self.url(&format!("/v2/{repo}/manifests/{digest}")))
-                .header("accept", "application/vnd.oci.image.manifest.v1+json")
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
-                .len();
+            let size = self.manifest_size(repo, &digest).await;
             entries.push(json!({
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "digest": digest, "size": size,

@@ -168,11 +168,11 @@ struct OutcomeExpiry {
     rejected: Duration,
 }
 
-impl moka::Expiry<OutcomeKey, Arc<Judgement>> for OutcomeExpiry {
+impl moka::Expiry<OutcomeKey, Arc<Cached>> for OutcomeExpiry {
     fn expire_after_create(
         &self,
         _: &OutcomeKey,
-        value: &Arc<Judgement>,
+        value: &Arc<Cached>,
         _: std::time::Instant,
     ) -> Option<Duration> {
         Some(if value.is_ok() {
@@ -183,10 +183,86 @@ impl moka::Expiry<OutcomeKey, Arc<Judgement>> for OutcomeExpiry {
     }
 }
 
-/// What is cached per (image, policy): the signature that satisfied it, or why none did.
-/// Names, files and the reproduce command are rebuilt from the policy on each lookup, which
-/// keeps an entry small (the cache holds up to 100,000).
+/// How one image digest fared against one policy: the signature (or attestations) that
+/// satisfied it, or why none did.
 type Judgement = Result<SignatureFact, ImageError>;
+
+/// What the cache keeps of a judgement (it holds up to 100,000): a satisfied one without
+/// what the key and the policy already say. Names, files and the reproduce command are
+/// rebuilt from the policy on each lookup.
+type Cached = Result<CachedFact, ImageError>;
+
+/// A `SignatureFact` in ~130 bytes instead of ~400.
+struct CachedFact {
+    /// Index of the authority in the policy.
+    authority: usize,
+    /// Interned: a few signers sign most images.
+    identity: Arc<str>,
+    rekor_log_index: Option<i64>,
+    rekor_integrated_time: Option<i64>,
+    /// Only when the proof is on another digest than the admitted one (multi-arch).
+    other_digest: Option<Box<str>>,
+    format: &'static str,
+    attestations: Box<[AttestationFact]>,
+}
+
+/// Signer identities are shared between cache entries; past this many distinct ones they
+/// are no longer interned (the table never grows without bound).
+const MAX_INTERNED: usize = 4096;
+
+fn intern(identity: &str) -> Arc<str> {
+    static TABLE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let Ok(mut table) = TABLE.lock() else {
+        return Arc::from(identity);
+    };
+    if let Some(shared) = table.get(identity) {
+        return shared.clone();
+    }
+    let shared: Arc<str> = Arc::from(identity);
+    if table.len() < MAX_INTERNED {
+        table.insert(shared.clone());
+    }
+    shared
+}
+
+fn compact(policy: &ImagePolicy, digest: &str, judgement: Judgement) -> Cached {
+    judgement.map(|fact| CachedFact {
+        authority: policy
+            .authorities
+            .iter()
+            .position(|a| fact.authority == format!("{}/{}", policy.name, a.name))
+            .unwrap_or(0),
+        identity: intern(&fact.identity),
+        rekor_log_index: fact.rekor_log_index,
+        rekor_integrated_time: fact.rekor_integrated_time,
+        other_digest: (fact.digest != digest).then(|| fact.digest.into_boxed_str()),
+        format: fact.format,
+        attestations: fact.attestations.into_boxed_slice(),
+    })
+}
+
+fn expand(policy: &ImagePolicy, digest: &str, cached: &Cached) -> Judgement {
+    match cached {
+        Err(e) => Err(e.clone()),
+        Ok(fact) => Ok(SignatureFact {
+            authority: format!(
+                "{}/{}",
+                policy.name,
+                policy
+                    .authorities
+                    .get(fact.authority)
+                    .map_or("", |a| a.name.as_str())
+            ),
+            identity: fact.identity.to_string(),
+            rekor_log_index: fact.rekor_log_index,
+            rekor_integrated_time: fact.rekor_integrated_time,
+            digest: fact.other_digest.as_deref().unwrap_or(digest).to_string(),
+            format: fact.format,
+            attestations: fact.attestations.to_vec(),
+        }),
+    }
+}
 
 /// SHA-256 of `registry/repository@digest` (collision-resistant: a cached verdict can never
 /// be mistaken for another image's), and the policy's fingerprint.
@@ -204,7 +280,7 @@ pub struct Verifier {
     registry: Arc<Registry>,
     metrics: Metrics,
     /// `(registry/repository@digest, policy fingerprint)` → judgement.
-    outcomes: moka::future::Cache<OutcomeKey, Arc<Judgement>>,
+    outcomes: moka::future::Cache<OutcomeKey, Arc<Cached>>,
     /// `registry/repository:tag` → digest.
     tags: moka::future::Cache<String, String>,
     tag_ttl: Duration,
@@ -352,7 +428,7 @@ impl Verifier {
         let key = outcome_key(image, digest, policy);
         if let Some(hit) = self.outcomes.get(&key).await {
             self.metrics.verify_cache.with_label_values(&["hit"]).inc();
-            return outcome_of(policy, image, digest, &hit);
+            return outcome_of(policy, image, digest, &expand(policy, digest, &hit));
         }
         let entry = self
             .outcomes
@@ -360,7 +436,7 @@ impl Verifier {
             .or_try_insert_with(async {
                 self.verify(image, digest, policy, deadline)
                     .await
-                    .map(Arc::new)
+                    .map(|judgement| Arc::new(compact(policy, digest, judgement)))
             })
             .await;
         match entry {
@@ -371,7 +447,8 @@ impl Verifier {
                     "coalesced"
                 };
                 self.metrics.verify_cache.with_label_values(&[label]).inc();
-                outcome_of(policy, image, digest, &entry.into_value())
+                let judgement = expand(policy, digest, &entry.into_value());
+                outcome_of(policy, image, digest, &judgement)
             }
             Err(e) => {
                 self.metrics.verify_cache.with_label_values(&["miss"]).inc();

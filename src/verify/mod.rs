@@ -1144,3 +1144,77 @@ fn authority_flags(policy: &ImagePolicy) -> Option<String> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAELKhD7F5OKy77Z582Y6h0u1J3GNA+\nkvUsh4eKpd1lwkDAzfFDs7yXEExsEkPPuiQJBelDT68n7PDIWB/QEY7mrA==\n-----END PUBLIC KEY-----\n";
+
+    fn policy() -> ImagePolicy {
+        let doc = serde_json::json!({
+            "apiVersion": "verdict.dev/v1alpha1",
+            "kind": "ImagePolicy",
+            "metadata": {"name": "release"},
+            "spec": {
+                "images": [{"glob": "ghcr.io/acme/**"}],
+                "authorities": [
+                    {"name": "first", "key": {"data": KEY}},
+                    {"name": "second", "key": {"data": KEY}},
+                ],
+            },
+        });
+        crate::imagepolicy::parse(
+            doc,
+            "images.yaml",
+            std::path::Path::new("."),
+            &Arc::new(trust::TrustRoot::default()),
+        )
+        .expect("parses")
+    }
+
+    #[test]
+    fn the_compact_cache_form_gives_back_the_same_judgement() {
+        let policy = policy();
+        let admitted = format!("sha256:{}", "a".repeat(64));
+        let platform = format!("sha256:{}", "b".repeat(64));
+        for digest in [&admitted, &platform] {
+            let fact = SignatureFact {
+                authority: "release/second".to_string(),
+                identity: "https://github.com/acme/app/.github/workflows/release.yaml@refs/tags/v1 (https://token.actions.githubusercontent.com)".to_string(),
+                rekor_log_index: Some(7),
+                rekor_integrated_time: Some(1_700_000_000),
+                digest: digest.clone(),
+                format: "bundle",
+                attestations: vec![AttestationFact {
+                    predicate_type: "https://slsa.dev/provenance/v1".to_string(),
+                    predicate: serde_json::json!({"builder": {"id": "x"}}),
+                    signer: "s".to_string(),
+                    authority: "release/second".to_string(),
+                    digest: digest.clone(),
+                    format: "bundle",
+                }],
+            };
+            let cached = compact(&policy, &admitted, Ok(fact.clone()));
+            assert_eq!(cached.as_ref().map(|c| c.authority).ok(), Some(1));
+            assert_eq!(
+                cached.as_ref().map(|c| c.other_digest.is_some()).ok(),
+                Some(digest != &admitted)
+            );
+            assert_eq!(expand(&policy, &admitted, &cached), Ok(fact));
+        }
+        let error = ImageError {
+            code: ReasonCode::NoSignature,
+            message: "none".to_string(),
+        };
+        let cached = compact(&policy, &admitted, Err(error.clone()));
+        assert_eq!(expand(&policy, &admitted, &cached), Err(error));
+    }
+
+    #[test]
+    fn signer_identities_are_shared_between_entries() {
+        let a = intern("key sha256:0123456789abcdef");
+        let b = intern("key sha256:0123456789abcdef");
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+}

@@ -117,6 +117,11 @@ def main(verdict, out):
             built = subprocess.run([KUBECTL, "kustomize", str(deploy / layer)],
                                    check=True, capture_output=True, text=True)
             rendered["kustomize-" + layer.replace("/", "-")] = documents(built.stdout)
+    report = helm_python.lint(REPO / "deploy/helm/verdict", strict=True, kube_version="v" + KUBERNETES)
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    if problems:
+        sys.exit(f"helm lint: {problems}")
+    print("helm lint (strict): no warnings or errors")
     chart = helm_python.Chart.load(REPO / "deploy/helm/verdict")
     for name, values in HELM_VALUES.items():
         manifests = chart.render(values, name="verdict", namespace="verdict-system", is_install=True)

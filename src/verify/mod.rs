@@ -162,49 +162,38 @@ impl Default for CacheSettings {
     }
 }
 
-/// Per-entry lifetimes: satisfied outcomes live long, permanent failures briefly.
-struct OutcomeExpiry {
-    verified: Duration,
-    rejected: Duration,
-}
-
-impl moka::Expiry<OutcomeKey, Arc<Cached>> for OutcomeExpiry {
-    fn expire_after_create(
-        &self,
-        _: &OutcomeKey,
-        value: &Arc<Cached>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(if value.is_ok() {
-            self.verified
-        } else {
-            self.rejected
-        })
-    }
-}
-
 /// How one image digest fared against one policy: the signature (or attestations) that
 /// satisfied it, or why none did.
 type Judgement = Result<SignatureFact, ImageError>;
 
 /// What the cache keeps of a judgement (it holds up to 100,000): a satisfied one without
-/// what the key and the policy already say. Names, files and the reproduce command are
-/// rebuilt from the policy on each lookup.
-type Cached = Result<CachedFact, ImageError>;
+/// what the key and the policy already say, or the rejection and when it was made (boxed:
+/// rejections are few and short-lived). Names, files and the reproduce command are rebuilt
+/// from the policy on each lookup.
+type Cached = Result<CachedFact, Box<(ImageError, Instant)>>;
 
-/// A `SignatureFact` in ~130 bytes instead of ~400.
+/// A `SignatureFact` in 48 bytes (with moka's own ~375 bytes per entry, about 500 bytes per
+/// cached digest instead of ~775).
 struct CachedFact {
     /// Index of the authority in the policy.
-    authority: usize,
+    authority: u16,
+    bundle: bool,
     /// Interned: a few signers sign most images.
     identity: Arc<str>,
-    rekor_log_index: Option<i64>,
-    rekor_integrated_time: Option<i64>,
-    /// Only when the proof is on another digest than the admitted one (multi-arch).
-    other_digest: Option<Box<str>>,
-    format: &'static str,
-    attestations: Box<[AttestationFact]>,
+    /// Rekor log index and integrated time; `NONE` when absent.
+    rekor: [i64; 2],
+    /// What few facts have: a proof on another digest than the admitted one (multi-arch),
+    /// and attestations.
+    extra: Option<Box<Extra>>,
 }
+
+struct Extra {
+    other_digest: Option<String>,
+    attestations: Vec<AttestationFact>,
+}
+
+/// `CachedFact::rekor` for "no such value" (log indexes and times are never negative).
+const NONE: i64 = i64::MIN;
 
 /// Signer identities are shared between cache entries; past this many distinct ones they
 /// are no longer interned (the table never grows without bound).
@@ -227,41 +216,66 @@ fn intern(identity: &str) -> Arc<str> {
 }
 
 fn compact(policy: &ImagePolicy, digest: &str, judgement: Judgement) -> Cached {
-    judgement.map(|fact| CachedFact {
+    let fact = judgement.map_err(|e| Box::new((e, Instant::now())))?;
+    let other_digest = (fact.digest != digest).then_some(fact.digest);
+    let extra = (other_digest.is_some() || !fact.attestations.is_empty()).then(|| {
+        Box::new(Extra {
+            other_digest,
+            attestations: fact.attestations,
+        })
+    });
+    Ok(CachedFact {
         authority: policy
             .authorities
             .iter()
             .position(|a| fact.authority == format!("{}/{}", policy.name, a.name))
+            .and_then(|i| u16::try_from(i).ok())
             .unwrap_or(0),
+        bundle: fact.format == "bundle",
         identity: intern(&fact.identity),
-        rekor_log_index: fact.rekor_log_index,
-        rekor_integrated_time: fact.rekor_integrated_time,
-        other_digest: (fact.digest != digest).then(|| fact.digest.into_boxed_str()),
-        format: fact.format,
-        attestations: fact.attestations.into_boxed_slice(),
+        rekor: [
+            fact.rekor_log_index.unwrap_or(NONE),
+            fact.rekor_integrated_time.unwrap_or(NONE),
+        ],
+        extra,
     })
 }
 
 fn expand(policy: &ImagePolicy, digest: &str, cached: &Cached) -> Judgement {
-    match cached {
-        Err(e) => Err(e.clone()),
-        Ok(fact) => Ok(SignatureFact {
-            authority: format!(
-                "{}/{}",
-                policy.name,
-                policy
-                    .authorities
-                    .get(fact.authority)
-                    .map_or("", |a| a.name.as_str())
-            ),
-            identity: fact.identity.to_string(),
-            rekor_log_index: fact.rekor_log_index,
-            rekor_integrated_time: fact.rekor_integrated_time,
-            digest: fact.other_digest.as_deref().unwrap_or(digest).to_string(),
-            format: fact.format,
-            attestations: fact.attestations.to_vec(),
-        }),
-    }
+    let fact = match cached {
+        Err(rejection) => return Err(rejection.0.clone()),
+        Ok(fact) => fact,
+    };
+    let extra = fact.extra.as_deref();
+    let present = |v: i64| (v != NONE).then_some(v);
+    Ok(SignatureFact {
+        authority: format!(
+            "{}/{}",
+            policy.name,
+            policy
+                .authorities
+                .get(usize::from(fact.authority))
+                .map_or("", |a| a.name.as_str())
+        ),
+        identity: fact.identity.to_string(),
+        rekor_log_index: present(fact.rekor[0]),
+        rekor_integrated_time: present(fact.rekor[1]),
+        digest: extra
+            .and_then(|e| e.other_digest.as_deref())
+            .unwrap_or(digest)
+            .to_string(),
+        format: if fact.bundle { "bundle" } else { "cosign" },
+        attestations: extra.map(|e| e.attestations.clone()).unwrap_or_default(),
+    })
+}
+
+/// Whether a cached rejection has outlived `rejected_ttl` (verified entries live for the
+/// cache's time to live).
+fn is_stale(cached: &Cached, rejected_ttl: Duration) -> bool {
+    cached
+        .as_ref()
+        .err()
+        .is_some_and(|rejection| rejection.1.elapsed() > rejected_ttl)
 }
 
 /// SHA-256 of `registry/repository@digest` (collision-resistant: a cached verdict can never
@@ -284,6 +298,8 @@ pub struct Verifier {
     /// `registry/repository:tag` → digest.
     tags: moka::future::Cache<String, String>,
     tag_ttl: Duration,
+    /// How long a permanent failure is reused.
+    rejected_ttl: Duration,
     /// The platform nodes run, for `multiArch: platform|either` policies.
     platform: Platform,
 }
@@ -305,10 +321,7 @@ impl Verifier {
     ) -> Self {
         let outcomes = moka::future::Cache::builder()
             .max_capacity(cache.max_entries)
-            .expire_after(OutcomeExpiry {
-                verified: cache.verified_ttl,
-                rejected: cache.rejected_ttl,
-            })
+            .time_to_live(cache.verified_ttl)
             .build();
         let tags = moka::future::Cache::builder()
             .max_capacity(cache.max_entries)
@@ -320,6 +333,7 @@ impl Verifier {
             outcomes,
             tags,
             tag_ttl: cache.tag_ttl,
+            rejected_ttl: cache.rejected_ttl,
             platform,
         }
     }
@@ -427,8 +441,11 @@ impl Verifier {
     ) -> PolicyOutcome {
         let key = outcome_key(image, digest, policy);
         if let Some(hit) = self.outcomes.get(&key).await {
-            self.metrics.verify_cache.with_label_values(&["hit"]).inc();
-            return outcome_of(policy, image, digest, &expand(policy, digest, &hit));
+            if !is_stale(&hit, self.rejected_ttl) {
+                self.metrics.verify_cache.with_label_values(&["hit"]).inc();
+                return outcome_of(policy, image, digest, &expand(policy, digest, &hit));
+            }
+            self.outcomes.invalidate(&key).await;
         }
         let entry = self
             .outcomes
@@ -1197,10 +1214,12 @@ mod tests {
             };
             let cached = compact(&policy, &admitted, Ok(fact.clone()));
             assert_eq!(cached.as_ref().map(|c| c.authority).ok(), Some(1));
-            assert_eq!(
-                cached.as_ref().map(|c| c.other_digest.is_some()).ok(),
-                Some(digest != &admitted)
-            );
+            let other = cached
+                .as_ref()
+                .ok()
+                .and_then(|c| c.extra.as_ref())
+                .and_then(|e| e.other_digest.clone());
+            assert_eq!(other.is_some(), digest != &admitted);
             assert_eq!(expand(&policy, &admitted, &cached), Ok(fact));
         }
         let error = ImageError {
@@ -1209,6 +1228,15 @@ mod tests {
         };
         let cached = compact(&policy, &admitted, Err(error.clone()));
         assert_eq!(expand(&policy, &admitted, &cached), Err(error));
+        assert!(!is_stale(&cached, Duration::from_secs(30)));
+        assert!(is_stale(&cached, Duration::ZERO));
+    }
+
+    #[test]
+    fn a_cached_fact_stays_small() {
+        // With moka's ~375 bytes per entry this keeps 100,000 cached digests near 50 MiB.
+        assert!(std::mem::size_of::<CachedFact>() <= 48);
+        assert!(std::mem::size_of::<Cached>() <= 48);
     }
 
     #[test]

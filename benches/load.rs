@@ -29,20 +29,7 @@ fn main() {
     if let Ok(spec) = std::env::var(BASELINE_ENV) {
         return baseline_server(&spec);
     }
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "{}: run with `cargo bench --bench {}`",
-            file!(),
-            env!("CARGO_CRATE_NAME")
-        );
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run_all());
+    support::bench_main("load", run_all);
 }
 
 #[derive(serde::Serialize, Clone)]
@@ -232,7 +219,7 @@ async fn run_all() {
         }
     }
     let loaded_rss = rss_kib(verdict.child.id());
-    let registry_requests = registry_requests(verdict.metrics_port, &registry.host).await;
+    let registry_requests = registry_requests(&verdict, &registry.host).await;
     let cold_images = cold_per_run * CONCURRENCY.len() * 2 + 3;
     let summary = json!({
         "verdict_start_to_ready_ms": verdict.ready_after.as_secs_f64() * 1000.0,
@@ -323,16 +310,13 @@ fn baseline_server(spec: &str) {
 
 /// Requests verdict made to the registry, by HTTP status.
 async fn registry_requests(
-    metrics_port: u16,
+    verdict: &Process,
     host: &str,
 ) -> std::collections::BTreeMap<String, u64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+    verdict
+        .metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with("verdict_registry_requests_total{") && l.contains(host))
         .filter_map(|l| {
             let status = l.split("status=\"").nth(1)?.split('"').next()?.to_string();

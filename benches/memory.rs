@@ -18,15 +18,7 @@ use support::{bench_policies, client, drive, fixed, pod, rss_kib, start_verdict}
 const PER_POD: usize = 50;
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("{}: run with `cargo bench --bench memory`", file!());
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+    support::bench_main("memory", run);
 }
 
 async fn run() {
@@ -112,17 +104,9 @@ async fn run() {
     let elapsed = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_kib(pid);
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", server.metrics_port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let misses = metrics
-        .lines()
-        .find(|l| l.starts_with("verdict_verification_cache_total{result=\"miss\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let misses = server
+        .metric("verdict_verification_cache_total{result=\"miss\"}")
+        .await;
     let summary = json!({
         "distinct_digests": total,
         "verifications": misses,

@@ -24,21 +24,10 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "{}: run with `cargo bench --bench {}`",
-            file!(),
-            env!("CARGO_CRATE_NAME")
-        );
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let max = Duration::from_secs(env_or("SOAK_MAX_SECONDS", 1500) as u64);
-    let passed = runtime.block_on(async move { tokio::time::timeout(max, soak()).await });
+    let Some(passed) = support::bench_main("soak", || tokio::time::timeout(max, soak())) else {
+        return;
+    };
     match passed {
         Ok(true) => println!("soak: PASS"),
         Ok(false) => {
@@ -171,19 +160,15 @@ async fn soak() -> bool {
         .collect();
     println!("soak: RSS every 10 s: {}", series.join(" "));
 
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", server.metrics_port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let counter = |name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let reloads = server
+        .metric("verdict_policy_reloads_total{result=\"success\"}")
+        .await;
+    let failed_reloads = server
+        .metric("verdict_policy_reloads_total{result=\"failure\"}")
+        .await;
+    let rotations = server
+        .metric("verdict_tls_reloads_total{result=\"success\"}")
+        .await;
     let errors = warmup.errors + big.errors + small.errors;
     let wrong = warmup.wrong + big.wrong + small.wrong;
     let sent = warm + main_total;
@@ -199,9 +184,9 @@ async fn soak() -> bool {
         latency.value_at_quantile(0.99) as f64 / 1000.0,
         latency.value_at_quantile(0.999) as f64 / 1000.0,
         latency.max() as f64 / 1000.0,
-        counter("verdict_policy_reloads_total{result=\"success\"}"),
-        counter("verdict_policy_reloads_total{result=\"failure\"}"),
-        counter("verdict_tls_reloads_total{result=\"success\"}"),
+        reloads,
+        failed_reloads,
+        rotations,
         rss_after_warmup as f64 / 1024.0,
         rss_end as f64 / 1024.0,
         growth * 100.0,

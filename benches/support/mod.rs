@@ -2,6 +2,10 @@
 //! clients, review bodies, a concurrent driver that checks every decision, and RSS.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/fs.rs"]
+mod fs;
+
+use fs::copy_dir;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -34,6 +38,46 @@ pub struct Process {
     pub port: u16,
     pub metrics_port: u16,
     pub ready_after: Duration,
+}
+
+impl Process {
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample of the server's `/metrics` (0 when absent).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find(|l| l.starts_with(sample))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// A harness-less bench's `main`: runs `body` on a multi-threaded runtime under
+/// `cargo bench`; under `cargo test --all-targets` (no `--bench` argument) it only says how
+/// to run it.
+pub fn bench_main<F: std::future::Future>(
+    name: &str,
+    body: impl FnOnce() -> F,
+) -> Option<F::Output> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("run with `cargo bench --bench {name}`");
+        return None;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    Some(runtime.block_on(body()))
 }
 
 impl Drop for Process {
@@ -242,19 +286,6 @@ pub async fn drive(
 pub fn fixed(bodies: Vec<Vec<u8>>, expect: bool) -> Bodies {
     let bodies = Arc::new(bodies);
     Arc::new(move |i| (bodies[i % bodies.len()].clone(), expect))
-}
-
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// The shipped policies, with `registry_host` allowed and an image policy requiring

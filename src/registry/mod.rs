@@ -232,11 +232,7 @@ impl Registry {
         let tag = format!("{}{suffix}", digest.replace(':', "-"));
         let what = format!("{}:{tag}", image.name());
         let url = format!("{}/manifests/{tag}", endpoint.base);
-        match self.manifest(&endpoint, &url, &what, deadline).await {
-            Ok(body) => Ok(Some(body)),
-            Err(RegistryError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        found(self.manifest(&endpoint, &url, &what, deadline).await)
     }
 
     /// The manifest (or index) with this digest, checked against it.
@@ -271,12 +267,9 @@ impl Registry {
         let endpoint = self.endpoint(image);
         let what = format!("referrers of {}@{digest}", image.name());
         let url = format!("{}/referrers/{digest}", endpoint.base);
-        match self.manifest(&endpoint, &url, &what, deadline).await {
-            Ok(body) => Ok(Some(body)),
-            Err(RegistryError::NotFound { .. }) => {
-                self.companion_manifest(image, digest, "", deadline).await
-            }
-            Err(e) => Err(e),
+        match found(self.manifest(&endpoint, &url, &what, deadline).await)? {
+            Some(index) => Ok(Some(index)),
+            None => self.companion_manifest(image, digest, "", deadline).await,
         }
     }
 
@@ -551,6 +544,15 @@ impl Registry {
             (host.to_string(), scope.to_string()),
             (value.to_string(), Instant::now() + lifetime),
         );
+    }
+}
+
+/// A 404 as `None`: for things that may rightly be absent.
+fn found(response: Result<Vec<u8>, RegistryError>) -> Result<Option<Vec<u8>>, RegistryError> {
+    match response {
+        Ok(body) => Ok(Some(body)),
+        Err(RegistryError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

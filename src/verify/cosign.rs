@@ -236,16 +236,22 @@ impl Rejection {
 
     /// Later stages mean more checks passed before this one failed.
     pub fn stage(&self) -> u8 {
-        match self.code {
-            ReasonCode::SignatureInvalid | ReasonCode::UntrustedKey => 1,
-            ReasonCode::DigestMismatch => 2,
-            ReasonCode::TlogMissing => 3,
-            ReasonCode::TlogInvalid => 4,
-            ReasonCode::TlogMismatch => 5,
-            ReasonCode::UntrustedRoot | ReasonCode::CertExpired => 6,
-            ReasonCode::IdentityMismatch => 7,
-            _ => 0,
-        }
+        stage(&self.code)
+    }
+}
+
+/// How far verification got before failing with `code`: rejections (and cached
+/// judgements) are compared by it, so the most telling reason of several is reported.
+pub fn stage(code: &ReasonCode) -> u8 {
+    match code {
+        ReasonCode::SignatureInvalid | ReasonCode::UntrustedKey => 1,
+        ReasonCode::DigestMismatch => 2,
+        ReasonCode::TlogMissing => 3,
+        ReasonCode::TlogInvalid => 4,
+        ReasonCode::TlogMismatch => 5,
+        ReasonCode::UntrustedRoot | ReasonCode::CertExpired => 6,
+        ReasonCode::IdentityMismatch => 7,
+        _ => 0,
     }
 }
 

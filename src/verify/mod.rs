@@ -510,7 +510,7 @@ impl Verifier {
                 .await?;
             let better = match (&judgement, &this) {
                 (None, _) | (_, Ok(_)) => true,
-                (Some(Err(old)), Err(new)) => code_stage(&new.code) > code_stage(&old.code),
+                (Some(Err(old)), Err(new)) => cosign::stage(&new.code) > cosign::stage(&old.code),
                 (Some(Ok(_)), Err(_)) => false,
             };
             if better {
@@ -846,8 +846,59 @@ impl Best {
     }
 }
 
-fn code_stage(code: &ReasonCode) -> u8 {
-    Rejection::new(code.clone(), "").stage()
+/// One piece of evidence, from cosign's tags or a Sigstore bundle, checked the same way.
+#[derive(Clone, Copy)]
+enum Candidate<'a> {
+    Cosign(&'a SignatureLayer),
+    Bundle(&'a sigstore_verify::types::Bundle),
+}
+
+impl Candidate<'_> {
+    fn format(self) -> &'static str {
+        match self {
+            Self::Cosign(_) => "cosign",
+            Self::Bundle(_) => "bundle",
+        }
+    }
+
+    /// The in-toto statement of a DSSE envelope; `None` for a signature over a payload.
+    fn statement(self) -> Option<Statement> {
+        match self {
+            Self::Cosign(layer) => layer.statement(),
+            Self::Bundle(bundle) => match &bundle.content {
+                sigstore_verify::types::SignatureContent::DsseEnvelope(envelope) => {
+                    Statement::parse(envelope.payload.as_bytes())
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// Why this is not a signature of the image, if it is not one: a DSSE envelope in the
+    /// signature manifest, or a bundle of another statement than cosign's sign predicate.
+    fn not_a_signature(self) -> Option<Rejection> {
+        let detail = match self {
+            Self::Cosign(layer) if layer.dsse_payload_type.is_some() => {
+                "a DSSE envelope in the signature manifest is not a signature"
+            }
+            Self::Bundle(_)
+                if self
+                    .statement()
+                    .is_some_and(|s| s.predicate_type != COSIGN_SIGN_PREDICATE) =>
+            {
+                "the bundle is an attestation, not a signature"
+            }
+            _ => return None,
+        };
+        Some(Rejection::new(ReasonCode::NoSignature, detail))
+    }
+
+    fn check(self, authority: &Authority, digest: &str) -> Result<Proof, Rejection> {
+        match self {
+            Self::Cosign(layer) => check_authority(authority, layer, digest),
+            Self::Bundle(bundle) => check_bundle(authority, bundle, digest).map(Proof::from),
+        }
+    }
 }
 
 /// A signature by the authority: a simple-signing layer, or a bundle whose message
@@ -858,39 +909,25 @@ fn signature_fact(
     digest: &str,
     evidence: &Evidence,
 ) -> Result<SignatureFact, Rejection> {
+    let layers = evidence
+        .signatures
+        .iter()
+        .map(|l| l.as_ref().map(Candidate::Cosign));
+    let bundles = evidence
+        .bundles
+        .iter()
+        .map(|b| b.as_ref().map(Candidate::Bundle));
     let mut best = Best::default();
-    for layer in &evidence.signatures {
-        let result = match layer {
-            Ok(layer) if layer.dsse_payload_type.is_none() => {
-                check_authority(authority, layer, digest)
+    for candidate in layers.chain(bundles) {
+        let result = candidate.map_err(Rejection::clone).and_then(|candidate| {
+            match candidate.not_a_signature() {
+                Some(rejection) => Err(rejection),
+                None => candidate.check(authority, digest),
             }
-            Ok(_) => Err(Rejection::new(
-                ReasonCode::NoSignature,
-                "a DSSE envelope in the signature manifest is not a signature",
-            )),
-            Err(rejection) => Err(rejection.clone()),
-        };
-        match result {
-            Ok(proof) => return Ok(fact(name, proof, digest, "cosign")),
-            Err(rejection) => best.offer(rejection),
-        }
-    }
-    for bundle in &evidence.bundles {
-        let result = bundle.clone().and_then(|bundle| {
-            let statement = bundle_statement(&bundle);
-            if statement
-                .as_ref()
-                .is_some_and(|s| s.predicate_type != COSIGN_SIGN_PREDICATE)
-            {
-                return Err(Rejection::new(
-                    ReasonCode::NoSignature,
-                    "the bundle is an attestation, not a signature",
-                ));
-            }
-            check_bundle(authority, &bundle, digest)
+            .map(|proof| (proof, candidate.format()))
         });
         match result {
-            Ok(proof) => return Ok(fact(name, proof.into(), digest, "bundle")),
+            Ok((proof, format)) => return Ok(fact(name, proof, digest, format)),
             Err(rejection) => best.offer(rejection),
         }
     }
@@ -936,42 +973,34 @@ fn required_attestation(
         digest: digest.to_string(),
         format,
     };
-    for layer in &evidence.attestations {
-        let layer = match layer {
-            Ok(layer) => layer,
+    // Unreadable attestation layers count as rejections; unreadable bundles may be anything.
+    let layers = evidence
+        .attestations
+        .iter()
+        .map(|l| l.as_ref().map(Candidate::Cosign));
+    let bundles = evidence
+        .bundles
+        .iter()
+        .flatten()
+        .map(|b| Ok(Candidate::Bundle(b)));
+    for candidate in layers.chain(bundles) {
+        let candidate = match candidate {
+            Ok(candidate) => candidate,
             Err(rejection) => {
                 best.offer(rejection.clone());
                 continue;
             }
         };
-        let Some(statement) = layer.statement() else {
+        let Some(statement) = candidate.statement() else {
             continue;
         };
         if statement.predicate_type != required.predicate_type {
             seen_types.push(statement.predicate_type);
             continue;
         }
-        match check_authority(authority, layer, digest) {
+        match candidate.check(authority, digest) {
             Ok(proof) => {
-                let fact = attestation(&proof, statement, "cosign");
-                return Ok((proof, fact));
-            }
-            Err(rejection) => best.offer(rejection),
-        }
-    }
-    for bundle in &evidence.bundles {
-        let Ok(bundle) = bundle else { continue };
-        let Some(statement) = bundle_statement(bundle) else {
-            continue;
-        };
-        if statement.predicate_type != required.predicate_type {
-            seen_types.push(statement.predicate_type);
-            continue;
-        }
-        match check_bundle(authority, bundle, digest) {
-            Ok(verified) => {
-                let proof = Proof::from(verified);
-                let fact = attestation(&proof, statement, "bundle");
+                let fact = attestation(&proof, statement, candidate.format());
                 return Ok((proof, fact));
             }
             Err(rejection) => best.offer(rejection),
@@ -995,16 +1024,6 @@ fn required_attestation(
                 ),
             ))
         }
-    }
-}
-
-/// The in-toto statement of a DSSE bundle (`None` for message signatures).
-fn bundle_statement(bundle: &sigstore_verify::types::Bundle) -> Option<Statement> {
-    match &bundle.content {
-        sigstore_verify::types::SignatureContent::DsseEnvelope(envelope) => {
-            Statement::parse(envelope.payload.as_bytes())
-        }
-        _ => None,
     }
 }
 

@@ -589,18 +589,20 @@ impl PrivateSigstore {
                 "signature": {"content": B64.encode(recorded_signature), "publicKey": {"content": B64.encode(recorded_signer_pem)}}
             }
         });
+        self.rekor_bundle(&body, integrated_time)
+    }
+
+    /// A Rekor bundle as cosign stores it: the next log index, and a SET over the entry.
+    fn rekor_bundle(&self, body: &Value, integrated_time: i64) -> Value {
         let log_index = self
             .log_index
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let payload = json!({
-            "body": B64.encode(serde_json::to_vec(&body).unwrap()),
-            "integratedTime": integrated_time,
-            "logIndex": log_index,
-            "logID": self.log_id(),
-        });
-        let canonical = serde_json_canonicalizer::to_vec(&payload).unwrap();
-        let set = self.rekor.sign(&canonical).unwrap();
-        json!({"SignedEntryTimestamp": B64.encode(set), "Payload": payload})
+        let body_b64 = B64.encode(serde_json::to_vec(body).unwrap());
+        let set = self.set(&body_b64, log_index, integrated_time);
+        json!({
+            "SignedEntryTimestamp": B64.encode(set),
+            "Payload": {"body": body_b64, "integratedTime": integrated_time, "logIndex": log_index, "logID": self.log_id()},
+        })
     }
 
     /// A complete keyless signature of `payload` as cosign would push it.
@@ -609,19 +611,7 @@ impl PrivateSigstore {
         let signature = key.sign(&payload).unwrap();
         let integrated = time::OffsetDateTime::now_utc().unix_timestamp() + spec.integrated_offset;
         let bundle = self.bundle(&payload, &signature, &certificate_pem, integrated);
-        let mut annotations = serde_json::Map::new();
-        annotations.insert(
-            "dev.cosignproject.cosign/signature".into(),
-            json!(B64.encode(&signature)),
-        );
-        annotations.insert(
-            "dev.sigstore.cosign/certificate".into(),
-            json!(certificate_pem),
-        );
-        annotations.insert(
-            "dev.sigstore.cosign/bundle".into(),
-            json!(bundle.to_string()),
-        );
+        let annotations = keyless_annotations(&B64.encode(&signature), &certificate_pem, &bundle);
         KeylessSignature {
             layer: SignatureLayer {
                 payload,
@@ -673,29 +663,14 @@ impl PrivateSigstore {
                 "payloadHash": {"algorithm": "sha256", "value": sha256(statement).trim_start_matches("sha256:")},
             }}
         });
-        let body_b64 = B64.encode(serde_json::to_vec(&body).unwrap());
-        let log_index = self
-            .log_index
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let integrated = time::OffsetDateTime::now_utc().unix_timestamp() + spec.integrated_offset;
-        let bundle = json!({
-            "SignedEntryTimestamp": B64.encode(self.set(&body_b64, log_index, integrated)),
-            "Payload": {"body": body_b64, "integratedTime": integrated, "logIndex": log_index, "logID": self.log_id()},
-        });
+        let bundle = self.rekor_bundle(&body, integrated);
         let predicate_type: Value = serde_json::from_slice::<Value>(statement)
             .ok()
             .and_then(|s| s.get("predicateType").cloned())
             .unwrap_or_default();
-        let mut annotations = serde_json::Map::new();
-        annotations.insert("dev.cosignproject.cosign/signature".into(), json!(""));
-        annotations.insert(
-            "dev.sigstore.cosign/certificate".into(),
-            json!(certificate_pem),
-        );
-        annotations.insert(
-            "dev.sigstore.cosign/bundle".into(),
-            json!(bundle.to_string()),
-        );
+        // Attestation layers carry the signature inside the envelope, not in the annotation.
+        let mut annotations = keyless_annotations("", &certificate_pem, &bundle);
         annotations.insert("predicateType".into(), predicate_type);
         SignatureLayer {
             payload: envelope_bytes,
@@ -761,6 +736,28 @@ impl PrivateSigstore {
             "dsseEnvelope": envelope,
         })
     }
+}
+
+/// The annotations of a keyless cosign layer.
+fn keyless_annotations(
+    signature_b64: &str,
+    certificate_pem: &str,
+    bundle: &Value,
+) -> serde_json::Map<String, Value> {
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(
+        "dev.cosignproject.cosign/signature".into(),
+        json!(signature_b64),
+    );
+    annotations.insert(
+        "dev.sigstore.cosign/certificate".into(),
+        json!(certificate_pem),
+    );
+    annotations.insert(
+        "dev.sigstore.cosign/bundle".into(),
+        json!(bundle.to_string()),
+    );
+    annotations
 }
 
 fn pem_to_der(pem: &str) -> Vec<u8> {

@@ -2,10 +2,12 @@
 //! shareable policy set, and evaluating it for one review under a time limit.
 //! Owns the `deny` / `warn` / `violation` conventions; not the HTTP side or reloads.
 
+mod input;
 mod sources;
 mod store;
 pub mod testing;
 
+pub use input::{rego_value, Reads};
 pub use sources::{PolicySources, SourceFile};
 pub use store::{PolicyStatus, PolicyStore, ReloadOutcome};
 
@@ -84,6 +86,8 @@ pub struct PolicySet {
     pub files: Vec<String>,
     /// Which images need signatures, and whose.
     pub image_policies: Vec<ImagePolicy>,
+    /// What the policies read of `input`; the rest is not converted for them.
+    pub reads: Reads,
 }
 
 impl PolicySet {
@@ -110,11 +114,13 @@ impl PolicySet {
             .eval_bool_query("true".to_string(), false)
             .map_err(|e| PolicyError::Compile(e.to_string()))?;
         let files = sources.rego.iter().map(|f| f.path.clone()).collect();
+        let reads = Reads::of(&engine);
         Ok(Self {
             engine,
             targets,
             files,
             image_policies,
+            reads,
         })
     }
 

@@ -1,0 +1,327 @@
+//! The Rego `input` of one review, holding only what the policies can read.
+//!
+//! Converting a review into regorus values is a large share of the cost of a review that
+//! Rego allows (a Pod of a real cluster is 5-15 KB of JSON, `managedFields` and all). When
+//! loading a policy set, every use of `input` in its syntax trees is found; where all of them
+//! are static paths (`input.request.namespace`, `input.images`, `input["request"].object`),
+//! only those subtrees are converted. Any other use (`input` as a value, `walk(input, ...)`,
+//! `with input as ...`, a variable or number as the first key) means the whole document.
+//! What a policy cannot name, it cannot observe, so the decision is the same.
+
+use regorus::{Engine, Value};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// The parts of `input` a policy set reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reads {
+    /// The whole value.
+    All,
+    /// Only these fields of it (nothing when empty).
+    Fields(BTreeMap<String, Reads>),
+}
+
+impl Reads {
+    /// What the modules of `engine` read of `input`. If the syntax trees cannot be read,
+    /// the answer is everything.
+    pub fn of(engine: &Engine) -> Self {
+        let Ok(Json::Array(modules)) = engine
+            .get_ast_as_json()
+            .map(|json| serde_json::from_str::<Json>(&json).unwrap_or(Json::Null))
+        else {
+            return Self::All;
+        };
+        let mut reads = Self::Fields(BTreeMap::new());
+        for module in &modules {
+            match module.get("ast") {
+                Some(ast) => visit(ast, &mut reads),
+                None => return Self::All,
+            }
+        }
+        reads
+    }
+
+    /// What is read of field `key`, if anything.
+    pub fn field(&self, key: &str) -> Option<&Self> {
+        match self {
+            Self::All => Some(self),
+            Self::Fields(fields) => fields.get(key),
+        }
+    }
+
+    /// `value` reduced to what is read, as a regorus value.
+    pub fn select(&self, value: &Json) -> Value {
+        match (self, value) {
+            (Self::Fields(wanted), Json::Object(fields)) => Value::from(
+                wanted
+                    .iter()
+                    .filter_map(|(key, reads)| {
+                        let value = fields.get(key)?;
+                        Some((Value::from(key.as_str()), reads.select(value)))
+                    })
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            _ => rego_value(value),
+        }
+    }
+
+    fn add(&mut self, path: &[&str]) {
+        let Self::Fields(fields) = self else {
+            return;
+        };
+        match path.split_first() {
+            None => *self = Self::All,
+            Some((first, rest)) => fields
+                .entry((*first).to_string())
+                .or_insert_with(|| Self::Fields(BTreeMap::new()))
+                .add(rest),
+        }
+    }
+}
+
+/// Records every use of `input` under `node`. A reference made only of names and string
+/// keys is recorded as its path; anything else is searched further, so a bare `input`
+/// inside it is recorded as reading everything.
+fn visit(node: &Json, reads: &mut Reads) {
+    if let Some((root, path)) = static_ref(node) {
+        if root == "input" {
+            reads.add(&path);
+        }
+        return;
+    }
+    match node {
+        Json::Object(fields) => fields.values().for_each(|child| visit(child, reads)),
+        Json::Array(items) => items.iter().for_each(|child| visit(child, reads)),
+        _ => {}
+    }
+}
+
+/// `x`, `x.a`, `x["a"].b`: the root variable and the path, for a reference whose every key
+/// is a literal string. In regorus' AST: `{"Var": {"value": ..}}`,
+/// `{"RefDot": {"refr": .., "field": [span, name]}}`, `{"RefBrack": {"refr": .., "index": ..}}`.
+fn static_ref(node: &Json) -> Option<(&str, Vec<&str>)> {
+    let (kind, inner) = only_entry(node)?;
+    match kind {
+        "Var" => Some((inner.get("value")?.as_str()?, Vec::new())),
+        "RefDot" => {
+            let (root, mut path) = static_ref(inner.get("refr")?)?;
+            path.push(inner.get("field")?.get(1)?.as_str()?);
+            Some((root, path))
+        }
+        "RefBrack" => {
+            let (root, mut path) = static_ref(inner.get("refr")?)?;
+            let (index_kind, index) = only_entry(inner.get("index")?)?;
+            if index_kind != "String" && index_kind != "RawString" {
+                return None;
+            }
+            path.push(index.get("value")?.as_str()?);
+            Some((root, path))
+        }
+        _ => None,
+    }
+}
+
+fn only_entry(node: &Json) -> Option<(&str, &Json)> {
+    match node {
+        Json::Object(fields) if fields.len() == 1 => {
+            fields.iter().next().map(|(k, v)| (k.as_str(), v))
+        }
+        _ => None,
+    }
+}
+
+/// The regorus value of a JSON value, as `regorus::Value::from(value.clone())` gives it,
+/// without the clone.
+pub fn rego_value(value: &Json) -> Value {
+    match value {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Value::from(u),
+            (None, Some(i), _) => Value::from(i),
+            (None, None, Some(f)) => Value::from(f),
+            (None, None, None) => Value::Undefined,
+        },
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Array(items) => Value::from(items.iter().map(rego_value).collect::<Vec<_>>()),
+        Json::Object(fields) => Value::from(
+            fields
+                .iter()
+                .map(|(key, value)| (Value::from(key.as_str()), rego_value(value)))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicySet;
+    use crate::verify::trust::TrustRoot;
+    use serde_json::json;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn reads_of(rego: &str) -> Reads {
+        let mut engine = crate::policy::new_engine();
+        engine
+            .add_policy("p.rego".to_string(), rego.to_string())
+            .expect("compiles");
+        Reads::of(&engine)
+    }
+
+    fn fields(entries: &[(&str, Reads)]) -> Reads {
+        Reads::Fields(
+            entries
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn static_paths_are_read_and_the_rest_is_not() {
+        let reads = reads_of(
+            r#"package p
+import input.request.userInfo as who
+deny contains "x" if {
+    some c in input.request.object.spec["containers"]
+    c.image == input["request"].namespace
+    count(input.images[0].signatures) == 0
+    who.username == data.input.name
+}
+"#,
+        );
+        assert_eq!(
+            reads,
+            fields(&[
+                ("images", Reads::All),
+                (
+                    "request",
+                    fields(&[
+                        ("namespace", Reads::All),
+                        (
+                            "object",
+                            fields(&[("spec", fields(&[("containers", Reads::All)]))])
+                        ),
+                        ("userInfo", Reads::All),
+                    ])
+                ),
+            ])
+        );
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "request": {"namespace": "a", "uid": "1", "object": {"metadata": {}, "spec": {"containers": [{"image": "x"}], "volumes": []}}},
+            "images": [{"signatures": []}],
+        });
+        assert_eq!(
+            reads.select(&review),
+            rego_value(&json!({
+                "request": {"namespace": "a", "object": {"spec": {"containers": [{"image": "x"}]}}},
+                "images": [{"signatures": []}],
+            }))
+        );
+    }
+
+    #[test]
+    fn any_other_use_of_input_reads_all_of_it() {
+        for rules in [
+            "x := input",
+            "x := walk(input)",
+            "x if input[y].a",
+            "x := object.get(input, [\"a\"], 1)",
+            "x if input.a with input as {}",
+            "import input\nx if input.a",
+        ] {
+            assert_eq!(
+                reads_of(&format!("package p\n{rules}\n")),
+                Reads::All,
+                "{rules}"
+            );
+        }
+        assert_eq!(
+            reads_of("package p\nx if input.request[0]\n"),
+            fields(&[("request", Reads::All)])
+        );
+        assert_eq!(reads_of("package p\nx := 1\n"), fields(&[]));
+    }
+
+    #[test]
+    fn rego_value_is_regorus_own_conversion() {
+        let mut compared = 0;
+        for path in admission_fixtures() {
+            let json = read(&path);
+            assert_eq!(rego_value(&json), Value::from(json.clone()), "{path:?}");
+            compared += 1;
+        }
+        let numbers = json!([0, -1, u64::MAX, i64::MIN, 1.5, -2.25e300, {"": null}]);
+        assert_eq!(rego_value(&numbers), Value::from(numbers.clone()));
+        assert!(compared > 10, "{compared} fixtures");
+    }
+
+    /// The shipped policies decide every fixture review the same on the reduced input as on
+    /// the whole one, in every namespace of the inventory.
+    #[test]
+    fn shipped_policies_decide_the_same_on_what_they_read() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let set = PolicySet::load(&root.join("policies"), &Arc::new(TrustRoot::default()))
+            .expect("shipped policies load");
+        assert!(!matches!(set.reads, Reads::All), "{:?}", set.reads);
+        let images = json!([
+            {"container": "a", "kind": "container", "reference": "nginx", "registry": "index.docker.io",
+             "repository": "library/nginx", "tag": "latest", "pinned": false, "normalized": "index.docker.io/library/nginx:latest",
+             "signatures": [], "attestations": []},
+            {"container": "b", "kind": "init", "reference": "registry.k8s.io/pause:3.9", "registry": "registry.k8s.io",
+             "repository": "pause", "tag": "3.9", "pinned": false, "normalized": "registry.k8s.io/pause:3.9",
+             "signatures": [{"authority": "a", "signer": "s"}],
+             "attestations": [{"type": "https://slsa.dev/provenance/v1", "predicate": {"runDetails": {"builder": {"id": "b"}}}, "signer": "s"}]},
+        ]);
+        let (mut compared, mut findings) = (0, 0);
+        for path in admission_fixtures() {
+            for namespace in ["default", "prod", "dev", "staging", "kube-system"] {
+                let mut review = read(&path);
+                if !review["request"].is_object() {
+                    continue;
+                }
+                review["request"]["namespace"] = json!(namespace);
+                review["images"] = images.clone();
+                let whole = set.evaluate(rego_value(&review), Duration::from_secs(5));
+                let reduced = set.evaluate(set.reads.select(&review), Duration::from_secs(5));
+                let show = |r: Result<Vec<crate::decision::Finding>, _>| {
+                    r.map(|f| {
+                        f.iter()
+                            .map(|f| format!("{} {}", f.code, f.message))
+                            .collect::<Vec<_>>()
+                    })
+                };
+                let (whole, reduced) = (show(whole), show(reduced));
+                assert_eq!(whole, reduced, "{path:?} in {namespace}");
+                findings += whole.map_or(0, |f| f.len());
+                compared += 1;
+            }
+        }
+        assert!(
+            compared > 50 && findings > compared,
+            "{compared} reviews, {findings} findings"
+        );
+    }
+
+    fn admission_fixtures() -> Vec<std::path::PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission");
+        let mut files = Vec::new();
+        for dir in std::fs::read_dir(root).expect("fixtures") {
+            for file in std::fs::read_dir(dir.expect("dir").path()).expect("fixtures") {
+                let path = file.expect("file").path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    files.push(path);
+                }
+            }
+        }
+        files
+    }
+
+    fn read(path: &Path) -> Json {
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
+    }
+}

@@ -7,7 +7,7 @@ use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
 use crate::imagepolicy::Mode;
 use crate::images;
 use crate::metrics::Metrics;
-use crate::policy::{PolicySet, PolicyStore, Reads};
+use crate::policy::{EvalError, PolicySet, PolicyStore, Reads};
 use crate::verify::{ImageFacts, Verifier};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -185,7 +185,11 @@ impl Reviewer {
         Verdict::from_parts(messages, facts, timings)
     }
 
-    /// Runs Rego off the async reactor, bounded in concurrency and time.
+    /// Runs Rego within its time limit. Most evaluations take well under a millisecond, less
+    /// than handing them to another thread costs (two thread wake-ups), so each starts right
+    /// here. One that needs more than `INLINE_EVALUATION` is stopped and started again on the
+    /// blocking pool (bounded in concurrency), where it cannot hold up other requests: a
+    /// review that is slow to judge never delays one that is quick.
     async fn evaluate_policies(
         &self,
         review: &Review,
@@ -201,14 +205,26 @@ impl Reviewer {
                 ))]
             }
         };
+        let limit = |now: Instant| {
+            self.policy_timeout
+                .min(deadline.saturating_duration_since(now))
+        };
+        let quick = INLINE_EVALUATION.min(limit(Instant::now()));
+        let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            policy.evaluate(input.clone(), quick)
+        }));
+        match evaluated {
+            Ok(Err(EvalError::Timeout { .. })) if quick == INLINE_EVALUATION => {}
+            Ok(Ok(findings)) => return findings,
+            Ok(Err(e)) => return vec![e.into_finding()],
+            Err(_) => return vec![internal_error("policy evaluation crashed".to_string())],
+        }
         let Ok(_permit) = self.evaluation_slots.clone().acquire_owned().await else {
             return vec![internal_error(
                 "the policy evaluator is shutting down".to_string(),
             )];
         };
-        let limit = self
-            .policy_timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
+        let limit = limit(Instant::now());
         match tokio::task::spawn_blocking(move || policy.evaluate(input, limit)).await {
             Ok(Ok(findings)) => findings,
             Ok(Err(e)) => vec![e.into_finding()],
@@ -216,6 +232,9 @@ impl Reviewer {
         }
     }
 }
+
+/// How long Rego may run on a request's own thread (see `Reviewer::evaluate_policies`).
+const INLINE_EVALUATION: Duration = Duration::from_millis(2);
 
 /// `input`: the review as received plus `images`, holding only what the policies read
 /// (see `policy::Reads`), converted by reference.

@@ -409,6 +409,49 @@ async fn runaway_policy_is_denied_with_policy_timeout() {
     assert_eq!(codes(&body), ["POLICY_TIMEOUT"]);
 }
 
+/// A policy that is slow for some reviews runs on the blocking pool, so reviews it is quick
+/// for are answered meanwhile, even with every worker thread's worth of slow ones in flight.
+#[tokio::test]
+async fn slow_evaluations_do_not_hold_up_quick_ones() {
+    let slow = "package slow\n\ndeny contains \"never\" if {\n  input.request.namespace == \"slow\"\n  some i in numbers.range(1, 100000)\n  some j in numbers.range(1, 100000)\n  i + j < 0\n}\n";
+    let policies = policies_with(&[("slow.rego", slow)]);
+    let server = Server::start_with(Options {
+        policies: policies.path().to_path_buf(),
+        extra_args: vec!["--policy-timeout".into(), "3s".into()],
+    });
+    let client = server.client(true);
+    let slow_reviews: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (client.clone(), server.url("/validate?timeout=10s"));
+            tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .json(&pod_review("slow", &["nginx:1"]))
+                    .send()
+                    .await
+                    .unwrap();
+                response.json::<Value>().await.unwrap()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, quick) = server
+        .validate(&client, &pod_review("team-a", &["nginx:1"]))
+        .await;
+    assert_eq!(
+        (status, &quick["response"]["allowed"]),
+        (200, &json!(true)),
+        "{quick}"
+    );
+    assert!(
+        slow_reviews.iter().all(|r| !r.is_finished()),
+        "the quick review waited for the slow ones"
+    );
+    for review in slow_reviews {
+        assert_eq!(codes(&review.await.unwrap()), ["POLICY_TIMEOUT"]);
+    }
+}
+
 #[tokio::test]
 async fn answers_before_the_api_server_timeout() {
     let policies = policies_with(&[("slow.rego", RUNAWAY)]);

@@ -114,7 +114,11 @@ async fn soak() -> bool {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 tick += 1;
                 if tick.is_multiple_of(3) {
-                    std::fs::write(&lib, format!("{original}\n# soak reload {tick}\n")).unwrap();
+                    // Replaced in one step, as a ConfigMap update is: a reload never sees
+                    // half a file.
+                    let next = policies.with_extension("next.rego");
+                    std::fs::write(&next, format!("{original}\n# soak reload {tick}\n")).unwrap();
+                    std::fs::rename(&next, &lib).unwrap();
                 }
                 if tick.is_multiple_of(5) {
                     let next = ca.issue(&names.0, &names.1, 1).unwrap();

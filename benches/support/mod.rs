@@ -77,7 +77,8 @@ pub fn bench_main<F: std::future::Future>(
         .enable_all()
         .build()
         .unwrap();
-    Some(runtime.block_on(body()))
+    // `body` is called inside the runtime: it may make timers (`tokio::time::timeout`).
+    Some(runtime.block_on(async { body().await }))
 }
 
 impl Drop for Process {

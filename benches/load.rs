@@ -134,7 +134,7 @@ async fn run_all() {
         .map(<[String]>::to_vec)
         .collect::<Vec<_>>()
         .into_iter();
-    let n = |c: usize| if c == 1 { 400 } else { 3000 };
+    let n = |c: usize| if c == 1 { 1000 } else { 8000 };
     let mut rows = Vec::new();
 
     for http2 in [true, false] {

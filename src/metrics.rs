@@ -34,6 +34,9 @@ pub struct Metrics {
     pub verifications: IntCounterVec,
     /// Verification cache lookups: `hit`, `miss`, `coalesced` (joined a verification in flight).
     pub verify_cache: IntCounterVec,
+    /// Reviews whose Rego findings were remembered from an identical input (`hit`) or not
+    /// (`miss`); not counted for policy sets that call time, random or network builtins.
+    pub decision_cache: IntCounterVec,
     /// Time per stage of a review: `resolve`, `fetch`, `verify`, `rego`.
     pub stage_duration: HistogramVec,
     /// When the serving certificate expires (Unix seconds).
@@ -106,6 +109,13 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let decision_cache = IntCounterVec::new(
+            Opts::new(
+                "verdict_policy_decision_cache_total",
+                "Rego findings remembered from an identical input (hit) or evaluated (miss)",
+            ),
+            &["result"],
+        )?;
         let stage_duration = HistogramVec::new(
             HistogramOpts::new("verdict_stage_duration_seconds", "Time per review stage")
                 .buckets(LATENCY_BUCKETS.to_vec()),
@@ -121,7 +131,12 @@ impl Metrics {
         )?;
         registry.register(Box::new(serving_cert_expiry.clone()))?;
         registry.register(Box::new(trust_root_expiry.clone()))?;
-        for metric in [&registry_requests, &verifications, &verify_cache] {
+        for metric in [
+            &registry_requests,
+            &verifications,
+            &verify_cache,
+            &decision_cache,
+        ] {
             registry.register(Box::new(metric.clone()))?;
         }
         registry.register(Box::new(stage_duration.clone()))?;
@@ -143,6 +158,7 @@ impl Metrics {
             registry_requests,
             verifications,
             verify_cache,
+            decision_cache,
             stage_duration,
             serving_cert_expiry,
             trust_root_expiry,

@@ -7,10 +7,9 @@ use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
 use crate::imagepolicy::Mode;
 use crate::images;
 use crate::metrics::Metrics;
-use crate::policy::{EvalError, PolicySet, PolicyStore, Reads};
+use crate::policy::{EvalError, Key, PolicySet, PolicyStore};
 use crate::verify::{ImageFacts, Verifier};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -197,13 +196,30 @@ impl Reviewer {
         policy: Arc<PolicySet>,
         deadline: Instant,
     ) -> Vec<Finding> {
-        let input = match rego_input(review, facts, &policy.reads) {
+        let (input, key) = match rego_input(review, facts, &policy) {
             Ok(input) => input,
             Err(e) => {
                 return vec![internal_error(format!(
                     "building the policy input failed: {e}"
                 ))]
             }
+        };
+        if let Some(key) = &key {
+            let recalled = policy.recall(key);
+            let result = if recalled.is_some() { "hit" } else { "miss" };
+            self.metrics
+                .decision_cache
+                .with_label_values(&[result])
+                .inc();
+            if let Some(findings) = recalled {
+                return findings;
+            }
+        }
+        let remember = |findings: Vec<Finding>| {
+            if let Some(key) = key {
+                policy.remember(key, &findings);
+            }
+            findings
         };
         let limit = |now: Instant| {
             self.policy_timeout
@@ -215,7 +231,7 @@ impl Reviewer {
         }));
         match evaluated {
             Ok(Err(EvalError::Timeout { .. })) if quick == INLINE_EVALUATION => {}
-            Ok(Ok(findings)) => return findings,
+            Ok(Ok(findings)) => return remember(findings),
             Ok(Err(e)) => return vec![e.into_finding()],
             Err(_) => return vec![internal_error("policy evaluation crashed".to_string())],
         }
@@ -225,8 +241,9 @@ impl Reviewer {
             )];
         };
         let limit = limit(Instant::now());
-        match tokio::task::spawn_blocking(move || policy.evaluate(input, limit)).await {
-            Ok(Ok(findings)) => findings,
+        let set = policy.clone();
+        match tokio::task::spawn_blocking(move || set.evaluate(input, limit)).await {
+            Ok(Ok(findings)) => remember(findings),
             Ok(Err(e)) => vec![e.into_finding()],
             Err(e) => vec![internal_error(format!("policy evaluation crashed: {e}"))],
         }
@@ -236,26 +253,27 @@ impl Reviewer {
 /// How long Rego may run on a request's own thread (see `Reviewer::evaluate_policies`).
 const INLINE_EVALUATION: Duration = Duration::from_millis(2);
 
-/// `input`: the review as received plus `images`, holding only what the policies read
-/// (see `policy::Reads`), converted by reference.
+/// `input`: the review as received plus `images`, holding only what the policies read,
+/// and the key its findings are remembered under (see `PolicySet::input`).
 fn rego_input(
     review: &Review,
     facts: &[ImageFacts],
-    reads: &Reads,
-) -> Result<regorus::Value, serde_json::Error> {
-    let mut fields = BTreeMap::new();
-    if let serde_json::Value::Object(raw) = &review.raw {
-        for (key, value) in raw {
-            if let Some(reads) = reads.field(key) {
-                fields.insert(regorus::Value::from(key.as_str()), reads.select(value));
-            }
-        }
-    }
-    if let Some(reads) = reads.field("images") {
-        let images = reads.select(&serde_json::to_value(facts)?);
-        fields.insert(regorus::Value::from("images"), images);
-    }
-    Ok(regorus::Value::from(fields))
+    policy: &PolicySet,
+) -> Result<(regorus::Value, Option<Key>), serde_json::Error> {
+    let images = match policy.reads.field("images") {
+        Some(_) => serde_json::to_value(facts)?,
+        None => serde_json::Value::Null,
+    };
+    let mut fields: Vec<(&str, &serde_json::Value)> = match &review.raw {
+        serde_json::Value::Object(raw) => raw
+            .iter()
+            .filter(|(key, _)| *key != "images")
+            .map(|(key, value)| (key.as_str(), value))
+            .collect(),
+        _ => Vec::new(),
+    };
+    fields.push(("images", &images));
+    Ok(policy.input(&fields))
 }
 
 fn internal_error(detail: String) -> Finding {

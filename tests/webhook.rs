@@ -409,6 +409,52 @@ async fn runaway_policy_is_denied_with_policy_timeout() {
     assert_eq!(codes(&body), ["POLICY_TIMEOUT"]);
 }
 
+/// Pods that differ only in what the policies never read (uid, name) reuse the findings of
+/// the first; the answer still names each Pod. Anything read that differs is evaluated anew.
+#[tokio::test]
+async fn identical_inputs_reuse_findings_and_answers_stay_per_review() {
+    let server = Server::start();
+    let client = server.client(true);
+    let pod = |uid: &str, name: &str, namespace: &str| {
+        let mut review = pod_review(namespace, &["nginx:latest"]);
+        review["request"]["uid"] = json!(uid);
+        review["request"]["object"]["metadata"]["name"] = json!(name);
+        review
+    };
+    let (_, first) = server
+        .validate(&client, &pod("u1", "web-1", "team-a"))
+        .await;
+    let (_, second) = server
+        .validate(&client, &pod("u2", "web-2", "team-a"))
+        .await;
+    let (_, elsewhere) = server
+        .validate(&client, &pod("u3", "web-3", "team-b"))
+        .await;
+    for (review, uid, name, namespace) in [
+        (&first, "u1", "web-1", "team-a"),
+        (&second, "u2", "web-2", "team-a"),
+        (&elsewhere, "u3", "web-3", "team-b"),
+    ] {
+        assert_eq!(review["response"]["uid"], uid);
+        assert_eq!(review["response"]["allowed"], false);
+        assert_eq!(codes(review), codes(&first), "{review}");
+        let message = review["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("Pod {namespace}/{name}")),
+            "{message}"
+        );
+    }
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("verdict_policy_decision_cache_total{result=\"hit\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("verdict_policy_decision_cache_total{result=\"miss\"} 2"),
+        "{metrics}"
+    );
+}
+
 /// A policy that is slow for some reviews runs on the blocking pool, so reviews it is quick
 /// for are answered meanwhile, even with every worker thread's worth of slow ones in flight.
 #[tokio::test]

@@ -7,10 +7,17 @@
 //! only those subtrees are converted. Any other use (`input` as a value, `walk(input, ...)`,
 //! `with input as ...`, a variable or number as the first key) means the whole document.
 //! What a policy cannot name, it cannot observe, so the decision is the same.
+//!
+//! The same walk gives the digest of exactly what was kept, under which a policy set whose
+//! answers cannot change between calls remembers its findings (see `PolicySet::recall`).
 
 use regorus::{Engine, Value};
+use ring::digest::Context;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
+
+/// SHA-256 of what an input holds (see [`build`]).
+pub type Key = [u8; 32];
 
 /// The parts of `input` a policy set reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,22 +29,14 @@ pub enum Reads {
 }
 
 impl Reads {
-    /// What the modules of `engine` read of `input`. If the syntax trees cannot be read,
-    /// the answer is everything.
-    pub fn of(engine: &Engine) -> Self {
-        let Ok(Json::Array(modules)) = engine
-            .get_ast_as_json()
-            .map(|json| serde_json::from_str::<Json>(&json).unwrap_or(Json::Null))
-        else {
+    /// What `trees` (regorus' syntax trees, see [`syntax_trees`]) read of `input`; without
+    /// them, everything.
+    pub fn of(trees: Option<&[Json]>) -> Self {
+        let Some(trees) = trees else {
             return Self::All;
         };
         let mut reads = Self::Fields(BTreeMap::new());
-        for module in &modules {
-            match module.get("ast") {
-                Some(ast) => visit(ast, &mut reads),
-                None => return Self::All,
-            }
-        }
+        trees.iter().for_each(|tree| visit(tree, &mut reads));
         reads
     }
 
@@ -65,6 +64,25 @@ impl Reads {
         }
     }
 
+    /// Feeds what [`Reads::select`] keeps of `value` to `digest`, in an encoding where
+    /// different values never give the same bytes (every value is tagged, every string and
+    /// number is length-prefixed, every array and object is closed).
+    pub fn digest(&self, value: &Json, digest: &mut Context) {
+        match (self, value) {
+            (Self::Fields(wanted), Json::Object(fields)) => {
+                digest.update(b"{");
+                for (key, reads) in wanted {
+                    if let Some(value) = fields.get(key) {
+                        digest_text(b's', key, digest);
+                        reads.digest(value, digest);
+                    }
+                }
+                digest.update(b"}");
+            }
+            _ => digest_json(value, digest),
+        }
+    }
+
     fn add(&mut self, path: &[&str]) {
         let Self::Fields(fields) = self else {
             return;
@@ -77,6 +95,87 @@ impl Reads {
                 .add(rest),
         }
     }
+}
+
+/// The input of one review from its top-level `fields`, holding what `reads` reads, and,
+/// when `keyed`, the SHA-256 of exactly that (the same fields in the same order always give
+/// the same key; any difference in what is kept gives another).
+pub fn build(reads: &Reads, fields: &[(&str, &Json)], keyed: bool) -> (Value, Option<Key>) {
+    let mut digest = keyed.then(|| Context::new(&ring::digest::SHA256));
+    let mut input = BTreeMap::new();
+    for (key, value) in fields {
+        let Some(reads) = reads.field(key) else {
+            continue;
+        };
+        input.insert(Value::from(*key), reads.select(value));
+        if let Some(digest) = digest.as_mut() {
+            digest_text(b'k', key, digest);
+            reads.digest(value, digest);
+        }
+    }
+    let key = digest.and_then(|d| Key::try_from(d.finish().as_ref()).ok());
+    (Value::from(input), key)
+}
+
+/// The syntax tree of every module of `engine` (regorus' AST as JSON), if it can tell.
+pub fn syntax_trees(engine: &Engine) -> Option<Vec<Json>> {
+    let Json::Array(modules) = serde_json::from_str(&engine.get_ast_as_json().ok()?).ok()? else {
+        return None;
+    };
+    modules.into_iter().map(|m| m.get("ast").cloned()).collect()
+}
+
+/// Whether `trees` call any function named in `names` (`time.now_ns`, ...). Unparseable
+/// trees count as calling them.
+pub fn calls_any(trees: Option<&[Json]>, names: &[&str]) -> bool {
+    fn visit(node: &Json, names: &[&str]) -> bool {
+        if let Some(("Call", call)) = only_entry(node) {
+            if let Some((root, path)) = call.get("fcn").and_then(static_ref) {
+                let name = std::iter::once(root)
+                    .chain(path)
+                    .collect::<Vec<_>>()
+                    .join(".");
+                if names.contains(&name.as_str()) {
+                    return true;
+                }
+            }
+        }
+        match node {
+            Json::Object(fields) => fields.values().any(|child| visit(child, names)),
+            Json::Array(items) => items.iter().any(|child| visit(child, names)),
+            _ => false,
+        }
+    }
+    trees.is_none_or(|trees| trees.iter().any(|tree| visit(tree, names)))
+}
+
+fn digest_json(value: &Json, digest: &mut Context) {
+    match value {
+        Json::Null => digest.update(b"n"),
+        Json::Bool(true) => digest.update(b"t"),
+        Json::Bool(false) => digest.update(b"f"),
+        Json::Number(n) => digest_text(b'#', &n.to_string(), digest),
+        Json::String(s) => digest_text(b's', s, digest),
+        Json::Array(items) => {
+            digest.update(b"[");
+            items.iter().for_each(|item| digest_json(item, digest));
+            digest.update(b"]");
+        }
+        Json::Object(fields) => {
+            digest.update(b"{");
+            for (key, value) in fields {
+                digest_text(b's', key, digest);
+                digest_json(value, digest);
+            }
+            digest.update(b"}");
+        }
+    }
+}
+
+fn digest_text(tag: u8, text: &str, digest: &mut Context) {
+    digest.update(&[tag]);
+    digest.update(&(text.len() as u64).to_le_bytes());
+    digest.update(text.as_bytes());
 }
 
 /// Records every use of `input` under `node`. A reference made only of names and string
@@ -168,7 +267,7 @@ mod tests {
         engine
             .add_policy("p.rego".to_string(), rego.to_string())
             .expect("compiles");
-        Reads::of(&engine)
+        Reads::of(syntax_trees(&engine).as_deref())
     }
 
     fn fields(entries: &[(&str, Reads)]) -> Reads {
@@ -268,6 +367,10 @@ deny contains "x" if {
         let set = PolicySet::load(&root.join("policies"), &Arc::new(TrustRoot::default()))
             .expect("shipped policies load");
         assert!(!matches!(set.reads, Reads::All), "{:?}", set.reads);
+        assert!(
+            set.decisions.is_some(),
+            "the shipped policies' findings can be remembered"
+        );
         let images = json!([
             {"container": "a", "kind": "container", "reference": "nginx", "registry": "index.docker.io",
              "repository": "library/nginx", "tag": "latest", "pinned": false, "normalized": "index.docker.io/library/nginx:latest",

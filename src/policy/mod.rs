@@ -3,11 +3,12 @@
 //! Owns the `deny` / `warn` / `violation` conventions; not the HTTP side or reloads.
 
 mod input;
+mod memo;
 mod sources;
 mod store;
 pub mod testing;
 
-pub use input::{rego_value, Reads};
+pub use input::{rego_value, Key, Reads};
 pub use sources::{PolicySources, SourceFile};
 pub use store::{PolicyStatus, PolicyStore, ReloadOutcome};
 
@@ -88,6 +89,8 @@ pub struct PolicySet {
     pub image_policies: Vec<ImagePolicy>,
     /// What the policies read of `input`; the rest is not converted for them.
     pub reads: Reads,
+    /// Findings by input digest; none when the set calls a builtin whose answers change.
+    decisions: Option<Arc<memo::Decisions>>,
 }
 
 impl PolicySet {
@@ -114,14 +117,43 @@ impl PolicySet {
             .eval_bool_query("true".to_string(), false)
             .map_err(|e| PolicyError::Compile(e.to_string()))?;
         let files = sources.rego.iter().map(|f| f.path.clone()).collect();
-        let reads = Reads::of(&engine);
+        let trees = input::syntax_trees(&engine);
+        let reads = Reads::of(trees.as_deref());
+        // Findings are remembered only if an input can come twice (it cannot when it holds
+        // the request's uid) and the same input always gets the same findings.
+        let unique = reads
+            .field("request")
+            .and_then(|r| r.field("uid"))
+            .is_some();
+        let stable = !input::calls_any(trees.as_deref(), &memo::UNSTABLE_BUILTINS);
+        let decisions = (stable && !unique).then(Arc::default);
         Ok(Self {
             engine,
             targets,
             files,
             image_policies,
             reads,
+            decisions,
         })
+    }
+
+    /// The input for one review from its top-level `fields` (the review's, then `images`),
+    /// holding only what the policies read, and the key its findings are remembered under
+    /// (none when this set's answers may change between calls).
+    pub fn input(&self, fields: &[(&str, &serde_json::Value)]) -> (Value, Option<Key>) {
+        input::build(&self.reads, fields, self.decisions.is_some())
+    }
+
+    /// The findings of an earlier evaluation of the input with this key.
+    pub fn recall(&self, key: &Key) -> Option<Vec<Finding>> {
+        self.decisions.as_ref()?.recall(key)
+    }
+
+    /// Remembers the findings of a finished evaluation.
+    pub fn remember(&self, key: Key, findings: &[Finding]) {
+        if let Some(decisions) = &self.decisions {
+            decisions.remember(key, findings);
+        }
     }
 
     /// Evaluates every `deny`, `violation` and `warn` rule for `input` within `limit`.

@@ -174,3 +174,71 @@ fn runtime_errors_become_policy_error_denials() {
         .expect_err("fails");
     assert_eq!(err.into_finding().code, ReasonCode::PolicyError);
 }
+
+fn review(uid: &str, namespace: &str, image: &str) -> (serde_json::Value, serde_json::Value) {
+    let raw = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": uid, "namespace": namespace, "name": format!("web-{uid}"),
+            "object": {"metadata": {"name": format!("web-{uid}")}, "spec": {"containers": [{"name": "app", "image": image}]}}}});
+    let images = serde_json::json!([{"container": "app", "reference": image}]);
+    (raw, images)
+}
+
+fn key_of(set: &PolicySet, (raw, images): &(serde_json::Value, serde_json::Value)) -> Option<Key> {
+    let mut fields: Vec<(&str, &serde_json::Value)> = raw
+        .as_object()
+        .expect("object")
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    fields.push(("images", images));
+    set.input(&fields).1
+}
+
+const BY_IMAGE: &str = "package p\ndeny contains sprintf(\"%s in %s\", [i.reference, input.request.namespace]) if {\n  some i in input.images\n  endswith(i.reference, \":latest\")\n}\n";
+
+#[test]
+fn findings_are_remembered_by_what_the_policies_read() {
+    let set =
+        PolicySet::compile_for_test(&sources(&[("p.rego", BY_IMAGE)], &[])).expect("compiles");
+    let first = key_of(&set, &review("1", "team-a", "nginx:latest")).expect("keyed");
+    // Another Pod of the same Deployment: other uid and name, which the policy never reads.
+    assert_eq!(
+        key_of(&set, &review("2", "team-a", "nginx:latest")),
+        Some(first)
+    );
+    for other in [
+        review("1", "team-b", "nginx:latest"),
+        review("1", "team-a", "nginx:1.27"),
+    ] {
+        assert_ne!(key_of(&set, &other), Some(first), "{other:?}");
+    }
+    assert_eq!(set.recall(&first), None);
+    let (input, _) = set.input(&[(
+        "request",
+        &review("1", "team-a", "nginx:latest").0["request"],
+    )]);
+    let findings = set.evaluate(input, SECOND).expect("evaluates");
+    set.remember(first, &findings);
+    assert_eq!(set.recall(&first), Some(findings));
+}
+
+#[test]
+fn findings_are_not_remembered_when_they_could_differ() {
+    for rego in [
+        // An answer that changes with time, chance or the network.
+        "package p\ndeny contains \"old\" if time.now_ns() > 0\n",
+        "package p\ndeny contains \"x\" if rand.intn(\"k\", 10) > 100\n",
+        "package p\ndeny contains uuid.rfc4122(\"k\") if input.images\n",
+        // Inputs that never come twice: the uid, or the whole review, is read.
+        "package p\ndeny contains input.request.uid if false\n",
+        "package p\ndeny contains \"x\" if count(input) > 100\n",
+    ] {
+        let set =
+            PolicySet::compile_for_test(&sources(&[("p.rego", rego)], &[])).expect("compiles");
+        assert_eq!(
+            key_of(&set, &review("1", "team-a", "nginx")),
+            None,
+            "{rego}"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
 use crate::imagepolicy::Mode;
 use crate::images;
 use crate::metrics::Metrics;
-use crate::policy::{EvalError, Key, PolicySet, PolicyStore};
+use crate::policy::{EvalError, PolicySet, PolicyStore};
 use crate::verify::{ImageFacts, Verifier};
 use serde::Serialize;
 use std::sync::Arc;
@@ -196,14 +196,9 @@ impl Reviewer {
         policy: Arc<PolicySet>,
         deadline: Instant,
     ) -> Vec<Finding> {
-        let (input, key) = match rego_input(review, facts, &policy) {
-            Ok(input) => input,
-            Err(e) => {
-                return vec![internal_error(format!(
-                    "building the policy input failed: {e}"
-                ))]
-            }
-        };
+        let empty = serde_json::Map::new();
+        let raw = review.raw.as_object().unwrap_or(&empty);
+        let key = policy.key(raw, &facts);
         if let Some(key) = &key {
             let recalled = policy.recall(key);
             let result = if recalled.is_some() { "hit" } else { "miss" };
@@ -215,6 +210,18 @@ impl Reviewer {
                 return findings;
             }
         }
+        let images = match policy.reads.field("images") {
+            Some(_) => serde_json::to_value(facts),
+            None => Ok(serde_json::Value::Null),
+        };
+        let input = match images {
+            Ok(images) => policy.input(raw, &images),
+            Err(e) => {
+                return vec![internal_error(format!(
+                    "building the policy input failed: {e}"
+                ))]
+            }
+        };
         let remember = |findings: Vec<Finding>| {
             if let Some(key) = key {
                 policy.remember(key, &findings);
@@ -252,29 +259,6 @@ impl Reviewer {
 
 /// How long Rego may run on a request's own thread (see `Reviewer::evaluate_policies`).
 const INLINE_EVALUATION: Duration = Duration::from_millis(2);
-
-/// `input`: the review as received plus `images`, holding only what the policies read,
-/// and the key its findings are remembered under (see `PolicySet::input`).
-fn rego_input(
-    review: &Review,
-    facts: &[ImageFacts],
-    policy: &PolicySet,
-) -> Result<(regorus::Value, Option<Key>), serde_json::Error> {
-    let images = match policy.reads.field("images") {
-        Some(_) => serde_json::to_value(facts)?,
-        None => serde_json::Value::Null,
-    };
-    let mut fields: Vec<(&str, &serde_json::Value)> = match &review.raw {
-        serde_json::Value::Object(raw) => raw
-            .iter()
-            .filter(|(key, _)| *key != "images")
-            .map(|(key, value)| (key.as_str(), value))
-            .collect(),
-        _ => Vec::new(),
-    };
-    fields.push(("images", &images));
-    Ok(policy.input(&fields))
-}
 
 fn internal_error(detail: String) -> Finding {
     tracing::error!(detail = %detail, "internal error while judging");

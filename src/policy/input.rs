@@ -13,7 +13,8 @@
 
 use regorus::{Engine, Value};
 use ring::digest::Context;
-use serde_json::Value as Json;
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 
 /// SHA-256 of what an input holds (see [`build`]).
@@ -97,24 +98,66 @@ impl Reads {
     }
 }
 
-/// The input of one review from its top-level `fields`, holding what `reads` reads, and,
-/// when `keyed`, the SHA-256 of exactly that (the same fields in the same order always give
-/// the same key; any difference in what is kept gives another).
-pub fn build(reads: &Reads, fields: &[(&str, &Json)], keyed: bool) -> (Value, Option<Key>) {
-    let mut digest = keyed.then(|| Context::new(&ring::digest::SHA256));
+/// The input of one review: the fields of the review as received (except `images`) and
+/// `images`, holding what `reads` reads.
+pub fn build(reads: &Reads, review: &Map<String, Json>, images: &Json) -> Value {
     let mut input = BTreeMap::new();
-    for (key, value) in fields {
-        let Some(reads) = reads.field(key) else {
-            continue;
-        };
-        input.insert(Value::from(*key), reads.select(value));
-        if let Some(digest) = digest.as_mut() {
-            digest_text(b'k', key, digest);
-            reads.digest(value, digest);
+    for (key, value) in fields(review) {
+        if let Some(reads) = reads.field(key) {
+            input.insert(Value::from(key), reads.select(value));
         }
     }
-    let key = digest.and_then(|d| Key::try_from(d.finish().as_ref()).ok());
-    (Value::from(input), key)
+    if let Some(reads) = reads.field("images") {
+        input.insert(Value::from("images"), reads.select(images));
+    }
+    Value::from(input)
+}
+
+/// The SHA-256 of what [`build`] keeps of the same review and images: equal for two reviews
+/// that differ only in what is not read, different for any difference in what is. `images`
+/// is hashed from its JSON form without building it when all of it is read.
+pub fn key(reads: &Reads, review: &Map<String, Json>, images: &impl Serialize) -> Option<Key> {
+    let mut digest = Context::new(&ring::digest::SHA256);
+    for (key, value) in fields(review) {
+        if let Some(reads) = reads.field(key) {
+            digest_text(b'k', key, &mut digest);
+            reads.digest(value, &mut digest);
+        }
+    }
+    match reads.field("images") {
+        Some(Reads::All) => {
+            digest_text(b'k', "images", &mut digest);
+            digest.update(b"J");
+            serde_json::to_writer(DigestWriter(&mut digest), images).ok()?;
+        }
+        Some(reads) => {
+            digest_text(b'k', "images", &mut digest);
+            reads.digest(&serde_json::to_value(images).ok()?, &mut digest);
+        }
+        None => {}
+    }
+    Key::try_from(digest.finish().as_ref()).ok()
+}
+
+/// The review's own fields: `images` is verdict's.
+fn fields(review: &Map<String, Json>) -> impl Iterator<Item = (&str, &Json)> {
+    review
+        .iter()
+        .filter(|(key, _)| *key != "images")
+        .map(|(key, value)| (key.as_str(), value))
+}
+
+struct DigestWriter<'a>(&'a mut Context);
+
+impl std::io::Write for DigestWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The syntax tree of every module of `engine` (regorus' AST as JSON), if it can tell.

@@ -17,6 +17,7 @@ use crate::imagepolicy::{self, ImagePolicy};
 use crate::verify::trust::TrustRoot;
 use regorus::{Engine, Value};
 use serde::Deserialize as _;
+use serde_json::Map;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -137,11 +138,25 @@ impl PolicySet {
         })
     }
 
-    /// The input for one review from its top-level `fields` (the review's, then `images`),
-    /// holding only what the policies read, and the key its findings are remembered under
-    /// (none when this set's answers may change between calls).
-    pub fn input(&self, fields: &[(&str, &serde_json::Value)]) -> (Value, Option<Key>) {
-        input::build(&self.reads, fields, self.decisions.is_some())
+    /// The input for one review: the review as received plus `images`, holding only what the
+    /// policies read.
+    pub fn input(
+        &self,
+        review: &Map<String, serde_json::Value>,
+        images: &serde_json::Value,
+    ) -> Value {
+        input::build(&self.reads, review, images)
+    }
+
+    /// The key the findings for this review and images are remembered under; none when this
+    /// set's answers may change between calls.
+    pub fn key(
+        &self,
+        review: &Map<String, serde_json::Value>,
+        images: &impl serde::Serialize,
+    ) -> Option<Key> {
+        self.decisions.as_ref()?;
+        input::key(&self.reads, review, images)
     }
 
     /// The findings of an earlier evaluation of the input with this key.

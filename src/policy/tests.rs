@@ -184,14 +184,7 @@ fn review(uid: &str, namespace: &str, image: &str) -> (serde_json::Value, serde_
 }
 
 fn key_of(set: &PolicySet, (raw, images): &(serde_json::Value, serde_json::Value)) -> Option<Key> {
-    let mut fields: Vec<(&str, &serde_json::Value)> = raw
-        .as_object()
-        .expect("object")
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    fields.push(("images", images));
-    set.input(&fields).1
+    set.key(raw.as_object().expect("object"), images)
 }
 
 const BY_IMAGE: &str = "package p\ndeny contains sprintf(\"%s in %s\", [i.reference, input.request.namespace]) if {\n  some i in input.images\n  endswith(i.reference, \":latest\")\n}\n";
@@ -213,11 +206,10 @@ fn findings_are_remembered_by_what_the_policies_read() {
         assert_ne!(key_of(&set, &other), Some(first), "{other:?}");
     }
     assert_eq!(set.recall(&first), None);
-    let (input, _) = set.input(&[(
-        "request",
-        &review("1", "team-a", "nginx:latest").0["request"],
-    )]);
+    let (raw, images) = review("1", "team-a", "nginx:latest");
+    let input = set.input(raw.as_object().expect("object"), &images);
     let findings = set.evaluate(input, SECOND).expect("evaluates");
+    assert_eq!(findings[0].message, "nginx:latest in team-a");
     set.remember(first, &findings);
     assert_eq!(set.recall(&first), Some(findings));
 }

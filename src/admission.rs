@@ -6,7 +6,7 @@ use crate::decision::{Findings, ReasonCode, Severity};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::core::{DynamicObject, Status, TypeMeta};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
@@ -112,22 +112,13 @@ pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
     let subject = subject_of(request);
     // kube's types read the envelope (uid, kind, operation, userInfo, ...); the objects stay
     // raw JSON for the policies, so a field verdict does not judge cannot make it refuse.
-    let envelope = json!({
-        "apiVersion": api_version,
-        "kind": "AdmissionReview",
-        "request": request
-            .as_object()
-            .map(|fields| {
-                fields
-                    .iter()
-                    .filter(|(key, _)| *key != "object" && *key != "oldObject")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<serde_json::Map<_, _>>()
-            })
-            .unwrap_or_default(),
-    });
-    let review = match AdmissionReview::<DynamicObject>::deserialize(&envelope) {
-        Ok(review) => review,
+    // They are set aside while the envelope is read, not copied.
+    let mut raw = raw;
+    let objects = take_objects(&mut raw);
+    let request = AdmissionRequest::<DynamicObject>::deserialize(&raw["request"]);
+    put_back_objects(&mut raw, objects);
+    let mut request = match request {
+        Ok(request) => request,
         Err(e) => {
             return refuse(
                 subject,
@@ -135,24 +126,43 @@ pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
             )
         }
     };
-    if !request["object"].is_object() {
-        return refuse(
+    request.types = types;
+    if !raw["request"]["object"].is_object() {
+        return Ok(Decoded::Refuse {
+            types: request.types,
             subject,
-            "request.object is missing or null; verdict judges the object being admitted and cannot \
-             judge what it cannot see (register the webhook for CREATE and UPDATE only)",
-        );
+            problem: "request.object is missing or null; verdict judges the object being admitted \
+                      and cannot judge what it cannot see (register the webhook for CREATE and \
+                      UPDATE only)"
+                .to_string(),
+        });
     }
-    let Ok(request) = review.try_into() else {
-        return refuse(
-            subject,
-            "the AdmissionReview has no request, so there is nothing to judge",
-        );
-    };
     Ok(Decoded::Judge(Box::new(Review {
         raw,
         request,
         subject,
     })))
+}
+
+const OBJECTS: [&str; 2] = ["object", "oldObject"];
+
+/// `request.object` and `request.oldObject`, taken out of `raw`.
+fn take_objects(raw: &mut Value) -> [Option<Value>; 2] {
+    let request = raw.get_mut("request").and_then(Value::as_object_mut);
+    match request {
+        Some(request) => OBJECTS.map(|key| request.remove(key)),
+        None => [None, None],
+    }
+}
+
+fn put_back_objects(raw: &mut Value, objects: [Option<Value>; 2]) {
+    if let Some(request) = raw.get_mut("request").and_then(Value::as_object_mut) {
+        for (key, object) in OBJECTS.into_iter().zip(objects) {
+            if let Some(object) = object {
+                request.insert(key.to_string(), object);
+            }
+        }
+    }
 }
 
 fn subject_of(request: &Value) -> Subject {
@@ -270,6 +280,7 @@ fn parse_go_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn review(api_version: &str, request: Value) -> Value {
         json!({"apiVersion": api_version, "kind": "AdmissionReview", "request": request})

@@ -128,7 +128,11 @@ pub fn key(reads: &Reads, review: &Map<String, Json>, images: &impl Serialize) -
         Some(Reads::All) => {
             digest_text(b'k', "images", &mut digest);
             digest.update(b"J");
-            serde_json::to_writer(DigestWriter(&mut digest), images).ok()?;
+            // Through a buffer: serde_json writes in many small pieces.
+            let mut text = std::io::BufWriter::with_capacity(4096, DigestWriter(&mut digest));
+            serde_json::to_writer(&mut text, images).ok()?;
+            std::io::Write::flush(&mut text).ok()?;
+            drop(text);
         }
         Some(reads) => {
             digest_text(b'k', "images", &mut digest);

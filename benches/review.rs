@@ -1,5 +1,6 @@
 //! In-process benchmarks of the judging path.
-//! - `review/*`: one full review (decode -> images -> Rego with the shipped policies -> response).
+//! - `review/*`: one full review (decode -> images -> Rego with the shipped policies -> response),
+//!   of the same review again (findings remembered) and `*_evaluated` (a new namespace each time).
 //! - `verified/three_images_cache_hit`: a Pod of three signed images already verified.
 //! - cold verification against a local docker-registry: time per image and registry requests
 //!   per image, printed after the criterion groups.
@@ -9,7 +10,7 @@
 mod registry;
 mod support;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use registry::{payload, TestKey, TestRegistry};
 use sigstore::crypto::SigningScheme;
 use std::path::{Path, PathBuf};
@@ -72,8 +73,24 @@ fn full_review(c: &mut Criterion) {
         ("pod_2_images_denied_v1beta1", "0009-Pod-CREATE.json"),
     ] {
         let body = std::fs::read(fixtures.join(file)).unwrap();
+        // The same review again: the policies' findings are remembered.
         group.bench_function(name, |b| {
             b.iter(|| runtime.block_on(judge(&reviewer, &body)))
+        });
+        // A namespace never seen before each time: Rego evaluates every review.
+        let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let mut fresh = 0u64;
+        group.bench_function(format!("{name}_evaluated"), |b| {
+            b.iter_batched(
+                || {
+                    fresh += 1;
+                    let mut review = review.clone();
+                    review["request"]["namespace"] = format!("ns-{fresh}").into();
+                    serde_json::to_vec(&review).unwrap()
+                },
+                |body| runtime.block_on(judge(&reviewer, &body)),
+                BatchSize::SmallInput,
+            )
         });
     }
     group.finish();

@@ -2,8 +2,8 @@
 //!
 //! Converting a review into regorus values is a large share of the cost of a review that
 //! Rego allows (a Pod of a real cluster is 5-15 KB of JSON, `managedFields` and all). When
-//! loading a policy set, every use of `input` in its syntax trees is found; where all of them
-//! are static paths (`input.request.namespace`, `input.images`, `input["request"].object`),
+//! loading a policy set, every use of `input` in its syntax trees is found (`syntax.rs`);
+//! where all of them are static paths (`input.request.namespace`, `input.images`, `input["request"].object`),
 //! only those subtrees are converted. Any other use (`input` as a value, `walk(input, ...)`,
 //! `with input as ...`, a variable or number as the first key) means the whole document.
 //! What a policy cannot name, it cannot observe, so the decision is the same.
@@ -11,7 +11,7 @@
 //! The same walk gives the digest of exactly what was kept, under which a policy set whose
 //! answers cannot change between calls remembers its findings (see `PolicySet::recall`).
 
-use regorus::{Engine, Value};
+use regorus::Value;
 use ring::digest::Context;
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
@@ -30,17 +30,6 @@ pub enum Reads {
 }
 
 impl Reads {
-    /// What `trees` (regorus' syntax trees, see [`syntax_trees`]) read of `input`; without
-    /// them, everything.
-    pub fn of(trees: Option<&[Json]>) -> Self {
-        let Some(trees) = trees else {
-            return Self::All;
-        };
-        let mut reads = Self::Fields(BTreeMap::new());
-        trees.iter().for_each(|tree| visit(tree, &mut reads));
-        reads
-    }
-
     /// What is read of field `key`, if anything.
     pub fn field(&self, key: &str) -> Option<&Self> {
         match self {
@@ -84,7 +73,7 @@ impl Reads {
         }
     }
 
-    fn add(&mut self, path: &[&str]) {
+    pub(super) fn add(&mut self, path: &[&str]) {
         let Self::Fields(fields) = self else {
             return;
         };
@@ -164,38 +153,6 @@ impl std::io::Write for DigestWriter<'_> {
     }
 }
 
-/// The syntax tree of every module of `engine` (regorus' AST as JSON), if it can tell.
-pub fn syntax_trees(engine: &Engine) -> Option<Vec<Json>> {
-    let Json::Array(modules) = serde_json::from_str(&engine.get_ast_as_json().ok()?).ok()? else {
-        return None;
-    };
-    modules.into_iter().map(|m| m.get("ast").cloned()).collect()
-}
-
-/// Whether `trees` call any function named in `names` (`time.now_ns`, ...). Unparseable
-/// trees count as calling them.
-pub fn calls_any(trees: Option<&[Json]>, names: &[&str]) -> bool {
-    fn visit(node: &Json, names: &[&str]) -> bool {
-        if let Some(("Call", call)) = only_entry(node) {
-            if let Some((root, path)) = call.get("fcn").and_then(static_ref) {
-                let name = std::iter::once(root)
-                    .chain(path)
-                    .collect::<Vec<_>>()
-                    .join(".");
-                if names.contains(&name.as_str()) {
-                    return true;
-                }
-            }
-        }
-        match node {
-            Json::Object(fields) => fields.values().any(|child| visit(child, names)),
-            Json::Array(items) => items.iter().any(|child| visit(child, names)),
-            _ => false,
-        }
-    }
-    trees.is_none_or(|trees| trees.iter().any(|tree| visit(tree, names)))
-}
-
 fn digest_json(value: &Json, digest: &mut Context) {
     match value {
         Json::Null => digest.update(b"n"),
@@ -223,57 +180,6 @@ fn digest_text(tag: u8, text: &str, digest: &mut Context) {
     digest.update(&[tag]);
     digest.update(&(text.len() as u64).to_le_bytes());
     digest.update(text.as_bytes());
-}
-
-/// Records every use of `input` under `node`. A reference made only of names and string
-/// keys is recorded as its path; anything else is searched further, so a bare `input`
-/// inside it is recorded as reading everything.
-fn visit(node: &Json, reads: &mut Reads) {
-    if let Some((root, path)) = static_ref(node) {
-        if root == "input" {
-            reads.add(&path);
-        }
-        return;
-    }
-    match node {
-        Json::Object(fields) => fields.values().for_each(|child| visit(child, reads)),
-        Json::Array(items) => items.iter().for_each(|child| visit(child, reads)),
-        _ => {}
-    }
-}
-
-/// `x`, `x.a`, `x["a"].b`: the root variable and the path, for a reference whose every key
-/// is a literal string. In regorus' AST: `{"Var": {"value": ..}}`,
-/// `{"RefDot": {"refr": .., "field": [span, name]}}`, `{"RefBrack": {"refr": .., "index": ..}}`.
-fn static_ref(node: &Json) -> Option<(&str, Vec<&str>)> {
-    let (kind, inner) = only_entry(node)?;
-    match kind {
-        "Var" => Some((inner.get("value")?.as_str()?, Vec::new())),
-        "RefDot" => {
-            let (root, mut path) = static_ref(inner.get("refr")?)?;
-            path.push(inner.get("field")?.get(1)?.as_str()?);
-            Some((root, path))
-        }
-        "RefBrack" => {
-            let (root, mut path) = static_ref(inner.get("refr")?)?;
-            let (index_kind, index) = only_entry(inner.get("index")?)?;
-            if index_kind != "String" && index_kind != "RawString" {
-                return None;
-            }
-            path.push(index.get("value")?.as_str()?);
-            Some((root, path))
-        }
-        _ => None,
-    }
-}
-
-fn only_entry(node: &Json) -> Option<(&str, &Json)> {
-    match node {
-        Json::Object(fields) if fields.len() == 1 => {
-            fields.iter().next().map(|(k, v)| (k.as_str(), v))
-        }
-        _ => None,
-    }
 }
 
 /// The regorus value of a JSON value, as `regorus::Value::from(value.clone())` gives it,
@@ -314,7 +220,7 @@ mod tests {
         engine
             .add_policy("p.rego".to_string(), rego.to_string())
             .expect("compiles");
-        Reads::of(syntax_trees(&engine).as_deref())
+        crate::policy::syntax::analyze(&engine).map_or(Reads::All, |s| s.reads)
     }
 
     fn fields(entries: &[(&str, Reads)]) -> Reads {

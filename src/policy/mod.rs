@@ -6,6 +6,7 @@ mod input;
 mod memo;
 mod sources;
 mod store;
+mod syntax;
 pub mod testing;
 
 pub use input::{rego_value, Key, Reads};
@@ -118,15 +119,19 @@ impl PolicySet {
             .eval_bool_query("true".to_string(), false)
             .map_err(|e| PolicyError::Compile(e.to_string()))?;
         let files = sources.rego.iter().map(|f| f.path.clone()).collect();
-        let trees = input::syntax_trees(&engine);
-        let reads = Reads::of(trees.as_deref());
+        let syntax = syntax::analyze(&engine);
+        let reads = syntax.as_ref().map_or(Reads::All, |s| s.reads.clone());
         // Findings are remembered only if an input can come twice (it cannot when it holds
         // the request's uid) and the same input always gets the same findings.
         let unique = reads
             .field("request")
             .and_then(|r| r.field("uid"))
             .is_some();
-        let stable = !input::calls_any(trees.as_deref(), &memo::UNSTABLE_BUILTINS);
+        let stable = syntax.is_some_and(|s| {
+            !memo::UNSTABLE_BUILTINS
+                .iter()
+                .any(|name| s.calls.contains(*name))
+        });
         let decisions = (stable && !unique).then(Arc::default);
         Ok(Self {
             engine,

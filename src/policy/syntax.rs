@@ -1,0 +1,229 @@
+//! What a policy set's syntax trees say: which paths of `input` its rules read and which
+//! functions they call. Read from regorus' syntax trees (its AST as JSON) while that JSON is
+//! parsed, without building the tree: the tree of a large policy set would take tens of MB.
+//!
+//! A reference made only of names and string keys (`input.request["object"].spec`) reads its
+//! path. Any other use of `input` (as a value, as an index, under a variable key, in `with`)
+//! reads all of it.
+
+use super::input::Reads;
+use regorus::Engine;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// What the analysis found.
+#[derive(Debug)]
+pub struct Syntax {
+    pub reads: Reads,
+    /// Dotted names of every function called, e.g. `time.now_ns`, `lib.describe`.
+    pub calls: BTreeSet<String>,
+}
+
+/// The analysis of every module of `engine`; none when its syntax trees cannot be read.
+pub fn analyze(engine: &Engine) -> Option<Syntax> {
+    let json = engine.get_ast_as_json().ok()?;
+    let mut found = Syntax {
+        reads: Reads::Fields(BTreeMap::new()),
+        calls: BTreeSet::new(),
+    };
+    let mut parser = serde_json::Deserializer::from_str(&json);
+    let node = NodeSeed(&mut found).deserialize(&mut parser).ok()?;
+    parser.end().ok()?;
+    found.finish(node);
+    Some(found)
+}
+
+/// One node of the tree, as far as the analysis cares.
+enum Node {
+    /// `root.a["b"].c`: a variable and a path of names and string keys.
+    Ref(String, Vec<String>),
+    /// A string literal.
+    Text(String),
+    Other,
+}
+
+impl Syntax {
+    /// `node` is used as a value (not extended into a longer reference): a reference rooted at
+    /// `input` reads its path.
+    fn finish(&mut self, node: Node) {
+        if let Node::Ref(root, path) = node {
+            if root == "input" {
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                self.reads.add(&path);
+            }
+        }
+    }
+}
+
+/// Any node: an object whose only key is `Var`, `RefDot`, `RefBrack`, `Call`, `String` or
+/// `RawString` is that expression; everything else is searched.
+struct NodeSeed<'a>(&'a mut Syntax);
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
+    type Value = Node;
+    fn deserialize<D: Deserializer<'de>>(self, parser: D) -> Result<Node, D::Error> {
+        parser.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NodeSeed<'_> {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a regorus syntax tree")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Node, A::Error> {
+        while let Some(node) = items.next_element_seed(NodeSeed(self.0))? {
+            self.0.finish(node);
+        }
+        Ok(Node::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Node, A::Error> {
+        let Some(key) = fields.next_key::<String>()? else {
+            return Ok(Node::Other);
+        };
+        let found = self.0;
+        let node = match key.as_str() {
+            "Var" => fields.next_value_seed(Parts {
+                found,
+                kind: Kind::Var,
+            })?,
+            "RefDot" => fields.next_value_seed(Parts {
+                found,
+                kind: Kind::Dot,
+            })?,
+            "RefBrack" => fields.next_value_seed(Parts {
+                found,
+                kind: Kind::Brack,
+            })?,
+            "Call" => fields.next_value_seed(Parts {
+                found,
+                kind: Kind::Call,
+            })?,
+            "String" | "RawString" => fields.next_value_seed(Parts {
+                found,
+                kind: Kind::Text,
+            })?,
+            _ => {
+                let node = fields.next_value_seed(NodeSeed(found))?;
+                found.finish(node);
+                Node::Other
+            }
+        };
+        let mut only = true;
+        while fields.next_key::<IgnoredAny>()?.is_some() {
+            only = false;
+            let other = fields.next_value_seed(NodeSeed(found))?;
+            found.finish(other);
+        }
+        if only {
+            return Ok(node);
+        }
+        found.finish(node);
+        Ok(Node::Other)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Var,
+    Dot,
+    Brack,
+    Call,
+    Text,
+}
+
+/// The fields of one expression of `kind`: `{"span", "value"}` (Var, String),
+/// `{"refr", "field": [span, name]}` (RefDot), `{"refr", "index"}` (RefBrack),
+/// `{"fcn", "params"}` (Call).
+struct Parts<'a> {
+    found: &'a mut Syntax,
+    kind: Kind,
+}
+
+impl<'de> DeserializeSeed<'de> for Parts<'_> {
+    type Value = Node;
+    fn deserialize<D: Deserializer<'de>>(self, parser: D) -> Result<Node, D::Error> {
+        parser.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Parts<'_> {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the fields of an expression")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Node, A::Error> {
+        let found = self.found;
+        let (mut refr, mut inner, mut value, mut name) = (None, None, None, None);
+        while let Some(key) = fields.next_key::<String>()? {
+            match key.as_str() {
+                "value" => {
+                    value = fields
+                        .next_value::<serde_json::Value>()?
+                        .as_str()
+                        .map(String::from)
+                }
+                "field" => {
+                    let field = fields.next_value::<serde_json::Value>()?;
+                    name = field.get(1).and_then(|n| n.as_str()).map(String::from);
+                }
+                "refr" | "fcn" => refr = Some(fields.next_value_seed(NodeSeed(found))?),
+                "index" => inner = Some(fields.next_value_seed(NodeSeed(found))?),
+                _ => {
+                    let other = fields.next_value_seed(NodeSeed(found))?;
+                    found.finish(other);
+                }
+            }
+        }
+        let node = match (self.kind, refr, inner) {
+            (Kind::Var, _, _) => value.map_or(Node::Other, |v| Node::Ref(v, Vec::new())),
+            (Kind::Text, _, _) => value.map_or(Node::Other, Node::Text),
+            (Kind::Dot, Some(Node::Ref(root, mut path)), _) if name.is_some() => {
+                path.extend(name);
+                Node::Ref(root, path)
+            }
+            (Kind::Brack, Some(Node::Ref(root, mut path)), Some(Node::Text(key))) => {
+                path.push(key);
+                Node::Ref(root, path)
+            }
+            (Kind::Call, refr, inner) => {
+                if let Some(Node::Ref(root, path)) = &refr {
+                    let name = std::iter::once(root).chain(path).cloned();
+                    found.calls.insert(name.collect::<Vec<_>>().join("."));
+                }
+                refr.into_iter().chain(inner).for_each(|n| found.finish(n));
+                Node::Other
+            }
+            (_, refr, inner) => {
+                refr.into_iter().chain(inner).for_each(|n| found.finish(n));
+                Node::Other
+            }
+        };
+        Ok(node)
+    }
+}

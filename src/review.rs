@@ -184,11 +184,13 @@ impl Reviewer {
         Verdict::from_parts(messages, facts, timings)
     }
 
-    /// Runs Rego within its time limit. Most evaluations take well under a millisecond, less
-    /// than handing them to another thread costs (two thread wake-ups), so each starts right
-    /// here. One that needs more than `INLINE_EVALUATION` is stopped and started again on the
-    /// blocking pool (bounded in concurrency), where it cannot hold up other requests: a
-    /// review that is slow to judge never delays one that is quick.
+    /// The findings of the policies for this review: remembered ones when the policy set has
+    /// judged the same input before (see `PolicySet::recall`), else Rego within its time
+    /// limit. Most evaluations take well under a millisecond, less than handing them to
+    /// another thread costs (two thread wake-ups), so each starts right here. One that needs
+    /// more than `INLINE_EVALUATION` is stopped and started again on the blocking pool
+    /// (bounded in concurrency), where it cannot hold up other requests: a review that is
+    /// slow to judge never delays one that is quick.
     async fn evaluate_policies(
         &self,
         review: &Review,

@@ -14,7 +14,7 @@ use sigstore::crypto::SigningScheme;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{bench_policies, client, drive, pod, rss_kib, start_verdict, Bodies};
+use support::{bench_policies, client, drive, pod, rss_kib, sample, start_verdict, Bodies};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -164,15 +164,10 @@ async fn soak() -> bool {
         .collect();
     println!("soak: RSS every 10 s: {}", series.join(" "));
 
-    let reloads = server
-        .metric("verdict_policy_reloads_total{result=\"success\"}")
-        .await;
-    let failed_reloads = server
-        .metric("verdict_policy_reloads_total{result=\"failure\"}")
-        .await;
-    let rotations = server
-        .metric("verdict_tls_reloads_total{result=\"success\"}")
-        .await;
+    let metrics = server.metrics().await;
+    let reloads = sample(&metrics, "verdict_policy_reloads_total{result=\"success\"}");
+    let failed_reloads = sample(&metrics, "verdict_policy_reloads_total{result=\"failure\"}");
+    let rotations = sample(&metrics, "verdict_tls_reloads_total{result=\"success\"}");
     let errors = warmup.errors + big.errors + small.errors;
     let wrong = warmup.wrong + big.wrong + small.wrong;
     let sent = warm + main_total;

@@ -126,17 +126,14 @@ pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
             )
         }
     };
-    request.types = types;
     if !raw["request"]["object"].is_object() {
-        return Ok(Decoded::Refuse {
-            types: request.types,
+        return refuse(
             subject,
-            problem: "request.object is missing or null; verdict judges the object being admitted \
-                      and cannot judge what it cannot see (register the webhook for CREATE and \
-                      UPDATE only)"
-                .to_string(),
-        });
+            "request.object is missing or null; verdict judges the object being admitted and cannot \
+             judge what it cannot see (register the webhook for CREATE and UPDATE only)",
+        );
     }
+    request.types = types;
     Ok(Decoded::Judge(Box::new(Review {
         raw,
         request,

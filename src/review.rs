@@ -212,12 +212,8 @@ impl Reviewer {
                 return findings;
             }
         }
-        let images = match policy.reads.field("images") {
-            Some(_) => serde_json::to_value(facts),
-            None => Ok(serde_json::Value::Null),
-        };
-        let input = match images {
-            Ok(images) => policy.input(raw, &images),
+        let input = match policy.input(raw, &facts) {
+            Ok(input) => input,
             Err(e) => {
                 return vec![internal_error(format!(
                     "building the policy input failed: {e}"

@@ -52,14 +52,18 @@ impl Process {
     }
 
     /// The value of one sample of the server's `/metrics` (0 when absent).
-    pub async fn metric(&self, sample: &str) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .find(|l| l.starts_with(sample))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
+    pub async fn metric(&self, name: &str) -> f64 {
+        sample(&self.metrics().await, name)
     }
+}
+
+/// The value of one sample in a `/metrics` text (0 when absent).
+pub fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
 
 /// A harness-less bench's `main`: runs `body` on a multi-threaded runtime under

@@ -55,21 +55,26 @@ impl Reads {
     }
 
     /// Feeds what [`Reads::select`] keeps of `value` to `digest`, in an encoding where
-    /// different values never give the same bytes (every value is tagged, every string and
-    /// number is length-prefixed, every array and object is closed).
-    pub fn digest(&self, value: &Json, digest: &mut Context) {
+    /// different values never give the same bytes: what is read whole is its JSON text
+    /// (self-delimiting, and canonical for JSON whose objects are sorted maps); an object of
+    /// which only some fields are read is `{`, each field's tagged, length-prefixed name and
+    /// value,
+    /// `}` (JSON text that is not an object never starts with `{`). None if a value cannot be
+    /// serialized.
+    pub fn digest(&self, value: &Json, digest: &mut Context) -> Option<()> {
         match (self, value) {
             (Self::Fields(wanted), Json::Object(fields)) => {
                 digest.update(b"{");
                 for (key, reads) in wanted {
                     if let Some(value) = fields.get(key) {
-                        digest_text(b's', key, digest);
-                        reads.digest(value, digest);
+                        digest_name(key, digest);
+                        reads.digest(value, digest)?;
                     }
                 }
                 digest.update(b"}");
+                Some(())
             }
-            _ => digest_json(value, digest),
+            _ => digest_serialized(value, digest),
         }
     }
 
@@ -104,30 +109,21 @@ pub fn build(reads: &Reads, review: &Map<String, Json>, images: &Json) -> Value 
 
 /// The SHA-256 of what [`build`] keeps of the same review and images: equal for two reviews
 /// that differ only in what is not read, different for any difference in what is. `images`
-/// is hashed from its JSON form without building it when all of it is read.
+/// is hashed from its JSON text, without making a JSON value of it, when all of it is read.
 pub fn key(reads: &Reads, review: &Map<String, Json>, images: &impl Serialize) -> Option<Key> {
     let mut digest = Context::new(&ring::digest::SHA256);
     for (key, value) in fields(review) {
         if let Some(reads) = reads.field(key) {
-            digest_text(b'k', key, &mut digest);
-            reads.digest(value, &mut digest);
+            digest_name(key, &mut digest);
+            reads.digest(value, &mut digest)?;
         }
     }
-    match reads.field("images") {
-        Some(Reads::All) => {
-            digest_text(b'k', "images", &mut digest);
-            digest.update(b"J");
-            // Through a buffer: serde_json writes in many small pieces.
-            let mut text = std::io::BufWriter::with_capacity(4096, DigestWriter(&mut digest));
-            serde_json::to_writer(&mut text, images).ok()?;
-            std::io::Write::flush(&mut text).ok()?;
-            drop(text);
+    if let Some(reads) = reads.field("images") {
+        digest_name("images", &mut digest);
+        match reads {
+            Reads::All => digest_serialized(images, &mut digest)?,
+            Reads::Fields(_) => reads.digest(&serde_json::to_value(images).ok()?, &mut digest)?,
         }
-        Some(reads) => {
-            digest_text(b'k', "images", &mut digest);
-            reads.digest(&serde_json::to_value(images).ok()?, &mut digest);
-        }
-        None => {}
     }
     Key::try_from(digest.finish().as_ref()).ok()
 }
@@ -138,6 +134,22 @@ fn fields(review: &Map<String, Json>) -> impl Iterator<Item = (&str, &Json)> {
         .iter()
         .filter(|(key, _)| *key != "images")
         .map(|(key, value)| (key.as_str(), value))
+}
+
+/// Feeds the JSON text of `value` to `digest`, through a buffer (serde_json writes in many
+/// small pieces). None if it cannot be serialized.
+fn digest_serialized(value: &impl Serialize, digest: &mut Context) -> Option<()> {
+    let mut text = std::io::BufWriter::with_capacity(4096, DigestWriter(digest));
+    serde_json::to_writer(&mut text, value).ok()?;
+    std::io::Write::flush(&mut text).ok()
+}
+
+/// A field name: tagged (so it never reads as the `}` that closes an object) and
+/// length-prefixed.
+fn digest_name(name: &str, digest: &mut Context) {
+    digest.update(b"k");
+    digest.update(&(name.len() as u64).to_le_bytes());
+    digest.update(name.as_bytes());
 }
 
 struct DigestWriter<'a>(&'a mut Context);
@@ -153,38 +165,9 @@ impl std::io::Write for DigestWriter<'_> {
     }
 }
 
-fn digest_json(value: &Json, digest: &mut Context) {
-    match value {
-        Json::Null => digest.update(b"n"),
-        Json::Bool(true) => digest.update(b"t"),
-        Json::Bool(false) => digest.update(b"f"),
-        Json::Number(n) => digest_text(b'#', &n.to_string(), digest),
-        Json::String(s) => digest_text(b's', s, digest),
-        Json::Array(items) => {
-            digest.update(b"[");
-            items.iter().for_each(|item| digest_json(item, digest));
-            digest.update(b"]");
-        }
-        Json::Object(fields) => {
-            digest.update(b"{");
-            for (key, value) in fields {
-                digest_text(b's', key, digest);
-                digest_json(value, digest);
-            }
-            digest.update(b"}");
-        }
-    }
-}
-
-fn digest_text(tag: u8, text: &str, digest: &mut Context) {
-    digest.update(&[tag]);
-    digest.update(&(text.len() as u64).to_le_bytes());
-    digest.update(text.as_bytes());
-}
-
 /// The regorus value of a JSON value, as `regorus::Value::from(value.clone())` gives it,
 /// without the clone.
-pub fn rego_value(value: &Json) -> Value {
+fn rego_value(value: &Json) -> Value {
     match value {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Bool(*b),

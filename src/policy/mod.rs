@@ -9,7 +9,8 @@ mod store;
 mod syntax;
 pub mod testing;
 
-pub use input::{rego_value, Key, Reads};
+pub use input::Key;
+use input::Reads;
 pub use sources::{PolicySources, SourceFile};
 pub use store::{PolicyStatus, PolicyStore, ReloadOutcome};
 
@@ -90,7 +91,7 @@ pub struct PolicySet {
     /// Which images need signatures, and whose.
     pub image_policies: Vec<ImagePolicy>,
     /// What the policies read of `input`; the rest is not converted for them.
-    pub reads: Reads,
+    reads: Reads,
     /// Findings by input digest; none when the set calls a builtin whose answers change.
     decisions: Option<Arc<memo::Decisions>>,
 }
@@ -119,19 +120,20 @@ impl PolicySet {
             .eval_bool_query("true".to_string(), false)
             .map_err(|e| PolicyError::Compile(e.to_string()))?;
         let files = sources.rego.iter().map(|f| f.path.clone()).collect();
-        let syntax = syntax::analyze(&engine);
-        let reads = syntax.as_ref().map_or(Reads::All, |s| s.reads.clone());
+        let (reads, stable) = match syntax::analyze(&engine) {
+            Some(syntax) => {
+                let calls = |name: &&str| syntax.calls.contains(*name);
+                let stable = !memo::UNSTABLE_BUILTINS.iter().any(calls);
+                (syntax.reads, stable)
+            }
+            None => (Reads::All, false),
+        };
         // Findings are remembered only if an input can come twice (it cannot when it holds
         // the request's uid) and the same input always gets the same findings.
         let unique = reads
             .field("request")
             .and_then(|r| r.field("uid"))
             .is_some();
-        let stable = syntax.is_some_and(|s| {
-            !memo::UNSTABLE_BUILTINS
-                .iter()
-                .any(|name| s.calls.contains(*name))
-        });
         let decisions = (stable && !unique).then(Arc::default);
         Ok(Self {
             engine,
@@ -144,13 +146,17 @@ impl PolicySet {
     }
 
     /// The input for one review: the review as received plus `images`, holding only what the
-    /// policies read.
+    /// policies read (`images` is not even serialized when they do not read it).
     pub fn input(
         &self,
         review: &Map<String, serde_json::Value>,
-        images: &serde_json::Value,
-    ) -> Value {
-        input::build(&self.reads, review, images)
+        images: &impl serde::Serialize,
+    ) -> Result<Value, serde_json::Error> {
+        let images = match self.reads.field("images") {
+            Some(_) => serde_json::to_value(images)?,
+            None => serde_json::Value::Null,
+        };
+        Ok(input::build(&self.reads, review, &images))
     }
 
     /// The key the findings for this review and images are remembered under; none when this

@@ -105,28 +105,17 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
             return Ok(Node::Other);
         };
         let found = self.0;
-        let node = match key.as_str() {
-            "Var" => fields.next_value_seed(Parts {
-                found,
-                kind: Kind::Var,
-            })?,
-            "RefDot" => fields.next_value_seed(Parts {
-                found,
-                kind: Kind::Dot,
-            })?,
-            "RefBrack" => fields.next_value_seed(Parts {
-                found,
-                kind: Kind::Brack,
-            })?,
-            "Call" => fields.next_value_seed(Parts {
-                found,
-                kind: Kind::Call,
-            })?,
-            "String" | "RawString" => fields.next_value_seed(Parts {
-                found,
-                kind: Kind::Text,
-            })?,
-            _ => {
+        let kind = match key.as_str() {
+            "Var" => Some(Kind::Var),
+            "RefDot" => Some(Kind::Dot),
+            "RefBrack" => Some(Kind::Brack),
+            "Call" => Some(Kind::Call),
+            "String" | "RawString" => Some(Kind::Text),
+            _ => None,
+        };
+        let node = match kind {
+            Some(kind) => fields.next_value_seed(Parts { found, kind })?,
+            None => {
                 let node = fields.next_value_seed(NodeSeed(found))?;
                 found.finish(node);
                 Node::Other

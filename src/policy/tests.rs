@@ -207,7 +207,9 @@ fn findings_are_remembered_by_what_the_policies_read() {
     }
     assert_eq!(set.recall(&first), None);
     let (raw, images) = review("1", "team-a", "nginx:latest");
-    let input = set.input(raw.as_object().expect("object"), &images);
+    let input = set
+        .input(raw.as_object().expect("object"), &images)
+        .expect("input");
     let findings = set.evaluate(input, SECOND).expect("evaluates");
     assert_eq!(findings[0].message, "nginx:latest in team-a");
     set.remember(first, &findings);

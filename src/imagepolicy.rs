@@ -119,8 +119,9 @@ pub struct ImagePolicy {
     pub authorities: Vec<Authority>,
     pub mode: Mode,
     pub multi_arch: MultiArch,
-    /// Identifies the policy's content; part of verification cache keys, so an edited
-    /// policy never reuses results judged under the old one.
+    /// Identifies the policy's content (its file, document, and the key and trust files it
+    /// read); part of verification cache keys, so an edited policy or a replaced key never
+    /// reuses results judged under the old one.
     pub fingerprint: u64,
 }
 
@@ -308,8 +309,9 @@ pub fn parse(
     dir: &Path,
     default_trust: &Arc<TrustRoot>,
 ) -> Result<ImagePolicy, String> {
-    let fingerprint = fingerprint(&doc);
+    let text = doc.to_string();
     let doc: Document = serde_json::from_value(doc).map_err(|e| e.to_string())?;
+    let mut files = Files::new(dir);
     let name = if doc.metadata.name.is_empty() {
         doc.kind.clone()
     } else {
@@ -344,7 +346,7 @@ pub fn parse(
             })
             .collect::<Result<Vec<_>, String>>()
             .map_err(|e| format!("image policy {name:?}, {authority_name}: {e}"))?;
-        let kind = authority(spec, dir, default_trust)
+        let kind = authority(spec, &mut files, default_trust)
             .map_err(|e| format!("image policy {name:?}, {authority_name}: {e}"))?;
         authorities.push(Authority {
             name: authority_name,
@@ -359,20 +361,20 @@ pub fn parse(
         authorities,
         mode: doc.spec.mode,
         multi_arch: doc.spec.multi_arch,
-        fingerprint,
+        fingerprint: fingerprint(file, &text, files),
     })
 }
 
 fn authority(
     spec: AuthoritySpec,
-    dir: &Path,
+    files: &mut Files,
     default_trust: &Arc<TrustRoot>,
 ) -> Result<AuthorityKind, String> {
     match (spec.key, spec.keyless) {
         (Some(key), None) => {
             let pem = match (key.data, key.file) {
                 (Some(data), None) => data.into_bytes(),
-                (None, Some(file)) => read(dir, &file)?,
+                (None, Some(file)) => files.read(&file)?,
                 _ => {
                     return Err(
                         "a key needs exactly one of `data` (inline PEM) or `file`".to_string()
@@ -389,7 +391,7 @@ fn authority(
         (None, Some(keyless)) => {
             let trust = match keyless.trust_root {
                 None => default_trust.clone(),
-                Some(t) => Arc::new(trust_root(t, dir)?),
+                Some(t) => Arc::new(trust_root(t, files)?),
             };
             let identities = keyless
                 .identities
@@ -405,9 +407,29 @@ fn authority(
     }
 }
 
-fn read(dir: &Path, file: &str) -> Result<Vec<u8>, String> {
-    let path = dir.join(file);
-    std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+/// Reads a policy's key and trust files, relative to its folder, and hashes what it read:
+/// the files are part of the policy's content (replacing a key file must not let cached
+/// verifications under the old key stand).
+struct Files<'a> {
+    dir: &'a Path,
+    read: std::collections::hash_map::DefaultHasher,
+}
+
+impl<'a> Files<'a> {
+    fn new(dir: &'a Path) -> Self {
+        Self {
+            dir,
+            read: std::collections::hash_map::DefaultHasher::new(),
+        }
+    }
+
+    fn read(&mut self, file: &str) -> Result<Vec<u8>, String> {
+        use std::hash::Hash;
+        let path = self.dir.join(file);
+        let bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        (file, &bytes).hash(&mut self.read);
+        Ok(bytes)
+    }
 }
 
 /// Every `PUBLIC KEY` block of `pem`.
@@ -441,21 +463,21 @@ pub fn public_keys(pem: &[u8], scheme: Option<&str>) -> Result<Vec<PublicKey>, S
     Ok(keys)
 }
 
-fn trust_root(spec: TrustRootSpec, dir: &Path) -> Result<TrustRoot, String> {
+fn trust_root(spec: TrustRootSpec, files: &mut Files) -> Result<TrustRoot, String> {
     match spec.file {
         Some(file) => {
-            TrustRoot::from_trusted_root_json(&read(dir, &file)?).map_err(|e| e.to_string())
+            TrustRoot::from_trusted_root_json(&files.read(&file)?).map_err(|e| e.to_string())
         }
         None => {
             let fulcio = spec
                 .fulcio
                 .iter()
-                .map(|f| read(dir, f))
+                .map(|f| files.read(f))
                 .collect::<Result<Vec<_>, _>>()?;
             let rekor = spec
                 .rekor
                 .iter()
-                .map(|f| read(dir, f))
+                .map(|f| files.read(f))
                 .collect::<Result<Vec<_>, _>>()?;
             TrustRoot::from_pem(&fulcio, &rekor).map_err(|e| e.to_string())
         }
@@ -510,10 +532,12 @@ fn identity(spec: IdentitySpec) -> Result<IdentityRule, String> {
     })
 }
 
-fn fingerprint(doc: &serde_json::Value) -> u64 {
+/// Identifies everything a policy's outcomes depend on: its file, its document and the key
+/// and trust files it read.
+fn fingerprint(file: &str, doc: &str, files: Files) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    doc.to_string().hash(&mut hasher);
+    (file, doc, files.read.finish()).hash(&mut hasher);
     hasher.finish()
 }
 

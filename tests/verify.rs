@@ -9,10 +9,11 @@ use common::provenance::*;
 use common::registry::{
     payload, Keyless, PrivateSigstore, SignatureLayer, TestKey, TestRegistry, B64,
 };
-use common::{codes, pod_review, Options, Server};
+use common::{codes, eventually, pod_review, Options, Server};
 use serde_json::{json, Value};
 use sigstore::crypto::SigningScheme;
 use std::path::Path;
+use std::time::Duration;
 
 #[tokio::test]
 async fn admits_images_signed_with_every_supported_key_type() {
@@ -521,6 +522,35 @@ async fn judges_the_digest_a_moved_tag_points_to() {
         "the denial names the new digest: {}",
         message(&body)
     );
+}
+
+/// Rotating a compromised key means replacing the key file; the policy document stays the
+/// same. Verifications cached under the old key must not outlive the reload.
+#[tokio::test]
+async fn a_replaced_key_file_revokes_cached_verifications() {
+    let old = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let new = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let setup = Setup::new(
+        &key_policy("signed", "HOST/**", "k.pub", ""),
+        &[("k.pub", old.public_pem.clone())],
+        &[],
+    )
+    .await;
+    let digest = setup.signed_image("rotated/app", |p| old.layer(p)).await;
+    let image = setup.image("rotated/app", &digest);
+    assert!(allowed(&setup.review(&[&image]).await));
+
+    std::fs::write(setup.server.policies().join("k.pub"), &new.public_pem).unwrap();
+    let revoked = eventually(Duration::from_secs(5), || async {
+        !allowed(&setup.review(&[&image]).await)
+    })
+    .await;
+    assert!(
+        revoked,
+        "an image signed only by the replaced key is still admitted"
+    );
+    let body = setup.review(&[&image]).await;
+    assert_eq!(codes(&body), ["UNTRUSTED_KEY"], "{body}");
 }
 
 #[tokio::test]

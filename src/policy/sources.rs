@@ -26,6 +26,9 @@ pub struct PolicySources {
     pub tests: Vec<SourceFile>,
     /// `*.json`, `*.yaml`, `*.yml` data documents.
     pub data: Vec<SourceFile>,
+    /// Every other file (the keys and trust roots image policies read), by path, only so
+    /// that replacing one is a change: a rotated key takes effect like an edited policy.
+    pub other: Vec<(String, Vec<u8>)>,
 }
 
 impl PolicySources {
@@ -85,6 +88,9 @@ fn walk(dir: &Path, rel: &mut Vec<String>, out: &mut PolicySources) -> Result<()
             rel.pop();
             continue;
         }
+        if !meta.is_file() {
+            continue;
+        }
         let list = if name.ends_with("_test.rego") {
             &mut out.tests
         } else if name.ends_with(".rego") {
@@ -92,6 +98,8 @@ fn walk(dir: &Path, rel: &mut Vec<String>, out: &mut PolicySources) -> Result<()
         } else if name.ends_with(".json") || name.ends_with(".yaml") || name.ends_with(".yml") {
             &mut out.data
         } else {
+            let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+            out.other.push((path.display().to_string(), bytes));
             continue;
         };
         let contents = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
@@ -109,7 +117,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn groups_files_and_skips_hidden_and_other_files() {
+    fn groups_files_and_skips_hidden_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         std::fs::create_dir_all(root.join("sub/deeper")).expect("mkdir");
@@ -135,6 +143,7 @@ mod tests {
         assert_eq!(names(&sources.tests), [at("a_test.rego")]);
         assert_eq!(names(&sources.data), [at("sub/list.yaml")]);
         assert_eq!(sources.data[0].dir, ["sub"]);
+        assert_eq!(sources.other, [(at("README.md"), b"# hi".to_vec())]);
     }
 
     #[test]

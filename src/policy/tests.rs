@@ -11,6 +11,7 @@ fn sources(rego: &[(&str, &str)], data: &[(&str, &[&str], &str)]) -> PolicySourc
         rego: rego.iter().map(|(p, c)| file(p, &[], c)).collect(),
         tests: Vec::new(),
         data: data.iter().map(|(p, d, c)| file(p, d, c)).collect(),
+        other: Vec::new(),
     }
 }
 

@@ -28,7 +28,7 @@ pub struct Timings {
 pub struct Verdict {
     pub decision: Decision,
     pub messages: Findings,
-    pub images: Vec<ImageFacts>,
+    pub images: Vec<Arc<ImageFacts>>,
     pub timings: Timings,
 }
 
@@ -45,7 +45,7 @@ impl Verdict {
         self
     }
 
-    fn from_parts(messages: Findings, images: Vec<ImageFacts>, timings: Timings) -> Self {
+    fn from_parts(messages: Findings, images: Vec<Arc<ImageFacts>>, timings: Timings) -> Self {
         Self {
             decision: messages.decision(),
             messages,
@@ -194,13 +194,13 @@ impl Reviewer {
     async fn evaluate_policies(
         &self,
         review: &Review,
-        facts: &[ImageFacts],
+        facts: &[Arc<ImageFacts>],
         policy: Arc<PolicySet>,
         deadline: Instant,
     ) -> Vec<Finding> {
         let empty = serde_json::Map::new();
         let raw = review.raw.as_object().unwrap_or(&empty);
-        let key = policy.key(raw, &facts);
+        let key = policy.key(raw, facts);
         if let Some(key) = &key {
             let recalled = policy.recall(key);
             let result = if recalled.is_some() { "hit" } else { "miss" };

@@ -107,10 +107,34 @@ pub fn build(reads: &Reads, review: &Map<String, Json>, images: &Json) -> Value 
     Value::from(input)
 }
 
+/// An entry of `input.images` as a decision key sees it: the SHA-256 of its JSON text.
+pub trait Image: Serialize {
+    /// None if it cannot be serialized.
+    fn text_digest(&self) -> Option<Key> {
+        text_digest(self)
+    }
+}
+
+impl Image for Json {}
+
+impl<T: Image> Image for std::sync::Arc<T> {
+    fn text_digest(&self) -> Option<Key> {
+        (**self).text_digest()
+    }
+}
+
+/// The SHA-256 of the JSON text of `value`; None if it cannot be serialized.
+pub fn text_digest(value: &(impl Serialize + ?Sized)) -> Option<Key> {
+    let mut digest = Context::new(&ring::digest::SHA256);
+    digest_serialized(value, &mut digest)?;
+    Key::try_from(digest.finish().as_ref()).ok()
+}
+
 /// The SHA-256 of what [`build`] keeps of the same review and images: equal for two reviews
-/// that differ only in what is not read, different for any difference in what is. `images`
-/// is hashed from its JSON text, without making a JSON value of it, when all of it is read.
-pub fn key(reads: &Reads, review: &Map<String, Json>, images: &impl Serialize) -> Option<Key> {
+/// that differ only in what is not read, different for any difference in what is. When all
+/// of `images` is read, it counts as the number of images and the digest of each one's JSON
+/// text (fixed-size, so self-delimiting), which image facts keep between reviews.
+pub fn key(reads: &Reads, review: &Map<String, Json>, images: &[impl Image]) -> Option<Key> {
     let mut digest = Context::new(&ring::digest::SHA256);
     for (key, value) in fields(review) {
         if let Some(reads) = reads.field(key) {
@@ -121,7 +145,13 @@ pub fn key(reads: &Reads, review: &Map<String, Json>, images: &impl Serialize) -
     if let Some(reads) = reads.field("images") {
         digest_name("images", &mut digest);
         match reads {
-            Reads::All => digest_serialized(images, &mut digest)?,
+            Reads::All => {
+                digest.update(b"[");
+                digest.update(&(images.len() as u64).to_le_bytes());
+                for image in images {
+                    digest.update(&image.text_digest()?);
+                }
+            }
             Reads::Fields(_) => reads.digest(&serde_json::to_value(images).ok()?, &mut digest)?,
         }
     }
@@ -138,7 +168,7 @@ fn fields(review: &Map<String, Json>) -> impl Iterator<Item = (&str, &Json)> {
 
 /// Feeds the JSON text of `value` to `digest`, through a buffer (serde_json writes in many
 /// small pieces). None if it cannot be serialized.
-fn digest_serialized(value: &impl Serialize, digest: &mut Context) -> Option<()> {
+fn digest_serialized(value: &(impl Serialize + ?Sized), digest: &mut Context) -> Option<()> {
     let mut text = std::io::BufWriter::with_capacity(4096, DigestWriter(digest));
     serde_json::to_writer(&mut text, value).ok()?;
     std::io::Write::flush(&mut text).ok()

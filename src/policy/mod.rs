@@ -9,8 +9,8 @@ mod store;
 mod syntax;
 pub mod testing;
 
-pub use input::Key;
 use input::Reads;
+pub use input::{text_digest, Image, Key};
 pub use sources::{PolicySources, SourceFile};
 pub use store::{PolicyStatus, PolicyStore, ReloadOutcome};
 
@@ -164,7 +164,7 @@ impl PolicySet {
     pub fn key(
         &self,
         review: &Map<String, serde_json::Value>,
-        images: &impl serde::Serialize,
+        images: &[impl Image],
     ) -> Option<Key> {
         self.decisions.as_ref()?;
         input::key(&self.reads, review, images)

@@ -185,7 +185,10 @@ fn review(uid: &str, namespace: &str, image: &str) -> (serde_json::Value, serde_
 }
 
 fn key_of(set: &PolicySet, (raw, images): &(serde_json::Value, serde_json::Value)) -> Option<Key> {
-    set.key(raw.as_object().expect("object"), images)
+    set.key(
+        raw.as_object().expect("object"),
+        images.as_array().expect("array"),
+    )
 }
 
 const BY_IMAGE: &str = "package p\ndeny contains sprintf(\"%s in %s\", [i.reference, input.request.namespace]) if {\n  some i in input.images\n  endswith(i.reference, \":latest\")\n}\n";

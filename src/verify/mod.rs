@@ -81,7 +81,7 @@ pub struct PolicyOutcome {
 }
 
 /// One entry of `input.images`; the public contract documented in `policies/README.md`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ImageFacts {
     pub container: String,
     pub kind: ContainerKind,
@@ -104,6 +104,18 @@ pub struct ImageFacts {
     pub attestations: Vec<AttestationFact>,
     pub policies: Vec<PolicyOutcome>,
     pub errors: Vec<ImageError>,
+    /// The SHA-256 of the JSON text, once a decision key needed it: the same facts serve
+    /// every review of the image while its judgements stay cached.
+    #[serde(skip)]
+    text_digest: std::sync::OnceLock<Option<crate::policy::Key>>,
+}
+
+impl crate::policy::Image for ImageFacts {
+    fn text_digest(&self) -> Option<crate::policy::Key> {
+        *self
+            .text_digest
+            .get_or_init(|| crate::policy::text_digest(self))
+    }
 }
 
 impl ImageFacts {
@@ -135,6 +147,7 @@ impl ImageFacts {
             attestations: Vec::new(),
             policies: Vec::new(),
             errors,
+            text_digest: std::sync::OnceLock::new(),
         }
     }
 }
@@ -283,10 +296,88 @@ fn is_stale(cached: &Cached, rejected_ttl: Duration) -> bool {
 type OutcomeKey = ([u8; 32], u64);
 
 fn outcome_key(image: &ImageRef, digest: &str, policy: &ImagePolicy) -> OutcomeKey {
-    let name = format!("{}@{digest}", image.name());
+    let mut name = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [&image.registry, "/", &image.repository, "@", digest] {
+        name.update(part.as_bytes());
+    }
     let mut key = [0u8; 32];
-    key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, name.as_bytes()).as_ref());
+    key.copy_from_slice(name.finish().as_ref());
     (key, policy.fingerprint)
+}
+
+/// Facts of images whose every judgement came from the cache, kept while those judgements
+/// are the same cache entries: a known image then costs its cache lookups, not assembling
+/// its facts again (names, reproduce commands, signatures) nor hashing them again for the
+/// decision key (`ImageFacts::text_digest`). A small direct-mapped table: another image
+/// landing in the same slot replaces the one before.
+struct Assembled {
+    slots: Box<[std::sync::Mutex<Option<Assembly>>]>,
+}
+
+struct Assembly {
+    /// The fingerprint of each matching policy and the cache entry it was judged from.
+    /// Holding the entries keeps their addresses from being reused by newer ones.
+    judged: Vec<(u64, Arc<Cached>)>,
+    facts: Arc<ImageFacts>,
+}
+
+/// Enough for the images a cluster runs most; ~1.5 KB each when full.
+const ASSEMBLED_SLOTS: usize = 256;
+
+impl Assembled {
+    fn new() -> Self {
+        Self {
+            slots: (0..ASSEMBLED_SLOTS).map(|_| Default::default()).collect(),
+        }
+    }
+
+    fn slot(
+        &self,
+        occurrence: &ImageOccurrence,
+        digest: &str,
+    ) -> Option<std::sync::MutexGuard<'_, Option<Assembly>>> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&occurrence.reference, &occurrence.container, digest).hash(&mut hasher);
+        let index = usize::try_from(hasher.finish() % ASSEMBLED_SLOTS as u64).ok()?;
+        self.slots.get(index)?.lock().ok()
+    }
+
+    /// The facts of `occurrence` at `digest` judged from exactly these entries, if known.
+    fn get(
+        &self,
+        occurrence: &ImageOccurrence,
+        digest: &str,
+        judged: &[(u64, Arc<Cached>)],
+    ) -> Option<Arc<ImageFacts>> {
+        let slot = self.slot(occurrence, digest)?;
+        let known = slot.as_ref()?;
+        let facts = &known.facts;
+        let same = facts.reference == occurrence.reference
+            && facts.container == occurrence.container
+            && facts.kind == occurrence.kind
+            && facts.path == occurrence.path
+            && facts.digest.as_deref() == Some(digest)
+            && known.judged.len() == judged.len()
+            && known
+                .judged
+                .iter()
+                .zip(judged)
+                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y));
+        same.then(|| facts.clone())
+    }
+
+    fn put(
+        &self,
+        occurrence: &ImageOccurrence,
+        digest: &str,
+        judged: Vec<(u64, Arc<Cached>)>,
+        facts: Arc<ImageFacts>,
+    ) {
+        if let Some(mut slot) = self.slot(occurrence, digest) {
+            *slot = Some(Assembly { judged, facts });
+        }
+    }
 }
 
 /// Produces image facts for a review within its deadline.
@@ -295,6 +386,8 @@ pub struct Verifier {
     metrics: Metrics,
     /// `(registry/repository@digest, policy fingerprint)` → judgement.
     outcomes: moka::future::Cache<OutcomeKey, Arc<Cached>>,
+    /// Facts recently assembled from cached judgements.
+    assembled: Assembled,
     /// `registry/repository:tag` → digest.
     tags: moka::future::Cache<String, String>,
     tag_ttl: Duration,
@@ -331,6 +424,7 @@ impl Verifier {
             registry,
             metrics,
             outcomes,
+            assembled: Assembled::new(),
             tags,
             tag_ttl: cache.tag_ttl,
             rejected_ttl: cache.rejected_ttl,
@@ -344,7 +438,7 @@ impl Verifier {
         images: &[ImageOccurrence],
         policies: &[ImagePolicy],
         deadline: Instant,
-    ) -> Vec<ImageFacts> {
+    ) -> Vec<Arc<ImageFacts>> {
         futures_util::future::join_all(
             images
                 .iter()
@@ -358,55 +452,70 @@ impl Verifier {
         occurrence: &ImageOccurrence,
         policies: &[ImagePolicy],
         deadline: Instant,
-    ) -> ImageFacts {
-        let mut facts = ImageFacts::from_reference(occurrence);
+    ) -> Arc<ImageFacts> {
         let Ok(image) = &occurrence.parsed else {
-            return facts;
+            return Arc::new(ImageFacts::from_reference(occurrence));
         };
         let matching: Vec<&ImagePolicy> = policies.iter().filter(|p| p.matches(image)).collect();
         if matching.is_empty() {
-            return facts;
+            return Arc::new(ImageFacts::from_reference(occurrence));
         }
         let digest = match &image.digest {
             Some(digest) => Ok(digest.clone()),
             None => self.resolve(image, deadline).await,
         };
-        for policy in matching {
-            let outcome = match &digest {
-                Ok(digest) => self.outcome(image, digest, policy, deadline).await,
-                Err(e) => outcome_of(
-                    policy,
-                    image,
-                    "",
-                    &rejected(Rejection::new(e.code(), e.to_string())),
-                ),
-            };
+        let digest = match digest {
+            Ok(digest) => digest,
+            Err(e) => {
+                let judgement = rejected(Rejection::new(e.code(), e.to_string()));
+                let judged = matching.iter().map(|p| (*p, judgement.clone()));
+                let facts = assemble(occurrence, image, "", judged);
+                self.count(&facts);
+                return Arc::new(facts);
+            }
+        };
+        let mut judged = Vec::with_capacity(matching.len());
+        for policy in &matching {
+            judged.push(self.judgement(image, &digest, policy, deadline).await);
+        }
+        // Facts assembled from the same cache entries before are the same facts.
+        let entries: Option<Vec<(u64, Arc<Cached>)>> = matching
+            .iter()
+            .zip(&judged)
+            .map(|(p, j)| Some((p.fingerprint, j.as_ref().ok()?.clone())))
+            .collect();
+        if let Some(facts) = entries
+            .as_deref()
+            .and_then(|entries| self.assembled.get(occurrence, &digest, entries))
+        {
+            self.count(&facts);
+            return facts;
+        }
+        let outcomes = matching.iter().zip(judged).map(|(policy, judged)| {
+            let judgement = judged.and_then(|entry| expand(policy, &digest, &entry));
+            (*policy, judgement)
+        });
+        let facts = Arc::new(assemble(occurrence, image, &digest, outcomes));
+        self.count(&facts);
+        if let Some(entries) = entries {
+            self.assembled
+                .put(occurrence, &digest, entries, facts.clone());
+        }
+        facts
+    }
+
+    /// Counts the outcome of every policy an image was judged by.
+    fn count(&self, facts: &ImageFacts) {
+        for outcome in &facts.policies {
             let code = outcome
                 .error
                 .as_ref()
                 .map_or("VERIFIED", |e| e.code.as_str());
             self.metrics
                 .verifications
-                .with_label_values(&[policy.mode.as_str(), code])
+                .with_label_values(&[outcome.mode.as_str(), code])
                 .inc();
-            facts.policies.push(outcome);
         }
-        facts.digest = digest.ok().or(facts.digest);
-        facts.verified = facts.policies.iter().all(|p| p.satisfied);
-        facts.signatures = facts
-            .policies
-            .iter()
-            .filter_map(|p| p.signature.clone())
-            .collect();
-        facts.attestations = facts
-            .signatures
-            .iter()
-            .flat_map(|s| s.attestations.iter().cloned())
-            .collect();
-        facts
-            .errors
-            .extend(facts.policies.iter().filter_map(|p| p.error.clone()));
-        facts
     }
 
     /// The digest a tag points to: cached for the tag TTL, and looked up once however many
@@ -424,26 +533,30 @@ impl Verifier {
         if self.tag_ttl.is_zero() {
             return lookup.await;
         }
+        let tag = image.to_string();
+        if let Some(digest) = self.tags.get(&tag).await {
+            return Ok(digest);
+        }
         self.tags
-            .try_get_with(image.to_string(), lookup)
+            .try_get_with(tag, lookup)
             .await
             .map_err(|e| e.as_ref().clone())
     }
 
-    /// The outcome for one image digest and policy: cached, and computed once however many
-    /// reviews ask at the same time. Transient failures are never cached.
-    async fn outcome(
+    /// The cached judgement of one image digest under one policy, made once however many
+    /// reviews ask at the same time. Transient failures are never cached: they are `Err`.
+    async fn judgement(
         &self,
         image: &ImageRef,
         digest: &str,
         policy: &ImagePolicy,
         deadline: Instant,
-    ) -> PolicyOutcome {
+    ) -> Result<Arc<Cached>, ImageError> {
         let key = outcome_key(image, digest, policy);
         if let Some(hit) = self.outcomes.get(&key).await {
             if !is_stale(&hit, self.rejected_ttl) {
                 self.metrics.verify_cache.with_label_values(&["hit"]).inc();
-                return outcome_of(policy, image, digest, &expand(policy, digest, &hit));
+                return Ok(hit);
             }
             self.outcomes.invalidate(&key).await;
         }
@@ -456,27 +569,15 @@ impl Verifier {
                     .map(|judgement| Arc::new(compact(policy, digest, judgement)))
             })
             .await;
-        match entry {
-            Ok(entry) => {
-                let label = if entry.is_fresh() {
-                    "miss"
-                } else {
-                    "coalesced"
-                };
-                self.metrics.verify_cache.with_label_values(&[label]).inc();
-                let judgement = expand(policy, digest, &entry.into_value());
-                outcome_of(policy, image, digest, &judgement)
-            }
-            Err(e) => {
-                self.metrics.verify_cache.with_label_values(&["miss"]).inc();
-                outcome_of(
-                    policy,
-                    image,
-                    digest,
-                    &rejected(Rejection::new(e.code(), e.to_string())),
-                )
-            }
-        }
+        let label = match &entry {
+            Ok(entry) if !entry.is_fresh() => "coalesced",
+            _ => "miss",
+        };
+        self.metrics.verify_cache.with_label_values(&[label]).inc();
+        entry.map(moka::Entry::into_value).map_err(|e| ImageError {
+            code: e.code(),
+            message: e.to_string(),
+        })
     }
 
     /// Fetches the evidence for `digest` (or its platform manifest) and checks it against
@@ -1096,21 +1197,57 @@ fn rejected(rejection: Rejection) -> Judgement {
     })
 }
 
+/// The facts of an image judged by `outcomes` (every matching policy and its judgement) at
+/// `digest` (empty when it could not be resolved).
+fn assemble<'p>(
+    occurrence: &ImageOccurrence,
+    image: &ImageRef,
+    digest: &str,
+    outcomes: impl Iterator<Item = (&'p ImagePolicy, Judgement)>,
+) -> ImageFacts {
+    let mut facts = ImageFacts::from_reference(occurrence);
+    facts.policies = outcomes
+        .map(|(policy, judgement)| outcome_of(policy, image, digest, judgement))
+        .collect();
+    if !digest.is_empty() {
+        facts.digest = Some(digest.to_string());
+    }
+    facts.verified = facts.policies.iter().all(|p| p.satisfied);
+    facts.signatures = facts
+        .policies
+        .iter()
+        .filter_map(|p| p.signature.clone())
+        .collect();
+    facts.attestations = facts
+        .signatures
+        .iter()
+        .flat_map(|s| s.attestations.iter().cloned())
+        .collect();
+    facts
+        .errors
+        .extend(facts.policies.iter().filter_map(|p| p.error.clone()));
+    facts
+}
+
 /// The outcome reported for `policy`: the judgement with the policy's names and the
 /// command that reproduces it.
 fn outcome_of(
     policy: &ImagePolicy,
     image: &ImageRef,
     digest: &str,
-    judgement: &Judgement,
+    judgement: Judgement,
 ) -> PolicyOutcome {
+    let (signature, error) = match judgement {
+        Ok(signature) => (Some(signature), None),
+        Err(error) => (None, Some(error)),
+    };
     PolicyOutcome {
         policy: policy.name.clone(),
         file: policy.file.clone(),
         mode: policy.mode,
-        satisfied: judgement.is_ok(),
-        signature: judgement.as_ref().ok().cloned(),
-        error: judgement.as_ref().err().cloned(),
+        satisfied: error.is_none(),
+        signature,
+        error,
         reproduce: reproduce(policy, image, digest),
     }
 }
@@ -1249,6 +1386,63 @@ mod tests {
         assert_eq!(expand(&policy, &admitted, &cached), Err(error));
         assert!(!is_stale(&cached, Duration::from_secs(30)));
         assert!(is_stale(&cached, Duration::ZERO));
+    }
+
+    fn occurrence(container: &str, reference: &str) -> ImageOccurrence {
+        ImageOccurrence {
+            container: container.to_string(),
+            kind: ContainerKind::Container,
+            path: "spec.containers[0].image".to_string(),
+            reference: reference.to_string(),
+            parsed: ImageRef::parse(reference),
+        }
+    }
+
+    #[test]
+    fn assembled_facts_are_reused_only_from_the_same_cache_entries() {
+        let policy = policy();
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let reference = "ghcr.io/acme/app:v1";
+        let image = occurrence("app", reference);
+        let Ok(parsed) = &image.parsed else {
+            panic!("valid reference")
+        };
+        let error = ImageError {
+            code: ReasonCode::NoSignature,
+            message: "none".to_string(),
+        };
+        let entry = Arc::new(compact(&policy, &digest, Err(error.clone())));
+        let judged = vec![(policy.fingerprint, entry.clone())];
+        let facts = Arc::new(assemble(
+            &image,
+            parsed,
+            &digest,
+            [(&policy, Err(error.clone()))].into_iter(),
+        ));
+        let assembled = Assembled::new();
+        assert!(assembled.get(&image, &digest, &judged).is_none());
+        assembled.put(&image, &digest, judged.clone(), facts.clone());
+        let reused = assembled.get(&image, &digest, &judged).expect("known");
+        assert!(Arc::ptr_eq(&reused, &facts));
+
+        // An equal judgement in a new cache entry (the old one expired and was made again)
+        // may differ in what is not compared: the facts are assembled again.
+        let renewed = vec![(
+            policy.fingerprint,
+            Arc::new(compact(&policy, &digest, Err(error))),
+        )];
+        assert!(assembled.get(&image, &digest, &renewed).is_none());
+        // Another policy, digest, container or reference.
+        let other_policy = vec![(policy.fingerprint ^ 1, entry)];
+        assert!(assembled.get(&image, &digest, &other_policy).is_none());
+        let other_digest = format!("sha256:{}", "b".repeat(64));
+        assert!(assembled.get(&image, &other_digest, &judged).is_none());
+        assert!(assembled
+            .get(&occurrence("sidecar", reference), &digest, &judged)
+            .is_none());
+        assert!(assembled
+            .get(&occurrence("app", "ghcr.io/acme/app:v2"), &digest, &judged)
+            .is_none());
     }
 
     #[test]

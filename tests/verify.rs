@@ -524,6 +524,34 @@ async fn judges_the_digest_a_moved_tag_points_to() {
     );
 }
 
+/// Known images are answered from facts kept between reviews; those must not outlive the
+/// tag TTL: once it has passed, a moved tag is judged at its new digest.
+#[tokio::test]
+async fn known_images_are_judged_again_when_their_tag_ttl_has_passed() {
+    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let setup = Setup::new(
+        &key_policy("signed", "HOST/**", "k.pub", ""),
+        &[("k.pub", key.public_pem.clone())],
+        &["--tag-cache-ttl", "1s"],
+    )
+    .await;
+    setup.signed_image("ttl/app", |p| key.layer(p)).await;
+    let image = setup.image("ttl/app", "v1");
+    for _ in 0..3 {
+        assert!(allowed(&setup.review(&[&image]).await));
+    }
+    let moved = setup.registry.push_image("ttl/app", "v1").await;
+    let judged_again = eventually(Duration::from_secs(4), || async {
+        let body = setup.review(&[&image]).await;
+        !allowed(&body) && message(&body).contains(&moved)
+    })
+    .await;
+    assert!(
+        judged_again,
+        "the moved tag was not judged again after its TTL"
+    );
+}
+
 /// Rotating a compromised key means replacing the key file; the policy document stays the
 /// same. Verifications cached under the old key must not outlive the reload.
 #[tokio::test]

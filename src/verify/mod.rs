@@ -191,6 +191,9 @@ struct CachedFact {
     /// Index of the authority in the policy.
     authority: u16,
     bundle: bool,
+    /// When it was judged, in whole seconds since `EPOCH` (rounded down, so never later
+    /// than its insertion into the cache, from which its time to live counts).
+    made: u32,
     /// Interned: a few signers sign most images.
     identity: Arc<str>,
     /// Rekor log index and integrated time; `NONE` when absent.
@@ -207,6 +210,9 @@ struct Extra {
 
 /// `CachedFact::rekor` for "no such value" (log indexes and times are never negative).
 const NONE: i64 = i64::MIN;
+
+/// The origin of `CachedFact::made`.
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 /// Signer identities are shared between cache entries; past this many distinct ones they
 /// are no longer interned (the table never grows without bound).
@@ -245,6 +251,7 @@ fn compact(policy: &ImagePolicy, digest: &str, judgement: Judgement) -> Cached {
             .and_then(|i| u16::try_from(i).ok())
             .unwrap_or(0),
         bundle: fact.format == "bundle",
+        made: u32::try_from(EPOCH.elapsed().as_secs()).unwrap_or(u32::MAX),
         identity: intern(&fact.identity),
         rekor: [
             fact.rekor_log_index.unwrap_or(NONE),
@@ -282,6 +289,15 @@ fn expand(policy: &ImagePolicy, digest: &str, cached: &Cached) -> Judgement {
     })
 }
 
+/// Until when a cached judgement holds: the cache's time to live from when it was made,
+/// or `rejected_ttl` for a rejection.
+fn fresh_until(cached: &Cached, verified_ttl: Duration, rejected_ttl: Duration) -> Instant {
+    match cached {
+        Ok(fact) => *EPOCH + Duration::from_secs(u64::from(fact.made)) + verified_ttl,
+        Err(rejection) => rejection.1 + rejected_ttl,
+    }
+}
+
 /// Whether a cached rejection has outlived `rejected_ttl` (verified entries live for the
 /// cache's time to live).
 fn is_stale(cached: &Cached, rejected_ttl: Duration) -> bool {
@@ -305,20 +321,47 @@ fn outcome_key(image: &ImageRef, digest: &str, policy: &ImagePolicy) -> OutcomeK
     (key, policy.fingerprint)
 }
 
-/// Facts of images whose every judgement came from the cache, kept while those judgements
-/// are the same cache entries: a known image then costs its cache lookups, not assembling
-/// its facts again (names, reproduce commands, signatures) nor hashing them again for the
-/// decision key (`ImageFacts::text_digest`). A small direct-mapped table: another image
-/// landing in the same slot replaces the one before.
+/// Identifies a list of image policies: their fingerprints, in order.
+fn policies_fingerprint(policies: &[ImagePolicy]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for policy in policies {
+        policy.fingerprint.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// The facts last assembled for recent image occurrences, and until when they hold: a known
+/// image costs one lookup here, not its tag and verification cache lookups, policy globs,
+/// and assembling and hashing its facts again (`ImageFacts::text_digest`). They hold while
+/// everything they were made from is fresh in those caches: the tag's digest for the tag
+/// TTL, each judgement for its time to live. After that, facts assembled from the very same
+/// cache entries are reused. A small direct-mapped table: another occurrence landing in the
+/// same slot replaces the one before.
 struct Assembled {
     slots: Box<[std::sync::Mutex<Option<Assembly>>]>,
 }
 
 struct Assembly {
+    /// The image policies in force (`policies_fingerprint`).
+    policies: u64,
     /// The fingerprint of each matching policy and the cache entry it was judged from.
     /// Holding the entries keeps their addresses from being reused by newer ones.
     judged: Vec<(u64, Arc<Cached>)>,
     facts: Arc<ImageFacts>,
+    /// None when nothing the facts depend on expires (no policy matches the image).
+    fresh_until: Option<Instant>,
+}
+
+impl Assembly {
+    fn describes(&self, occurrence: &ImageOccurrence, policies: u64) -> bool {
+        let facts = &self.facts;
+        self.policies == policies
+            && facts.reference == occurrence.reference
+            && facts.container == occurrence.container
+            && facts.kind == occurrence.kind
+            && facts.path == occurrence.path
+    }
 }
 
 /// Enough for the images a cluster runs most; ~1.5 KB each when full.
@@ -334,48 +377,57 @@ impl Assembled {
     fn slot(
         &self,
         occurrence: &ImageOccurrence,
-        digest: &str,
     ) -> Option<std::sync::MutexGuard<'_, Option<Assembly>>> {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&occurrence.reference, &occurrence.container, digest).hash(&mut hasher);
+        (
+            &occurrence.reference,
+            &occurrence.container,
+            &occurrence.path,
+        )
+            .hash(&mut hasher);
         let index = usize::try_from(hasher.finish() % ASSEMBLED_SLOTS as u64).ok()?;
         self.slots.get(index)?.lock().ok()
     }
 
-    /// The facts of `occurrence` at `digest` judged from exactly these entries, if known.
-    fn get(
+    /// The facts of `occurrence` under the image policies `policies`, while they hold.
+    fn recall(&self, occurrence: &ImageOccurrence, policies: u64) -> Option<Arc<ImageFacts>> {
+        let slot = self.slot(occurrence)?;
+        let known = slot.as_ref()?;
+        let fresh = known.fresh_until.is_none_or(|t| Instant::now() < t);
+        (fresh && known.describes(occurrence, policies)).then(|| known.facts.clone())
+    }
+
+    /// The facts of `occurrence` at `digest` judged from exactly these cache entries, if
+    /// known; they now hold until `fresh_until`.
+    fn reuse(
         &self,
         occurrence: &ImageOccurrence,
+        policies: u64,
         digest: &str,
         judged: &[(u64, Arc<Cached>)],
+        fresh_until: Instant,
     ) -> Option<Arc<ImageFacts>> {
-        let slot = self.slot(occurrence, digest)?;
-        let known = slot.as_ref()?;
-        let facts = &known.facts;
-        let same = facts.reference == occurrence.reference
-            && facts.container == occurrence.container
-            && facts.kind == occurrence.kind
-            && facts.path == occurrence.path
-            && facts.digest.as_deref() == Some(digest)
+        let mut slot = self.slot(occurrence)?;
+        let known = slot.as_mut()?;
+        let same = known.describes(occurrence, policies)
+            && known.facts.digest.as_deref() == Some(digest)
             && known.judged.len() == judged.len()
             && known
                 .judged
                 .iter()
                 .zip(judged)
                 .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y));
-        same.then(|| facts.clone())
+        if !same {
+            return None;
+        }
+        known.fresh_until = Some(fresh_until);
+        Some(known.facts.clone())
     }
 
-    fn put(
-        &self,
-        occurrence: &ImageOccurrence,
-        digest: &str,
-        judged: Vec<(u64, Arc<Cached>)>,
-        facts: Arc<ImageFacts>,
-    ) {
-        if let Some(mut slot) = self.slot(occurrence, digest) {
-            *slot = Some(Assembly { judged, facts });
+    fn put(&self, occurrence: &ImageOccurrence, known: Assembly) {
+        if let Some(mut slot) = self.slot(occurrence) {
+            *slot = Some(known);
         }
     }
 }
@@ -388,9 +440,11 @@ pub struct Verifier {
     outcomes: moka::future::Cache<OutcomeKey, Arc<Cached>>,
     /// Facts recently assembled from cached judgements.
     assembled: Assembled,
-    /// `registry/repository:tag` → digest.
-    tags: moka::future::Cache<String, String>,
+    /// `registry/repository:tag` → digest, and when it was looked up.
+    tags: moka::future::Cache<String, (String, Instant)>,
     tag_ttl: Duration,
+    /// How long a satisfied verification is reused.
+    verified_ttl: Duration,
     /// How long a permanent failure is reused.
     rejected_ttl: Duration,
     /// The platform nodes run, for `multiArch: platform|either` policies.
@@ -427,6 +481,7 @@ impl Verifier {
             assembled: Assembled::new(),
             tags,
             tag_ttl: cache.tag_ttl,
+            verified_ttl: cache.verified_ttl,
             rejected_ttl: cache.rejected_ttl,
             platform,
         }
@@ -439,10 +494,11 @@ impl Verifier {
         policies: &[ImagePolicy],
         deadline: Instant,
     ) -> Vec<Arc<ImageFacts>> {
+        let set = policies_fingerprint(policies);
         futures_util::future::join_all(
             images
                 .iter()
-                .map(|image| self.image_facts(image, policies, deadline)),
+                .map(|image| self.image_facts(image, policies, set, deadline)),
         )
         .await
     }
@@ -451,45 +507,72 @@ impl Verifier {
         &self,
         occurrence: &ImageOccurrence,
         policies: &[ImagePolicy],
+        set: u64,
         deadline: Instant,
     ) -> Arc<ImageFacts> {
-        let Ok(image) = &occurrence.parsed else {
-            return Arc::new(ImageFacts::from_reference(occurrence));
-        };
-        let matching: Vec<&ImagePolicy> = policies.iter().filter(|p| p.matches(image)).collect();
-        if matching.is_empty() {
-            return Arc::new(ImageFacts::from_reference(occurrence));
+        if let Some(facts) = self.assembled.recall(occurrence, set) {
+            self.metrics
+                .verify_cache
+                .with_label_values(&["hit"])
+                .inc_by(facts.policies.len() as u64);
+            self.count(&facts);
+            return facts;
         }
-        let digest = match &image.digest {
-            Some(digest) => Ok(digest.clone()),
-            None => self.resolve(image, deadline).await,
+        let matching: Vec<&ImagePolicy> = match &occurrence.parsed {
+            Ok(image) => policies.iter().filter(|p| p.matches(image)).collect(),
+            Err(_) => Vec::new(),
         };
-        let digest = match digest {
-            Ok(digest) => digest,
-            Err(e) => {
-                let judgement = rejected(Rejection::new(e.code(), e.to_string()));
-                let judged = matching.iter().map(|p| (*p, judgement.clone()));
-                let facts = assemble(occurrence, image, "", judged);
-                self.count(&facts);
-                return Arc::new(facts);
-            }
+        let (Ok(image), false) = (&occurrence.parsed, matching.is_empty()) else {
+            // Nothing to verify: the facts hold as long as the image policies do.
+            let facts = Arc::new(ImageFacts::from_reference(occurrence));
+            let known = Assembly {
+                policies: set,
+                judged: Vec::new(),
+                facts: facts.clone(),
+                fresh_until: None,
+            };
+            self.assembled.put(occurrence, known);
+            return facts;
+        };
+        let (digest, tag_fresh_until) = match &image.digest {
+            Some(digest) => (digest.clone(), None),
+            None => match self.resolve(image, deadline).await {
+                Ok((digest, until)) => (digest, Some(until)),
+                Err(e) => {
+                    let judgement = rejected(Rejection::new(e.code(), e.to_string()));
+                    let judged = matching.iter().map(|p| (*p, judgement.clone()));
+                    let facts = assemble(occurrence, image, "", judged);
+                    self.count(&facts);
+                    return Arc::new(facts);
+                }
+            },
         };
         let mut judged = Vec::with_capacity(matching.len());
         for policy in &matching {
             judged.push(self.judgement(image, &digest, policy, deadline).await);
         }
-        // Facts assembled from the same cache entries before are the same facts.
         let entries: Option<Vec<(u64, Arc<Cached>)>> = matching
             .iter()
             .zip(&judged)
             .map(|(p, j)| Some((p.fingerprint, j.as_ref().ok()?.clone())))
             .collect();
-        if let Some(facts) = entries
-            .as_deref()
-            .and_then(|entries| self.assembled.get(occurrence, &digest, entries))
-        {
-            self.count(&facts);
-            return facts;
+        // Facts assembled from the same cache entries before are the same facts; they hold
+        // until the first of those entries (or the tag's digest) is no longer fresh.
+        let fresh = entries.as_ref().and_then(|entries| {
+            entries
+                .iter()
+                .map(|(_, e)| fresh_until(e, self.verified_ttl, self.rejected_ttl))
+                .chain(tag_fresh_until)
+                .min()
+        });
+        if let (Some(entries), Some(fresh)) = (&entries, fresh) {
+            if let Some(facts) = self
+                .assembled
+                .reuse(occurrence, set, &digest, entries, fresh)
+            {
+                self.count(&facts);
+                return facts;
+            }
         }
         let outcomes = matching.iter().zip(judged).map(|(policy, judged)| {
             let judgement = judged.and_then(|entry| expand(policy, &digest, &entry));
@@ -497,9 +580,14 @@ impl Verifier {
         });
         let facts = Arc::new(assemble(occurrence, image, &digest, outcomes));
         self.count(&facts);
-        if let Some(entries) = entries {
-            self.assembled
-                .put(occurrence, &digest, entries, facts.clone());
+        if let (Some(judged), Some(fresh)) = (entries, fresh) {
+            let known = Assembly {
+                policies: set,
+                judged,
+                facts: facts.clone(),
+                fresh_until: Some(fresh),
+            };
+            self.assembled.put(occurrence, known);
         }
         facts
     }
@@ -518,9 +606,13 @@ impl Verifier {
         }
     }
 
-    /// The digest a tag points to: cached for the tag TTL, and looked up once however many
-    /// reviews ask at the same time. Failures are not cached.
-    async fn resolve(&self, image: &ImageRef, deadline: Instant) -> Result<String, RegistryError> {
+    /// The digest a tag points to, and until when that is reused: cached for the tag TTL,
+    /// and looked up once however many reviews ask at the same time. Failures are not cached.
+    async fn resolve(
+        &self,
+        image: &ImageRef,
+        deadline: Instant,
+    ) -> Result<(String, Instant), RegistryError> {
         let lookup = async {
             let started = Instant::now();
             let digest = self.registry.resolve(image, deadline).await;
@@ -528,18 +620,20 @@ impl Verifier {
                 .stage_duration
                 .with_label_values(&["resolve"])
                 .observe(started.elapsed().as_secs_f64());
-            digest
+            digest.map(|digest| (digest, started))
         };
+        let fresh = |(digest, looked_up): (String, Instant)| (digest, looked_up + self.tag_ttl);
         if self.tag_ttl.is_zero() {
-            return lookup.await;
+            return lookup.await.map(fresh);
         }
         let tag = image.to_string();
-        if let Some(digest) = self.tags.get(&tag).await {
-            return Ok(digest);
+        if let Some(known) = self.tags.get(&tag).await {
+            return Ok(fresh(known));
         }
         self.tags
             .try_get_with(tag, lookup)
             .await
+            .map(fresh)
             .map_err(|e| e.as_ref().clone())
     }
 
@@ -1399,8 +1493,9 @@ mod tests {
     }
 
     #[test]
-    fn assembled_facts_are_reused_only_from_the_same_cache_entries() {
+    fn assembled_facts_hold_while_fresh_then_only_from_the_same_cache_entries() {
         let policy = policy();
+        let set = policies_fingerprint(std::slice::from_ref(&policy));
         let digest = format!("sha256:{}", "a".repeat(64));
         let reference = "ghcr.io/acme/app:v1";
         let image = occurrence("app", reference);
@@ -1420,29 +1515,89 @@ mod tests {
             [(&policy, Err(error.clone()))].into_iter(),
         ));
         let assembled = Assembled::new();
-        assert!(assembled.get(&image, &digest, &judged).is_none());
-        assembled.put(&image, &digest, judged.clone(), facts.clone());
-        let reused = assembled.get(&image, &digest, &judged).expect("known");
-        assert!(Arc::ptr_eq(&reused, &facts));
+        let put = |fresh_until| {
+            let known = Assembly {
+                policies: set,
+                judged: judged.clone(),
+                facts: facts.clone(),
+                fresh_until,
+            };
+            assembled.put(&image, known);
+        };
+        let now = Instant::now();
+        let hour = Duration::from_secs(3600);
+        assert!(assembled.recall(&image, set).is_none());
 
-        // An equal judgement in a new cache entry (the old one expired and was made again)
-        // may differ in what is not compared: the facts are assembled again.
+        // While fresh: recalled without any lookup, for the same occurrence and policies.
+        put(Some(now + hour));
+        let recalled = assembled.recall(&image, set).expect("fresh");
+        assert!(Arc::ptr_eq(&recalled, &facts));
+        assert!(assembled.recall(&image, set ^ 1).is_none());
+        assert!(assembled
+            .recall(&occurrence("sidecar", reference), set)
+            .is_none());
+        assert!(assembled
+            .recall(&occurrence("app", "ghcr.io/acme/app:v2"), set)
+            .is_none());
+
+        // No longer fresh: only reused from the very same cache entries at the same digest,
+        // and then fresh again.
+        put(Some(now));
+        assert!(assembled.recall(&image, set).is_none());
+        // An equal judgement in a new cache entry (the old one expired and was made again).
         let renewed = vec![(
             policy.fingerprint,
             Arc::new(compact(&policy, &digest, Err(error))),
         )];
-        assert!(assembled.get(&image, &digest, &renewed).is_none());
-        // Another policy, digest, container or reference.
-        let other_policy = vec![(policy.fingerprint ^ 1, entry)];
-        assert!(assembled.get(&image, &digest, &other_policy).is_none());
         let other_digest = format!("sha256:{}", "b".repeat(64));
-        assert!(assembled.get(&image, &other_digest, &judged).is_none());
-        assert!(assembled
-            .get(&occurrence("sidecar", reference), &digest, &judged)
-            .is_none());
-        assert!(assembled
-            .get(&occurrence("app", "ghcr.io/acme/app:v2"), &digest, &judged)
-            .is_none());
+        let other_policy = vec![(policy.fingerprint ^ 1, entry)];
+        for (digest, judged) in [
+            (&digest, &renewed),
+            (&other_digest, &judged),
+            (&digest, &other_policy),
+        ] {
+            let reused = assembled.reuse(&image, set, digest, judged, now + hour);
+            assert!(reused.is_none(), "{digest} {:?}", judged[0].0);
+        }
+        assert!(assembled.recall(&image, set).is_none());
+        let reused = assembled
+            .reuse(&image, set, &digest, &judged, now + hour)
+            .expect("same entries");
+        assert!(Arc::ptr_eq(&reused, &facts));
+        assert!(assembled.recall(&image, set).is_some());
+
+        // Facts that depend on no cache entry hold as long as the policies.
+        put(None);
+        assert!(assembled.recall(&image, set).is_some());
+    }
+
+    #[test]
+    fn cached_judgements_are_fresh_for_their_time_to_live() {
+        let policy = policy();
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let fact = SignatureFact {
+            authority: "release/first".to_string(),
+            identity: "key sha256:0123456789abcdef".to_string(),
+            rekor_log_index: None,
+            rekor_integrated_time: None,
+            digest: digest.clone(),
+            format: "cosign",
+            attestations: Vec::new(),
+        };
+        let (verified_ttl, rejected_ttl) = (Duration::from_secs(600), Duration::from_secs(30));
+        let before = Instant::now();
+        let verified = compact(&policy, &digest, Ok(fact));
+        let until = fresh_until(&verified, verified_ttl, rejected_ttl);
+        // Whole seconds, rounded down: never later than the cache's own expiry.
+        assert!(until <= Instant::now() + verified_ttl);
+        assert!(until + Duration::from_secs(1) > before + verified_ttl);
+        let error = ImageError {
+            code: ReasonCode::NoSignature,
+            message: "none".to_string(),
+        };
+        let rejected = compact(&policy, &digest, Err(error));
+        let until = fresh_until(&rejected, verified_ttl, rejected_ttl);
+        assert!(until <= Instant::now() + rejected_ttl && until >= before + rejected_ttl);
     }
 
     #[test]

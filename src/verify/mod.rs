@@ -290,12 +290,20 @@ fn expand(policy: &ImagePolicy, digest: &str, cached: &Cached) -> Judgement {
 }
 
 /// Until when a cached judgement holds: the cache's time to live from when it was made,
-/// or `rejected_ttl` for a rejection.
+/// or `rejected_ttl` for a rejection. A lifetime too long to represent counts as none.
 fn fresh_until(cached: &Cached, verified_ttl: Duration, rejected_ttl: Duration) -> Instant {
     match cached {
-        Ok(fact) => *EPOCH + Duration::from_secs(u64::from(fact.made)) + verified_ttl,
-        Err(rejection) => rejection.1 + rejected_ttl,
+        Ok(fact) => later(
+            later(*EPOCH, Duration::from_secs(u64::from(fact.made))),
+            verified_ttl,
+        ),
+        Err(rejection) => later(rejection.1, rejected_ttl),
     }
+}
+
+/// `at + after`, or `at` if that cannot be represented.
+fn later(at: Instant, after: Duration) -> Instant {
+    at.checked_add(after).unwrap_or(at)
 }
 
 /// Whether a cached rejection has outlived `rejected_ttl` (verified entries live for the
@@ -622,7 +630,7 @@ impl Verifier {
                 .observe(started.elapsed().as_secs_f64());
             digest.map(|digest| (digest, started))
         };
-        let fresh = |(digest, looked_up): (String, Instant)| (digest, looked_up + self.tag_ttl);
+        let fresh = |(digest, looked_up)| (digest, later(looked_up, self.tag_ttl));
         if self.tag_ttl.is_zero() {
             return lookup.await.map(fresh);
         }

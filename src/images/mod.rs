@@ -35,8 +35,14 @@ pub struct ImageOccurrence {
     pub path: String,
     /// The reference as written.
     pub reference: String,
-    /// The parsed reference, or why it could not be parsed.
-    pub parsed: Result<ImageRef, ReferenceError>,
+}
+
+impl ImageOccurrence {
+    /// The parsed reference, or why it cannot be parsed. Parsed on demand: the facts of a
+    /// known image are reused without it.
+    pub fn parse(&self) -> Result<ImageRef, ReferenceError> {
+        ImageRef::parse(&self.reference)
+    }
 }
 
 /// Kinds whose objects carry pod specs, with the path to the pod spec.
@@ -96,7 +102,6 @@ pub fn extract(kind: &str, object: &Value) -> Vec<ImageOccurrence> {
                 container: name.to_string(),
                 kind: container_kind,
                 path,
-                parsed: ImageRef::parse(&reference),
                 reference,
             });
         }
@@ -153,7 +158,7 @@ mod tests {
                 format!("{prefix}containers[1].image"),
                 "kind {kind}"
             );
-            assert!(found.iter().all(|o| o.parsed.is_ok()));
+            assert!(found.iter().all(|o| o.parse().is_ok()));
         }
     }
 
@@ -190,8 +195,8 @@ mod tests {
         ]}});
         let found = extract("Pod", &object);
         assert_eq!(found.len(), 2);
-        assert!(found[0].parsed.is_err());
+        assert!(found[0].parse().is_err());
         assert_eq!(found[1].reference, "");
-        assert_eq!(found[1].parsed, Err(ReferenceError::Empty));
+        assert_eq!(found[1].parse(), Err(ReferenceError::Empty));
     }
 }

@@ -121,7 +121,8 @@ impl crate::policy::Image for ImageFacts {
 impl ImageFacts {
     /// Facts known from the reference alone.
     pub fn from_reference(occurrence: &ImageOccurrence) -> Self {
-        let (parsed, errors) = match &occurrence.parsed {
+        let parsed = occurrence.parse();
+        let (parsed, errors) = match &parsed {
             Ok(r) => (Some(r), Vec::new()),
             Err(e) => (
                 None,
@@ -526,11 +527,12 @@ impl Verifier {
             self.count(&facts);
             return facts;
         }
-        let matching: Vec<&ImagePolicy> = match &occurrence.parsed {
+        let parsed = occurrence.parse();
+        let matching: Vec<&ImagePolicy> = match &parsed {
             Ok(image) => policies.iter().filter(|p| p.matches(image)).collect(),
             Err(_) => Vec::new(),
         };
-        let (Ok(image), false) = (&occurrence.parsed, matching.is_empty()) else {
+        let (Ok(image), false) = (&parsed, matching.is_empty()) else {
             // Nothing to verify: the facts hold as long as the image policies do.
             let facts = Arc::new(ImageFacts::from_reference(occurrence));
             let known = Assembly {
@@ -1496,7 +1498,6 @@ mod tests {
             kind: ContainerKind::Container,
             path: "spec.containers[0].image".to_string(),
             reference: reference.to_string(),
-            parsed: ImageRef::parse(reference),
         }
     }
 
@@ -1507,9 +1508,7 @@ mod tests {
         let digest = format!("sha256:{}", "a".repeat(64));
         let reference = "ghcr.io/acme/app:v1";
         let image = occurrence("app", reference);
-        let Ok(parsed) = &image.parsed else {
-            panic!("valid reference")
-        };
+        let parsed = image.parse().expect("valid reference");
         let error = ImageError {
             code: ReasonCode::NoSignature,
             message: "none".to_string(),
@@ -1518,7 +1517,7 @@ mod tests {
         let judged = vec![(policy.fingerprint, entry.clone())];
         let facts = Arc::new(assemble(
             &image,
-            parsed,
+            &parsed,
             &digest,
             [(&policy, Err(error.clone()))].into_iter(),
         ));

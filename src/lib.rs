@@ -16,4 +16,5 @@ pub mod report;
 pub mod review;
 pub mod server;
 pub mod setup;
+mod slots;
 pub mod verify;

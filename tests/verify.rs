@@ -412,15 +412,20 @@ async fn warn_mode_warns_and_audit_mode_only_counts() {
         .contains("image policy not satisfied (audit mode)"));
 }
 
+/// A server requiring a signature by `key` for every image of the test registry.
+async fn signed_by(key: &TestKey, extra: &[&str]) -> Setup {
+    Setup::new(
+        &key_policy("signed", "HOST/**", "k.pub", ""),
+        &[("k.pub", key.public_pem.clone())],
+        extra,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn concurrent_reviews_of_a_cold_image_share_one_verification_of_three_requests() {
     let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
-    let setup = Setup::new(
-        &key_policy("signed", "HOST/**", "k.pub", ""),
-        &[("k.pub", key.public_pem.clone())],
-        &[],
-    )
-    .await;
+    let setup = signed_by(&key, &[]).await;
     setup.signed_image("cold/app", |p| key.layer(p)).await;
     let image = setup.image("cold/app", "v1");
     let client = setup.server.client(true);
@@ -482,12 +487,7 @@ async fn concurrent_reviews_of_a_cold_image_share_one_verification_of_three_requ
 #[tokio::test]
 async fn a_cold_image_costs_three_registry_requests() {
     let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
-    let setup = Setup::new(
-        &key_policy("signed", "HOST/**", "k.pub", ""),
-        &[("k.pub", key.public_pem.clone())],
-        &[],
-    )
-    .await;
+    let setup = signed_by(&key, &[]).await;
     setup.signed_image("three/app", |p| key.layer(p)).await;
     assert!(allowed(
         &setup.review(&[&setup.image("three/app", "v1")]).await
@@ -503,12 +503,7 @@ async fn a_cold_image_costs_three_registry_requests() {
 #[tokio::test]
 async fn judges_the_digest_a_moved_tag_points_to() {
     let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
-    let setup = Setup::new(
-        &key_policy("signed", "HOST/**", "k.pub", ""),
-        &[("k.pub", key.public_pem.clone())],
-        &["--tag-cache-ttl", "0"],
-    )
-    .await;
+    let setup = signed_by(&key, &["--tag-cache-ttl", "0"]).await;
     setup.signed_image("moving/app", |p| key.layer(p)).await;
     let image = setup.image("moving/app", "v1");
     assert!(allowed(&setup.review(&[&image]).await));
@@ -529,12 +524,7 @@ async fn judges_the_digest_a_moved_tag_points_to() {
 #[tokio::test]
 async fn known_images_are_judged_again_when_their_tag_ttl_has_passed() {
     let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
-    let setup = Setup::new(
-        &key_policy("signed", "HOST/**", "k.pub", ""),
-        &[("k.pub", key.public_pem.clone())],
-        &["--tag-cache-ttl", "1s"],
-    )
-    .await;
+    let setup = signed_by(&key, &["--tag-cache-ttl", "1s"]).await;
     setup.signed_image("ttl/app", |p| key.layer(p)).await;
     let image = setup.image("ttl/app", "v1");
     for _ in 0..3 {
@@ -558,12 +548,7 @@ async fn known_images_are_judged_again_when_their_tag_ttl_has_passed() {
 async fn a_replaced_key_file_revokes_cached_verifications() {
     let old = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
     let new = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
-    let setup = Setup::new(
-        &key_policy("signed", "HOST/**", "k.pub", ""),
-        &[("k.pub", old.public_pem.clone())],
-        &[],
-    )
-    .await;
+    let setup = signed_by(&old, &[]).await;
     let digest = setup.signed_image("rotated/app", |p| old.layer(p)).await;
     let image = setup.image("rotated/app", &digest);
     assert!(allowed(&setup.review(&[&image]).await));

@@ -8,7 +8,8 @@
 
 use super::input::Key;
 use crate::decision::Finding;
-use std::sync::{Arc, Mutex};
+use crate::slots::Slots;
+use std::sync::Arc;
 
 /// Builtins whose answer can change between two calls with the same arguments. A policy set
 /// that calls one of them is evaluated for every review.
@@ -24,24 +25,15 @@ pub const UNSTABLE_BUILTINS: [&str; 5] = [
 /// replaces an older one there), about 56 bytes per slot plus the findings.
 const SLOTS: usize = 4096;
 
-type Slot = Option<(Key, Arc<[Finding]>)>;
-
+#[derive(Debug)]
 pub struct Decisions {
-    slots: Box<[Mutex<Slot>]>,
-}
-
-impl std::fmt::Debug for Decisions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decisions")
-            .field("slots", &self.slots.len())
-            .finish()
-    }
+    slots: Slots<(Key, Arc<[Finding]>)>,
 }
 
 impl Default for Decisions {
     fn default() -> Self {
         Self {
-            slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
+            slots: Slots::new(SLOTS),
         }
     }
 }
@@ -49,7 +41,7 @@ impl Default for Decisions {
 impl Decisions {
     /// The findings remembered for `key`, if any.
     pub fn recall(&self, key: &Key) -> Option<Vec<Finding>> {
-        let slot = self.slot(key).lock().ok()?;
+        let slot = self.slots.lock(hash(key))?;
         match slot.as_ref() {
             Some((stored, findings)) if stored == key => Some(findings.to_vec()),
             _ => None,
@@ -57,14 +49,15 @@ impl Decisions {
     }
 
     pub fn remember(&self, key: Key, findings: &[Finding]) {
-        if let Ok(mut slot) = self.slot(&key).lock() {
+        if let Some(mut slot) = self.slots.lock(hash(&key)) {
             *slot = Some((key, findings.into()));
         }
     }
+}
 
-    fn slot(&self, key: &Key) -> &Mutex<Slot> {
-        let mut index = [0u8; 8];
-        index.copy_from_slice(&key[..8]);
-        &self.slots[(u64::from_le_bytes(index) % SLOTS as u64) as usize]
-    }
+/// A key is a SHA-256: its first bytes are as good a hash as any.
+fn hash(key: &Key) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&key[..8]);
+    u64::from_le_bytes(first)
 }

@@ -121,8 +121,15 @@ impl crate::policy::Image for ImageFacts {
 impl ImageFacts {
     /// Facts known from the reference alone.
     pub fn from_reference(occurrence: &ImageOccurrence) -> Self {
-        let parsed = occurrence.parse();
-        let (parsed, errors) = match &parsed {
+        Self::from_parsed(occurrence, occurrence.parse().as_ref())
+    }
+
+    /// The same, with the reference already parsed.
+    fn from_parsed(
+        occurrence: &ImageOccurrence,
+        parsed: Result<&ImageRef, &crate::images::ReferenceError>,
+    ) -> Self {
+        let (parsed, errors) = match parsed {
             Ok(r) => (Some(r), Vec::new()),
             Err(e) => (
                 None,
@@ -348,7 +355,7 @@ fn policies_fingerprint(policies: &[ImagePolicy]) -> u64 {
 /// cache entries are reused. A small direct-mapped table: another occurrence landing in the
 /// same slot replaces the one before.
 struct Assembled {
-    slots: Box<[std::sync::Mutex<Option<Assembly>>]>,
+    slots: crate::slots::Slots<Assembly>,
 }
 
 struct Assembly {
@@ -379,7 +386,7 @@ const ASSEMBLED_SLOTS: usize = 256;
 impl Assembled {
     fn new() -> Self {
         Self {
-            slots: (0..ASSEMBLED_SLOTS).map(|_| Default::default()).collect(),
+            slots: crate::slots::Slots::new(ASSEMBLED_SLOTS),
         }
     }
 
@@ -395,8 +402,7 @@ impl Assembled {
             &occurrence.path,
         )
             .hash(&mut hasher);
-        let index = usize::try_from(hasher.finish() % ASSEMBLED_SLOTS as u64).ok()?;
-        self.slots.get(index)?.lock().ok()
+        self.slots.lock(hasher.finish())
     }
 
     /// The facts of `occurrence` under the image policies `policies`, while they hold.
@@ -534,7 +540,7 @@ impl Verifier {
         };
         let (Ok(image), false) = (&parsed, matching.is_empty()) else {
             // Nothing to verify: the facts hold as long as the image policies do.
-            let facts = Arc::new(ImageFacts::from_reference(occurrence));
+            let facts = Arc::new(ImageFacts::from_parsed(occurrence, parsed.as_ref()));
             let known = Assembly {
                 policies: set,
                 judged: Vec::new(),
@@ -636,12 +642,8 @@ impl Verifier {
         if self.tag_ttl.is_zero() {
             return lookup.await.map(fresh);
         }
-        let tag = image.to_string();
-        if let Some(known) = self.tags.get(&tag).await {
-            return Ok(fresh(known));
-        }
         self.tags
-            .try_get_with(tag, lookup)
+            .try_get_with(image.to_string(), lookup)
             .await
             .map(fresh)
             .map_err(|e| e.as_ref().clone())
@@ -1309,7 +1311,7 @@ fn assemble<'p>(
     digest: &str,
     outcomes: impl Iterator<Item = (&'p ImagePolicy, Judgement)>,
 ) -> ImageFacts {
-    let mut facts = ImageFacts::from_reference(occurrence);
+    let mut facts = ImageFacts::from_parsed(occurrence, Ok(image));
     facts.policies = outcomes
         .map(|(policy, judgement)| outcome_of(policy, image, digest, judgement))
         .collect();

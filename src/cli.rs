@@ -123,21 +123,6 @@ pub fn main() -> ExitCode {
     })
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if json { "info" } else { "warn" }));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init()
-    } else {
-        builder.with_writer(std::io::stderr).try_init()
-    };
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -146,7 +131,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {
-    init_logging(true);
+    crate::logging::init(true);
     runtime()?.block_on(crate::server::serve(
         config,
         crate::server::shutdown_signal(),
@@ -155,7 +140,7 @@ fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    init_logging(false);
+    crate::logging::init(false);
     let mut body = Vec::new();
     for file in &args.files {
         let text = if file == "-" {
@@ -187,7 +172,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
-    init_logging(false);
+    crate::logging::init(false);
     let results = testing::run(&args.dir)?;
     print!("{}", testing::render(&results, args.verbose));
     let all_passed = results.iter().all(|r| r.outcome == testing::Outcome::Pass);

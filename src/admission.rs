@@ -4,9 +4,10 @@
 
 use crate::decision::{Findings, ReasonCode, Severity};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use kube::core::{DynamicObject, Status, TypeMeta};
+use kube::core::{DynamicObject, DynamicResourceScope, ObjectMeta, Resource, Status, TypeMeta};
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::time::Duration;
 
 pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
@@ -63,8 +64,8 @@ pub enum Decoded {
 pub struct Review {
     /// The AdmissionReview exactly as received: the Rego input is built from it.
     pub raw: Value,
-    /// The request envelope, typed; its `object` and `oldObject` are left in `raw`.
-    pub request: AdmissionRequest<DynamicObject>,
+    /// `apiVersion` and `kind` of the review, echoed in the response.
+    pub types: TypeMeta,
     pub subject: Subject,
 }
 
@@ -72,6 +73,43 @@ impl Review {
     /// The object under review (`request.object`); present by construction.
     pub fn object(&self) -> &Value {
         &self.raw["request"]["object"]
+    }
+}
+
+/// `request.object` and `request.oldObject` as the envelope check reads them: not at all.
+/// They stay raw JSON for the policies, so a field verdict does not judge cannot make it
+/// refuse a review.
+#[derive(Clone, Debug, Default)]
+struct Unread(ObjectMeta);
+
+impl<'de> Deserialize<'de> for Unread {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Self::default())
+    }
+}
+
+impl Resource for Unread {
+    type DynamicType = ();
+    type Scope = DynamicResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.0
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0
     }
 }
 
@@ -110,56 +148,25 @@ pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
         );
     }
     let subject = subject_of(request);
-    // kube's types read the envelope (uid, kind, operation, userInfo, ...); the objects stay
-    // raw JSON for the policies, so a field verdict does not judge cannot make it refuse.
-    // They are set aside while the envelope is read, not copied.
-    let mut raw = raw;
-    let objects = take_objects(&mut raw);
-    let request = AdmissionRequest::<DynamicObject>::deserialize(&raw["request"]);
-    put_back_objects(&mut raw, objects);
-    let mut request = match request {
-        Ok(request) => request,
-        Err(e) => {
-            return refuse(
-                subject,
-                &format!("the AdmissionReview request is malformed: {e}"),
-            )
-        }
-    };
-    if !raw["request"]["object"].is_object() {
+    // kube's types check the envelope (uid, kind, operation, userInfo, ...).
+    if let Err(e) = AdmissionRequest::<Unread>::deserialize(request) {
+        return refuse(
+            subject,
+            &format!("the AdmissionReview request is malformed: {e}"),
+        );
+    }
+    if !request["object"].is_object() {
         return refuse(
             subject,
             "request.object is missing or null; verdict judges the object being admitted and cannot \
              judge what it cannot see (register the webhook for CREATE and UPDATE only)",
         );
     }
-    request.types = types;
     Ok(Decoded::Judge(Box::new(Review {
         raw,
-        request,
+        types,
         subject,
     })))
-}
-
-const OBJECTS: [&str; 2] = ["object", "oldObject"];
-
-/// `request.object` and `request.oldObject`, taken out of `raw`.
-fn take_objects(raw: &mut Value) -> [Option<Value>; 2] {
-    let request = raw.get_mut("request").and_then(Value::as_object_mut);
-    match request {
-        Some(request) => OBJECTS.map(|key| request.remove(key)),
-        None => [None, None],
-    }
-}
-
-fn put_back_objects(raw: &mut Value, objects: [Option<Value>; 2]) {
-    if let Some(request) = raw.get_mut("request").and_then(Value::as_object_mut) {
-        for (key, object) in OBJECTS.into_iter().zip(objects) {
-            if let Some(object) = object {
-                request.insert(key.to_string(), object);
-            }
-        }
-    }
 }
 
 fn subject_of(request: &Value) -> Subject {
@@ -306,12 +313,9 @@ mod tests {
                 ReasonCode::PolicyWarning,
                 "hm",
             ));
-            let out = serde_json::to_value(respond(
-                review.request.types.clone(),
-                &review.subject,
-                &findings,
-            ))
-            .expect("serializes");
+            let out =
+                serde_json::to_value(respond(review.types.clone(), &review.subject, &findings))
+                    .expect("serializes");
             assert_eq!(out["apiVersion"], version);
             assert_eq!(out["response"]["uid"], "u-1");
             assert_eq!(out["response"]["allowed"], true);

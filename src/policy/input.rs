@@ -166,12 +166,17 @@ fn fields(review: &Map<String, Json>) -> impl Iterator<Item = (&str, &Json)> {
         .map(|(key, value)| (key.as_str(), value))
 }
 
-/// Feeds the JSON text of `value` to `digest`, through a buffer (serde_json writes in many
-/// small pieces). None if it cannot be serialized.
+/// Feeds the JSON text of `value` to `digest`, through a buffer on the stack (serde_json
+/// writes in many small pieces). None if it cannot be serialized.
 fn digest_serialized(value: &(impl Serialize + ?Sized), digest: &mut Context) -> Option<()> {
-    let mut text = std::io::BufWriter::with_capacity(4096, DigestWriter(digest));
+    let mut text = DigestWriter {
+        digest,
+        buffer: [0; 1024],
+        len: 0,
+    };
     serde_json::to_writer(&mut text, value).ok()?;
-    std::io::Write::flush(&mut text).ok()
+    text.flush();
+    Some(())
 }
 
 /// A field name: tagged (so it never reads as the `}` that closes an object) and
@@ -182,15 +187,36 @@ fn digest_name(name: &str, digest: &mut Context) {
     digest.update(name.as_bytes());
 }
 
-struct DigestWriter<'a>(&'a mut Context);
+struct DigestWriter<'a> {
+    digest: &'a mut Context,
+    buffer: [u8; 1024],
+    len: usize,
+}
+
+impl DigestWriter<'_> {
+    fn flush(&mut self) {
+        self.digest.update(&self.buffer[..self.len]);
+        self.len = 0;
+    }
+}
 
 impl std::io::Write for DigestWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
+        if self.len + bytes.len() > self.buffer.len() {
+            self.flush();
+        }
+        match self.buffer.get_mut(self.len..self.len + bytes.len()) {
+            Some(room) => {
+                room.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.digest.update(bytes),
+        }
         Ok(bytes.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        DigestWriter::flush(self);
         Ok(())
     }
 }

@@ -98,11 +98,7 @@ async fn validate(
         } => (types, subject, admission::refusal(&problem)),
         Decoded::Judge(review) => {
             let verdict = state.reviewer.judge(&review, deadline).await;
-            (
-                review.request.types.clone(),
-                review.subject,
-                verdict.messages,
-            )
+            (review.types.clone(), review.subject, verdict.messages)
         }
     };
     let elapsed = received.elapsed();

@@ -510,12 +510,30 @@ impl Verifier {
         deadline: Instant,
     ) -> Vec<Arc<ImageFacts>> {
         let set = policies_fingerprint(policies);
-        futures_util::future::join_all(
-            images
-                .iter()
-                .map(|image| self.image_facts(image, policies, set, deadline)),
-        )
-        .await
+        // Known images first, without building a future per image (they are large).
+        let mut facts = Vec::with_capacity(images.len());
+        for image in images {
+            match self.known(image, set) {
+                Some(known) => facts.push(known),
+                None => break,
+            }
+        }
+        let rest = images[facts.len()..]
+            .iter()
+            .map(|image| self.image_facts(image, policies, set, deadline));
+        facts.extend(futures_util::future::join_all(rest).await);
+        facts
+    }
+
+    /// The facts of an image judged before, while they hold (see `Assembled`).
+    fn known(&self, occurrence: &ImageOccurrence, set: u64) -> Option<Arc<ImageFacts>> {
+        let facts = self.assembled.recall(occurrence, set)?;
+        self.metrics
+            .verify_cache
+            .with_label_values(&["hit"])
+            .inc_by(facts.policies.len() as u64);
+        self.count(&facts);
+        Some(facts)
     }
 
     async fn image_facts(
@@ -525,12 +543,7 @@ impl Verifier {
         set: u64,
         deadline: Instant,
     ) -> Arc<ImageFacts> {
-        if let Some(facts) = self.assembled.recall(occurrence, set) {
-            self.metrics
-                .verify_cache
-                .with_label_values(&["hit"])
-                .inc_by(facts.policies.len() as u64);
-            self.count(&facts);
+        if let Some(facts) = self.known(occurrence, set) {
             return facts;
         }
         let parsed = occurrence.parse();

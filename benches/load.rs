@@ -47,6 +47,8 @@ struct Row {
     p99_ms: f64,
     p999_ms: f64,
     peak_rss_mib: f64,
+    /// Server CPU time (user + system) per review: the figure least moved by the shared cores.
+    server_cpu_us_per_review: f64,
     throughput_vs_baseline: Option<f64>,
     p99_vs_baseline: Option<f64>,
 }
@@ -58,6 +60,7 @@ fn row(server: &str, scenario: &str, http2: bool, concurrency: usize, run: RunSt
         wrong,
         elapsed,
         peak_rss_kib,
+        server_cpu,
     } = run;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     Row {
@@ -74,6 +77,7 @@ fn row(server: &str, scenario: &str, http2: bool, concurrency: usize, run: RunSt
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
+        server_cpu_us_per_review: server_cpu.as_secs_f64() * 1e6 / hist.len().max(1) as f64,
         throughput_vs_baseline: None,
         p99_vs_baseline: None,
     }
@@ -327,8 +331,8 @@ async fn registry_requests(
 
 fn line(r: &Row) -> String {
     format!(
-        "{:8} {:22} {:8} c={:<3} {:>8.0}/s p50 {:>7.2}ms p90 {:>7.2}ms p99 {:>7.2}ms p99.9 {:>7.2}ms errors {} wrong {} rss {:.1}MiB{}",
-        r.server, r.scenario, r.protocol, r.concurrency, r.reviews_per_sec, r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.errors, r.wrong_decisions, r.peak_rss_mib,
+        "{:8} {:22} {:8} c={:<3} {:>8.0}/s p50 {:>7.2}ms p90 {:>7.2}ms p99 {:>7.2}ms p99.9 {:>7.2}ms errors {} wrong {} rss {:.1}MiB cpu {:.0}us/review{}",
+        r.server, r.scenario, r.protocol, r.concurrency, r.reviews_per_sec, r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.errors, r.wrong_decisions, r.peak_rss_mib, r.server_cpu_us_per_review,
         r.throughput_vs_baseline.map(|t| format!(" | {t:.2}x baseline throughput, p99 {:.2}x", r.p99_vs_baseline.unwrap_or(0.0))).unwrap_or_default()
     )
 }
@@ -345,15 +349,15 @@ fn markdown(summary: &Value, rows: &[Row]) -> String {
         summary["verdict_rss_after_runs_mib"].as_f64().unwrap_or(0.0),
         summary["registry_requests_per_cold_image"].as_f64().unwrap_or(0.0),
     ));
-    md.push_str("| server | scenario | protocol | conc. | reviews/s | vs baseline | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 vs baseline | errors | wrong | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| server | scenario | protocol | conc. | reviews/s | vs baseline | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 vs baseline | errors | wrong | peak RSS MiB | server CPU µs/review |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} |\n",
             r.server, r.scenario, r.protocol, r.concurrency, r.reviews_per_sec,
             r.throughput_vs_baseline.map(|t| format!("{t:.2}x")).unwrap_or_default(),
             r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms,
             r.p99_vs_baseline.map(|t| format!("{t:.2}x")).unwrap_or_default(),
-            r.errors, r.wrong_decisions, r.peak_rss_mib
+            r.errors, r.wrong_decisions, r.peak_rss_mib, r.server_cpu_us_per_review
         ));
     }
     md

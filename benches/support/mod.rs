@@ -33,6 +33,24 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time a process has used (user + system), from `/proc/<pid>/stat` (in clock ticks of
+/// 10 ms, the fixed `USER_HZ` of Linux's process accounting).
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 pub struct Process {
     pub child: Child,
     pub port: u16,
@@ -200,6 +218,8 @@ pub struct RunStats {
     pub wrong: usize,
     pub elapsed: Duration,
     pub peak_rss_kib: u64,
+    /// CPU time the server used during the run.
+    pub server_cpu: Duration,
 }
 
 /// Sends requests `0..total` at `concurrency`, checking every decision, sampling the
@@ -223,6 +243,7 @@ pub async fn drive(
             }
         })
     };
+    let cpu_before = cpu_time(pid);
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -284,6 +305,7 @@ pub async fn drive(
         wrong,
         elapsed,
         peak_rss_kib: peak.load(Ordering::Relaxed),
+        server_cpu: cpu_time(pid).saturating_sub(cpu_before),
     }
 }
 

@@ -382,6 +382,32 @@ mod tests {
         }
     }
 
+    /// The envelope is checked; the objects are the policies' business: fields kube's
+    /// `DynamicObject` would reject (a string `metadata`, a numeric `apiVersion`) must not
+    /// turn a review into a refusal.
+    #[test]
+    fn judges_objects_kube_could_not_read() {
+        let mut request = pod_request();
+        request["object"]["metadata"] = json!("not an object");
+        request["object"]["apiVersion"] = json!(7);
+        request["oldObject"] = json!({"metadata": [1, 2]});
+        let Ok(Decoded::Judge(judged)) = decode(review(API_VERSIONS[0], request)) else {
+            panic!("an odd object is judged, not refused");
+        };
+        assert_eq!(judged.object()["metadata"], "not an object");
+        assert_eq!(
+            judged.raw["request"]["oldObject"]["metadata"],
+            json!([1, 2])
+        );
+        // The envelope itself is still checked field by field.
+        let mut request = pod_request();
+        request["userInfo"]["groups"] = json!("admins");
+        assert!(matches!(
+            decode(review(API_VERSIONS[0], request)),
+            Ok(Decoded::Refuse { .. })
+        ));
+    }
+
     #[test]
     fn rejects_what_is_not_a_review() {
         assert!(matches!(parse_body(b"{nope"), Err(NotAReview::Json(_))));

@@ -45,7 +45,8 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        // Events from the `log` crate carry their real target in `log.*` fields.
+        // Records of the `log` crate carry their real target and level in `log.*` fields
+        // (written too, as tracing-subscriber does).
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         writer.write_str("{\"timestamp\":\"")?;
@@ -55,7 +56,6 @@ where
         writer.write_char('"')?;
         let mut fields = JsonFields {
             out: &mut writer,
-            skip_log_fields: normalized.is_some(),
             result: Ok(()),
         };
         event.record(&mut fields);
@@ -69,13 +69,12 @@ where
 /// Writes each field as `,"name":value`.
 struct JsonFields<'a, W> {
     out: &'a mut W,
-    skip_log_fields: bool,
     result: fmt::Result,
 }
 
 impl<W: fmt::Write> JsonFields<'_, W> {
     fn entry(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
-        if self.result.is_err() || (self.skip_log_fields && field.name().starts_with("log.")) {
+        if self.result.is_err() {
             return;
         }
         self.result = (|| {
@@ -259,6 +258,16 @@ mod tests {
             tricky
         );
         tracing::warn!("plain");
+        // A record of the `log` crate, as `LogTracer` hands it over.
+        let record = log::Record::builder()
+            .level(log::Level::Warn)
+            .target("rustls::server")
+            .module_path_static(Some("rustls::server::hs"))
+            .file_static(Some("src/server/hs.rs"))
+            .line(Some(42))
+            .args(format_args!("from log"))
+            .build();
+        tracing_log::format_trace(&record).expect("dispatched");
     }
 
     fn capture(json_lines: bool) -> Vec<Value> {
@@ -283,7 +292,7 @@ mod tests {
     #[test]
     fn lines_match_tracing_subscribers_json() {
         let (mut ours, mut theirs) = (capture(true), capture(false));
-        assert_eq!(ours.len(), 2);
+        assert_eq!(ours.len(), 3);
         for line in ours.iter_mut().chain(theirs.iter_mut()) {
             let stamp = line["timestamp"].take();
             let stamp = stamp.as_str().expect("a string");
@@ -297,6 +306,9 @@ mod tests {
         assert_eq!(ours[0]["not_a_number"], Value::Null);
         assert_eq!(ours[0]["big"], u128::MAX.to_string());
         assert_eq!(ours[1]["message"], "plain");
+        assert_eq!(ours[2]["target"], "rustls::server");
+        assert_eq!(ours[2]["level"], "WARN");
+        assert_eq!(ours[2]["log.line"], 42);
     }
 
     #[test]

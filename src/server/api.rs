@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use prometheus::Registry;
+use prometheus::{IntGauge, Registry};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ pub fn admission_router(state: AppState) -> Router {
         .route("/validate", post(validate))
         .route("/v1/check", post(check))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// The plain-HTTP router for probes and metrics.
@@ -47,7 +47,7 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// A request refused before judging.
@@ -64,7 +64,7 @@ impl IntoResponse for HttpError {
 }
 
 async fn validate(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Response {
@@ -107,7 +107,7 @@ async fn validate(
 }
 
 async fn check(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
     request: Request,
 ) -> Response {
@@ -139,14 +139,14 @@ async fn check(
     }
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     // Ready once policies and certificates are loaded, which `serve` does before listening.
     // A failed reload keeps the previous policies live, so it is shown but stays ready.
     let status = state.reviewer.policies().status();
     Json(json!({"status": "ready", "policies": status})).into_response()
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -214,18 +214,18 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// Counts a review as in flight until dropped, whatever path the handler takes.
-struct InFlight(Metrics);
+struct InFlight<'a>(&'a IntGauge);
 
-impl InFlight {
-    fn start(metrics: &Metrics) -> Self {
+impl<'a> InFlight<'a> {
+    fn start(metrics: &'a Metrics) -> Self {
         metrics.in_flight.inc();
-        Self(metrics.clone())
+        Self(&metrics.in_flight)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.dec();
+        self.0.dec();
     }
 }
 

@@ -109,9 +109,12 @@ impl<W: fmt::Write> Visit for JsonFields<'_, W> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         // JSON has no NaN or infinity.
-        self.entry(field, |w| match value.is_finite() {
-            true => write!(w, "{value}"),
-            false => w.write_str("null"),
+        self.entry(field, |w| {
+            if value.is_finite() {
+                write!(w, "{value}")
+            } else {
+                w.write_str("null")
+            }
         });
     }
 
@@ -168,31 +171,21 @@ impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
 /// RFC 3339 in UTC with microseconds, as tracing-subscriber writes it.
 fn write_timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let time = secs % 86_400;
+    let at = i64::try_from(since.as_secs())
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     write!(
         w,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        time / 3600,
-        time / 60 % 60,
-        time % 60,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
         since.subsec_micros()
     )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -334,9 +327,13 @@ mod tests {
     #[test]
     fn every_day_of_four_centuries_has_its_date() {
         // Walks 1970..2370 day by day against a calendar counted by hand.
-        let (mut year, mut month, mut day) = (1970, 1, 1);
+        let (mut year, mut month, mut day) = (1970u64, 1u64, 1u64);
         for days in 0..146_097 {
-            assert_eq!(civil_from_days(days), (year, month, day), "day {days}");
+            let mut text = String::new();
+            write_timestamp(&mut text, UNIX_EPOCH + Duration::from_secs(days * 86_400))
+                .expect("written");
+            let date = format!("{year:04}-{month:02}-{day:02}T00:00:00.000000Z");
+            assert_eq!(text, date, "day {days}");
             let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
             let length = match month {
                 2 if leap => 29,

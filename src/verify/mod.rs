@@ -119,12 +119,7 @@ impl crate::policy::Image for ImageFacts {
 }
 
 impl ImageFacts {
-    /// Facts known from the reference alone.
-    pub fn from_reference(occurrence: &ImageOccurrence) -> Self {
-        Self::from_parsed(occurrence, occurrence.parse().as_ref())
-    }
-
-    /// The same, with the reference already parsed.
+    /// Facts known from the (parsed) reference alone.
     fn from_parsed(
         occurrence: &ImageOccurrence,
         parsed: Result<&ImageRef, &crate::images::ReferenceError>,
@@ -511,18 +506,18 @@ impl Verifier {
     ) -> Vec<Arc<ImageFacts>> {
         let set = policies_fingerprint(policies);
         // Known images first, without building a future per image (they are large).
-        let mut facts = Vec::with_capacity(images.len());
-        for image in images {
-            match self.known(image, set) {
-                Some(known) => facts.push(known),
-                None => break,
-            }
+        let known: Vec<Option<Arc<ImageFacts>>> =
+            images.iter().map(|image| self.known(image, set)).collect();
+        if known.iter().all(Option::is_some) {
+            return known.into_iter().flatten().collect();
         }
-        let rest = images[facts.len()..]
-            .iter()
-            .map(|image| self.image_facts(image, policies, set, deadline));
-        facts.extend(futures_util::future::join_all(rest).await);
-        facts
+        let facts = images.iter().zip(known).map(|(image, known)| async move {
+            match known {
+                Some(facts) => facts,
+                None => self.image_facts(image, policies, set, deadline).await,
+            }
+        });
+        futures_util::future::join_all(facts).await
     }
 
     /// The facts of an image judged before, while they hold (see `Assembled`).
@@ -536,6 +531,7 @@ impl Verifier {
         Some(facts)
     }
 
+    /// The facts of an image that is not known: resolved, judged and assembled.
     async fn image_facts(
         &self,
         occurrence: &ImageOccurrence,
@@ -543,9 +539,6 @@ impl Verifier {
         set: u64,
         deadline: Instant,
     ) -> Arc<ImageFacts> {
-        if let Some(facts) = self.known(occurrence, set) {
-            return facts;
-        }
         let parsed = occurrence.parse();
         let matching: Vec<&ImagePolicy> = match &parsed {
             Ok(image) => policies.iter().filter(|p| p.matches(image)).collect(),

@@ -49,6 +49,10 @@ struct Row {
     peak_rss_mib: f64,
     /// Server CPU time (user + system) per review: the figure least moved by the shared cores.
     server_cpu_us_per_review: f64,
+    /// The load generator's CPU time per review (this process).
+    client_cpu_us_per_review: f64,
+    /// Share of both cores busy during the run (server, load generator and the rest).
+    machine_busy_pct: f64,
     throughput_vs_baseline: Option<f64>,
     p99_vs_baseline: Option<f64>,
 }
@@ -61,6 +65,8 @@ fn row(server: &str, scenario: &str, http2: bool, concurrency: usize, run: RunSt
         elapsed,
         peak_rss_kib,
         server_cpu,
+        client_cpu,
+        machine_busy,
     } = run;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     Row {
@@ -78,6 +84,8 @@ fn row(server: &str, scenario: &str, http2: bool, concurrency: usize, run: RunSt
         p999_ms: ms(0.999),
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
         server_cpu_us_per_review: server_cpu.as_secs_f64() * 1e6 / hist.len().max(1) as f64,
+        client_cpu_us_per_review: client_cpu.as_secs_f64() * 1e6 / hist.len().max(1) as f64,
+        machine_busy_pct: machine_busy * 100.0,
         throughput_vs_baseline: None,
         p99_vs_baseline: None,
     }
@@ -331,8 +339,9 @@ async fn registry_requests(
 
 fn line(r: &Row) -> String {
     format!(
-        "{:8} {:22} {:8} c={:<3} {:>8.0}/s p50 {:>7.2}ms p90 {:>7.2}ms p99 {:>7.2}ms p99.9 {:>7.2}ms errors {} wrong {} rss {:.1}MiB cpu {:.0}us/review{}",
+        "{:8} {:22} {:8} c={:<3} {:>8.0}/s p50 {:>7.2}ms p90 {:>7.2}ms p99 {:>7.2}ms p99.9 {:>7.2}ms errors {} wrong {} rss {:.1}MiB cpu {:.0}us/review (client {:.0}) busy {:.0}%{}",
         r.server, r.scenario, r.protocol, r.concurrency, r.reviews_per_sec, r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.errors, r.wrong_decisions, r.peak_rss_mib, r.server_cpu_us_per_review,
+        r.client_cpu_us_per_review, r.machine_busy_pct,
         r.throughput_vs_baseline.map(|t| format!(" | {t:.2}x baseline throughput, p99 {:.2}x", r.p99_vs_baseline.unwrap_or(0.0))).unwrap_or_default()
     )
 }
@@ -349,15 +358,16 @@ fn markdown(summary: &Value, rows: &[Row]) -> String {
         summary["verdict_rss_after_runs_mib"].as_f64().unwrap_or(0.0),
         summary["registry_requests_per_cold_image"].as_f64().unwrap_or(0.0),
     ));
-    md.push_str("| server | scenario | protocol | conc. | reviews/s | vs baseline | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 vs baseline | errors | wrong | peak RSS MiB | server CPU µs/review |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| server | scenario | protocol | conc. | reviews/s | vs baseline | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 vs baseline | errors | wrong | peak RSS MiB | server CPU µs/review | load generator CPU µs/review | machine busy |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} |\n",
+            "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0}% |\n",
             r.server, r.scenario, r.protocol, r.concurrency, r.reviews_per_sec,
             r.throughput_vs_baseline.map(|t| format!("{t:.2}x")).unwrap_or_default(),
             r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms,
             r.p99_vs_baseline.map(|t| format!("{t:.2}x")).unwrap_or_default(),
-            r.errors, r.wrong_decisions, r.peak_rss_mib, r.server_cpu_us_per_review
+            r.errors, r.wrong_decisions, r.peak_rss_mib, r.server_cpu_us_per_review,
+            r.client_cpu_us_per_review, r.machine_busy_pct
         ));
     }
     md

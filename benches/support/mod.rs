@@ -51,6 +51,23 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// Busy and total clock ticks of all CPUs together, from the first line of `/proc/stat`
+/// (busy: everything but `idle` and `iowait`).
+pub fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
 pub struct Process {
     pub child: Child,
     pub port: u16,
@@ -220,6 +237,11 @@ pub struct RunStats {
     pub peak_rss_kib: u64,
     /// CPU time the server used during the run.
     pub server_cpu: Duration,
+    /// CPU time this process (the load generator) used during the run.
+    pub client_cpu: Duration,
+    /// Share of all CPUs' time that was busy during the run, 0 to 1: near 1, the machine was
+    /// saturated and every thread waited for a core now and then.
+    pub machine_busy: f64,
 }
 
 /// Sends requests `0..total` at `concurrency`, checking every decision, sampling the
@@ -244,6 +266,8 @@ pub async fn drive(
         })
     };
     let cpu_before = cpu_time(pid);
+    let client_before = cpu_time(std::process::id());
+    let machine_before = machine_ticks();
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -298,6 +322,7 @@ pub async fn drive(
         wrong += w;
     }
     let elapsed = started.elapsed();
+    let machine_after = machine_ticks();
     sampler.abort();
     RunStats {
         latency_us,
@@ -306,6 +331,9 @@ pub async fn drive(
         elapsed,
         peak_rss_kib: peak.load(Ordering::Relaxed),
         server_cpu: cpu_time(pid).saturating_sub(cpu_before),
+        client_cpu: cpu_time(std::process::id()).saturating_sub(client_before),
+        machine_busy: (machine_after.0 - machine_before.0) as f64
+            / (machine_after.1 - machine_before.1).max(1) as f64,
     }
 }
 

@@ -43,12 +43,13 @@ fn reviewer(policies: PathBuf, insecure: Vec<String>, metrics: Metrics) -> Revie
 }
 
 async fn judge(reviewer: &Reviewer, body: &[u8]) -> Vec<u8> {
-    let raw = admission::parse_body(body).unwrap();
+    let policy = reviewer.policies().current();
+    let raw = admission::parse_body(body, &policy).unwrap();
     let Decoded::Judge(review) = admission::decode(raw).unwrap() else {
         unreachable!()
     };
     let verdict = reviewer
-        .judge(&review, Instant::now() + Duration::from_secs(10))
+        .judge(&review, policy, Instant::now() + Duration::from_secs(10))
         .await;
     let response = admission::respond(review.types.clone(), &review.subject, &verdict.messages);
     serde_json::to_vec(&response).unwrap()

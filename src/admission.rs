@@ -3,6 +3,8 @@
 //! not the judging itself.
 
 use crate::decision::{Findings, ReasonCode, Severity};
+use crate::images;
+use crate::policy::PolicySet;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::core::{DynamicObject, DynamicResourceScope, ObjectMeta, Resource, Status, TypeMeta};
 use serde::Deserialize;
@@ -62,7 +64,8 @@ pub enum Decoded {
 /// A review that can be judged.
 #[derive(Debug)]
 pub struct Review {
-    /// The AdmissionReview exactly as received: the Rego input is built from it.
+    /// The AdmissionReview as received, or as much of it as verdict and the policies read
+    /// (see `PolicySet::parse_review`): the Rego input is built from it.
     pub raw: Value,
     /// `apiVersion` and `kind` of the review, echoed in the response.
     pub types: TypeMeta,
@@ -113,9 +116,51 @@ impl Resource for Unread {
     }
 }
 
-/// Parses a request body into a JSON value.
-pub fn parse_body(body: &[u8]) -> Result<Value, NotAReview> {
-    serde_json::from_slice(body).map_err(|e| NotAReview::Json(e.to_string()))
+/// Parses a request body into a JSON value holding what verdict and `policy` read of it.
+pub fn parse_body(body: &[u8], policy: &PolicySet) -> Result<Value, NotAReview> {
+    policy
+        .parse_review(body)
+        .map_err(|e| NotAReview::Json(e.to_string()))
+}
+
+/// The fields kube's `AdmissionRequest` reads, which the envelope check needs whole.
+const ENVELOPE: [&str; 13] = [
+    "uid",
+    "kind",
+    "resource",
+    "subResource",
+    "requestKind",
+    "requestResource",
+    "requestSubResource",
+    "name",
+    "namespace",
+    "operation",
+    "userInfo",
+    "dryRun",
+    "options",
+];
+
+/// Every path of a review that verdict itself reads, whatever the policies read: the
+/// review's type, the request envelope, the object's kind and names, and the container
+/// lists of every kind that has a pod spec (`request.oldObject` is not among them).
+pub fn own_reads() -> Vec<Vec<&'static str>> {
+    let mut paths = vec![vec!["apiVersion"], vec!["kind"]];
+    paths.extend(ENVELOPE.iter().map(|field| vec!["request", field]));
+    for field in ["apiVersion", "kind"] {
+        paths.push(vec!["request", "object", field]);
+    }
+    for field in ["name", "namespace", "generateName"] {
+        paths.push(vec!["request", "object", "metadata", field]);
+    }
+    for (_, spec) in images::POD_SPEC_PATHS {
+        for (list, _) in images::ContainerKind::LISTS {
+            let mut path = vec!["request", "object"];
+            path.extend_from_slice(spec);
+            path.push(list);
+            paths.push(path);
+        }
+    }
+    paths
 }
 
 /// Reads a review. Everything that claims to be an AdmissionReview gets a review answer.
@@ -410,7 +455,17 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_review() {
-        assert!(matches!(parse_body(b"{nope"), Err(NotAReview::Json(_))));
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let policy = PolicySet::load(&root, &Default::default()).expect("shipped policies");
+        for body in [
+            &b"{nope"[..],
+            b"{\"kind\": \"AdmissionReview\", \"x\": [1,]}",
+        ] {
+            assert!(matches!(
+                parse_body(body, &policy),
+                Err(NotAReview::Json(_))
+            ));
+        }
         for body in [
             json!({"kind": "Pod"}),
             json!([1]),

@@ -39,7 +39,9 @@ pub async fn check(
     for review in manifest::reviews(body)? {
         let (subject, verdict) = match admission::decode(review) {
             Ok(Decoded::Judge(review)) => {
-                let verdict = reviewer.judge(&review, deadline).await;
+                let verdict = reviewer
+                    .judge(&review, reviewer.policies().current(), deadline)
+                    .await;
                 (review.subject, verdict)
             }
             Ok(Decoded::Refuse {

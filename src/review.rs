@@ -109,19 +109,32 @@ impl Reviewer {
         &self.policies
     }
 
-    /// Judges `review` and answers by `deadline` whatever happens.
-    pub async fn judge(&self, review: &Review, deadline: Instant) -> Verdict {
-        let verdict = self.judge_strictly(review, deadline).await;
+    /// Judges `review` with `policy` (the set its body was parsed for: the same set judges
+    /// the whole review, even if a reload lands meanwhile) and answers by `deadline`
+    /// whatever happens.
+    pub async fn judge(
+        &self,
+        review: &Review,
+        policy: Arc<PolicySet>,
+        deadline: Instant,
+    ) -> Verdict {
+        let verdict = self.judge_strictly(review, policy, deadline).await;
         if self.warn_only {
             return verdict.into_warnings();
         }
         verdict
     }
 
-    async fn judge_strictly(&self, review: &Review, deadline: Instant) -> Verdict {
+    async fn judge_strictly(
+        &self,
+        review: &Review,
+        policy: Arc<PolicySet>,
+        deadline: Instant,
+    ) -> Verdict {
         let started = Instant::now();
         let judged =
-            tokio::time::timeout_at(deadline.into(), self.judge_within(review, deadline)).await;
+            tokio::time::timeout_at(deadline.into(), self.judge_within(review, policy, deadline))
+                .await;
         judged.unwrap_or_else(|_| {
             let mut messages = Findings::default();
             messages.push(Finding::builtin(
@@ -140,14 +153,17 @@ impl Reviewer {
         })
     }
 
-    async fn judge_within(&self, review: &Review, deadline: Instant) -> Verdict {
+    async fn judge_within(
+        &self,
+        review: &Review,
+        policy: Arc<PolicySet>,
+        deadline: Instant,
+    ) -> Verdict {
         let started = Instant::now();
         let mut timings = Timings::default();
         let occurrences = images::extract(&review.subject.kind, review.object());
         timings.images_us = micros(started.elapsed());
 
-        // The same policy set judges the whole review, even if a reload lands meanwhile.
-        let policy = self.policies.current();
         let verify_started = Instant::now();
         let facts = self
             .verifier

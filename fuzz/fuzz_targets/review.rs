@@ -2,14 +2,23 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
 use verdict::admission::{self, Decoded};
-use verdict::verify::ImageFacts;
+use verdict::policy::PolicySet;
+use verdict::verify::trust::TrustRoot;
+
+/// The shipped policies: `/validate` parses a body for what they and verdict read.
+static POLICY: LazyLock<PolicySet> = LazyLock::new(|| {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    PolicySet::load(&root, &Arc::new(TrustRoot::default())).expect("shipped policies load")
+});
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(raw) = admission::parse_body(data) {
+    if let Ok(raw) = admission::parse_body(data, &POLICY) {
         if let Ok(Decoded::Judge(review)) = admission::decode(raw) {
             for image in verdict::images::extract(&review.subject.kind, review.object()) {
-                let _ = ImageFacts::from_reference(&image);
+                let _ = image.parse();
             }
             let _ = review.subject.describe();
         }

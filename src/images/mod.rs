@@ -19,7 +19,7 @@ pub enum ContainerKind {
 }
 
 impl ContainerKind {
-    const LISTS: [(&'static str, ContainerKind); 3] = [
+    pub const LISTS: [(&'static str, ContainerKind); 3] = [
         ("initContainers", ContainerKind::Init),
         ("containers", ContainerKind::Container),
         ("ephemeralContainers", ContainerKind::Ephemeral),

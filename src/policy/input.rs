@@ -13,9 +13,12 @@
 
 use regorus::Value;
 use ring::digest::Context;
-use serde::Serialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// SHA-256 of what an input holds (see [`build`]).
 pub type Key = [u8; 32];
@@ -78,6 +81,18 @@ impl Reads {
         }
     }
 
+    /// `text` parsed as JSON, keeping of each object only the fields that are read, as
+    /// [`Reads::select`] keeps them: what is not read is checked as JSON (syntax and
+    /// nesting) but never built, which is most of the cost of parsing. The strings of the
+    /// parts left out are not decoded and their numbers not converted, so invalid UTF-8 or
+    /// a number out of range there is not an error.
+    pub fn parse(&self, text: &[u8]) -> serde_json::Result<Json> {
+        let mut parser = serde_json::Deserializer::from_slice(text);
+        let value = Pruned(self).deserialize(&mut parser)?;
+        parser.end()?;
+        Ok(value)
+    }
+
     pub(super) fn add(&mut self, path: &[&str]) {
         let Self::Fields(fields) = self else {
             return;
@@ -89,6 +104,114 @@ impl Reads {
                 .or_insert_with(|| Self::Fields(BTreeMap::new()))
                 .add(rest),
         }
+    }
+}
+
+/// Parses a JSON value keeping what `.0` reads (see [`Reads::parse`]).
+struct Pruned<'a>(&'a Reads);
+
+impl<'de> DeserializeSeed<'de> for Pruned<'_> {
+    type Value = Json;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
+        match self.0 {
+            Reads::All => Json::deserialize(deserializer),
+            Reads::Fields(fields) => deserializer.deserialize_any(PrunedVisitor(fields)),
+        }
+    }
+}
+
+/// An object keeps the fields in `.0`; any other value is kept whole, as `serde_json`
+/// builds it.
+struct PrunedVisitor<'a>(&'a BTreeMap<String, Reads>);
+
+impl<'de> Visitor<'de> for PrunedVisitor<'_> {
+    type Value = Json;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Json, E> {
+        Ok(Json::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Json, E> {
+        Ok(Json::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Json, E> {
+        Ok(Json::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Json, E> {
+        Ok(Json::from(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Json, E> {
+        Ok(Json::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Json, E> {
+        Ok(Json::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Json, A::Error> {
+        let mut all = Vec::new();
+        while let Some(item) = items.next_element()? {
+            all.push(item);
+        }
+        Ok(Json::Array(all))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Json, A::Error> {
+        let mut kept = Map::new();
+        while let Some(FieldName(name)) = entries.next_key()? {
+            match self.0.get(name.as_ref()) {
+                Some(reads) => {
+                    let value = entries.next_value_seed(Pruned(reads))?;
+                    kept.insert(name.into_owned(), value);
+                }
+                None => {
+                    entries.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Json::Object(kept))
+    }
+}
+
+/// An object's field name, borrowed from the text unless it holds escapes: only the names
+/// that are kept are copied.
+struct FieldName<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> Visitor<'de> for Name {
+            type Value = FieldName<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Borrowed(name)))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Owned(name.to_owned())))
+            }
+
+            fn visit_string<E>(self, name: String) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Owned(name)))
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 
@@ -400,6 +523,110 @@ deny contains "x" if {
             compared > 50 && findings > compared,
             "{compared} reviews, {findings} findings"
         );
+    }
+
+    /// What `reads` keeps of a whole value, as a JSON value.
+    fn pruned(reads: &Reads, value: &Json) -> Json {
+        match (reads, value) {
+            (Reads::Fields(wanted), Json::Object(fields)) => Json::Object(
+                fields
+                    .iter()
+                    .filter_map(|(key, value)| Some((key.clone(), pruned(wanted.get(key)?, value))))
+                    .collect(),
+            ),
+            _ => value.clone(),
+        }
+    }
+
+    /// Parsing only what is read gives exactly what parsing everything and then dropping
+    /// the rest gives, and fails exactly where the whole parse fails, for real reviews and
+    /// for the corners of JSON (escaped and repeated names, a value that is not an object
+    /// where one is read into, numbers of every kind, errors in parts nobody reads).
+    #[test]
+    fn parsing_what_is_read_equals_parsing_all_and_dropping_the_rest() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let shipped = PolicySet::load(&root.join("policies"), &Arc::new(TrustRoot::default()))
+            .expect("shipped policies load");
+        let nested = fields(&[
+            ("a", fields(&[("b", Reads::All), ("name", fields(&[]))])),
+            ("n", Reads::All),
+            ("l", fields(&[("x", Reads::All)])),
+        ]);
+        let all_reads = [
+            shipped.review_reads.clone(),
+            nested,
+            Reads::All,
+            fields(&[]),
+        ];
+        let mut bodies: Vec<Vec<u8>> = admission_fixtures()
+            .iter()
+            .map(|path| std::fs::read(path).expect("fixture"))
+            .collect();
+        for text in [
+            r#"{"a": {"b": [1, {"c": 2}], "skip": {"deep": [[[{"x": "\u00e9\n"}]]]}, "name": {"q": 1}}, "n": -1.5e3}"#,
+            r#"{"\u0061": {"\u0062": true}, "n": 18446744073709551615, "o": -9223372036854775808}"#,
+            r#"{"a": 1, "a": {"b": 2, "b": 3}, "n": null, "n": 0.1}"#,
+            r#"{"a": "not an object", "l": [1, 2, {"x": 3}], "n": 1e300}"#,
+            r#"{"a": [{"b": 1}], "l": {"x": {"y": "z"}, "w": 1}}"#,
+            r#"[{"a": 1}, 2]"#,
+            r#""just a string""#,
+            r#"  {"n": 1}  "#,
+            "{}",
+            // Errors in kept and in skipped parts alike.
+            r#"{"skip": [1, 2,], "n": 1}"#,
+            r#"{"skip": {"x" 1}, "n": 1}"#,
+            r#"{"skip": "\q", "n": 1}"#,
+            r#"{"n": 1} trailing"#,
+            r#"{"n": 1"#,
+            r#"{"skip": tru, "n": 1}"#,
+            r#"{"skip": 01, "n": 1}"#,
+            "",
+        ] {
+            bodies.push(text.as_bytes().to_vec());
+        }
+        let mut kept = 0;
+        for reads in &all_reads {
+            for body in &bodies {
+                let whole: serde_json::Result<Json> = serde_json::from_slice(body);
+                let parsed = reads.parse(body);
+                let show = String::from_utf8_lossy(body);
+                match (&whole, &parsed) {
+                    (Ok(whole), Ok(parsed)) => {
+                        assert_eq!(parsed, &pruned(reads, whole), "{reads:?} {show}");
+                        kept += 1;
+                    }
+                    (Err(_), Err(_)) => {}
+                    _ => panic!("{reads:?} {show}: whole {whole:?}, parsed {parsed:?}"),
+                }
+            }
+        }
+        assert!(kept > 40, "{kept}");
+        // serde_json reads a first name of `$serde_json::private::RawValue` as its own
+        // marker (and fails here); it is an ordinary name, as the API server sees it.
+        let marker = br#"{"$serde_json::private::RawValue": "[1]", "n": 2}"#;
+        assert!(serde_json::from_slice::<Json>(marker).is_err());
+        assert_eq!(all_reads[1].parse(marker).expect("parses"), json!({"n": 2}));
+        // What is left out is checked as JSON syntax only: a number out of range or a
+        // string that is not UTF-8 fails where it is read, not where it is left out.
+        for body in [&br#"{"n": 1e400}"#[..], b"{\"n\": \"\xff\"}"] {
+            assert!(serde_json::from_slice::<Json>(body).is_err());
+            assert!(all_reads[1].parse(body).is_err());
+            assert_eq!(all_reads[3].parse(body).expect("left out"), json!({}));
+        }
+        // The shipped set reads no managedFields, annotations or status: none are built.
+        let fixture = admission_fixtures()
+            .into_iter()
+            .find(|p| p.ends_with("gke_pod_create_admission_review.json"))
+            .expect("GKE fixture");
+        let parsed = shipped
+            .parse_review(&std::fs::read(&fixture).expect("fixture"))
+            .expect("parses");
+        let object = &parsed["request"]["object"];
+        assert_eq!(object["metadata"]["name"], "echo-pod");
+        assert!(object["metadata"].get("managedFields").is_none());
+        assert!(object["metadata"].get("annotations").is_none());
+        assert!(object["spec"]["containers"].is_array());
+        assert!(object["spec"].get("volumes").is_none());
     }
 
     fn admission_fixtures() -> Vec<std::path::PathBuf> {

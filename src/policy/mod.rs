@@ -92,6 +92,8 @@ pub struct PolicySet {
     pub image_policies: Vec<ImagePolicy>,
     /// What the policies read of `input`; the rest is not converted for them.
     reads: Reads,
+    /// What is parsed of a review body: what the policies read and what verdict reads.
+    review_reads: Reads,
     /// Findings by input digest; none when the set calls a builtin whose answers change.
     decisions: Option<Arc<memo::Decisions>>,
 }
@@ -135,14 +137,27 @@ impl PolicySet {
             .and_then(|r| r.field("uid"))
             .is_some();
         let decisions = (stable && !unique).then(Arc::default);
+        let mut review_reads = reads.clone();
+        for path in crate::admission::own_reads() {
+            review_reads.add(&path);
+        }
         Ok(Self {
             engine,
             targets,
             files,
             image_policies,
             reads,
+            review_reads,
             decisions,
         })
+    }
+
+    /// A review body parsed into what verdict and these policies read of it: each object
+    /// holds only those fields, the rest is checked as JSON but not built (most of a Pod's
+    /// text, `managedFields` and all, is read by neither). The input and key of the review
+    /// are the same as from the whole body.
+    pub fn parse_review(&self, body: &[u8]) -> serde_json::Result<serde_json::Value> {
+        self.review_reads.parse(body)
     }
 
     /// The input for one review: the review as received plus `images`, holding only what the

@@ -240,3 +240,125 @@ fn findings_are_not_remembered_when_they_could_differ() {
         );
     }
 }
+
+/// A body parsed into only what verdict and the policies read is decoded, extracted, keyed
+/// and turned into input exactly as the whole body is: for every fixture review, an
+/// UPDATE with an old object and the ephemeral-containers subresource, with the shipped
+/// policies and with a set that reads the old object and annotations.
+#[test]
+fn reviews_parsed_for_a_policy_set_are_judged_as_whole_ones() {
+    use crate::admission::{decode, Decoded};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = PolicySet::load(&root.join("policies"), &Arc::new(TrustRoot::default()))
+        .expect("shipped policies load");
+    let reader = PolicySet::compile_for_test(&sources(
+        &[(
+            "old.rego",
+            r#"package old
+deny contains "relabelled" if {
+    input.request.oldObject.metadata.labels.tier != input.request.object.metadata.labels.tier
+}
+warn contains msg if {
+    some key, value in input.request.object.metadata.annotations
+    msg := sprintf("%s=%s", [key, value])
+}
+"#,
+        )],
+        &[],
+    ))
+    .expect("compiles");
+    let mut bodies = Vec::new();
+    let dir = root.join("../shared/fixtures/admission");
+    for sub in std::fs::read_dir(dir).expect("fixtures") {
+        for file in std::fs::read_dir(sub.expect("dir").path()).expect("fixtures") {
+            bodies.push(std::fs::read(file.expect("file").path()).expect("fixture"));
+        }
+    }
+    bodies.push(
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "namespace": "prod", "operation": "UPDATE", "userInfo": {"username": "u"},
+                "object": {"metadata": {"name": "web", "labels": {"tier": "b"}, "annotations": {"a": "1"},
+                    "managedFields": [{"manager": "kubectl"}]},
+                    "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:1"}],
+                        "volumes": [{"name": "v"}]}}}},
+                "oldObject": {"metadata": {"name": "web", "labels": {"tier": "a"}}}}
+        }))
+        .expect("serializes"),
+    );
+    bodies.push(
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
+            "request": {"uid": "e", "kind": {"group": "", "version": "v1", "kind": "EphemeralContainers"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"}, "subResource": "ephemeralcontainers",
+                "namespace": "dev", "operation": "UPDATE", "userInfo": {"username": "u"},
+                "object": {"metadata": {"name": "p"}, "ephemeralContainers": [{"name": "dbg", "image": "busybox"}]}}
+        }))
+        .expect("serializes"),
+    );
+    bodies.push(
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "g", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {"username": "u"},
+                "object": {"kind": "Pod", "metadata": {"generateName": "web-7d4f-", "namespace": "team-a"},
+                    "spec": {"initContainers": [{"name": "i", "image": "busybox:1"}], "containers": []}}}
+        }))
+        .expect("serializes"),
+    );
+    let images =
+        vec![serde_json::json!({"container": "c", "reference": "nginx:1", "signatures": []})];
+    let show = |decoded: Result<Decoded, crate::admission::NotAReview>| match decoded {
+        Ok(Decoded::Judge(review)) => {
+            let found = crate::images::extract(&review.subject.kind, review.object());
+            let raw = review.raw.as_object().cloned().unwrap_or_default();
+            (
+                format!("judge {:?} {:?} {found:?}", review.types, review.subject),
+                Some(raw),
+            )
+        }
+        other => (format!("{other:?}"), None),
+    };
+    let mut judged = 0;
+    for set in [&shipped, &reader] {
+        for body in &bodies {
+            let whole = serde_json::from_slice(body).expect("fixture is JSON");
+            let parsed = set.parse_review(body).expect("parses");
+            let (whole, whole_raw) = show(decode(whole));
+            let (parsed, parsed_raw) = show(decode(parsed));
+            assert_eq!(parsed, whole);
+            let (Some(whole_raw), Some(parsed_raw)) = (whole_raw, parsed_raw) else {
+                continue;
+            };
+            assert_eq!(set.key(&parsed_raw, &images), set.key(&whole_raw, &images));
+            let input = |raw| set.input(raw, &images).expect("input");
+            assert_eq!(input(&parsed_raw), input(&whole_raw));
+            let findings = |raw| {
+                set.evaluate(input(raw), SECOND)
+                    .expect("evaluates")
+                    .iter()
+                    .map(|f| f.message.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(findings(&parsed_raw), findings(&whole_raw));
+            judged += 1;
+        }
+    }
+    assert!(judged >= 24, "{judged}");
+    let update = set_findings(&reader, bodies.len() - 3, &bodies);
+    assert_eq!(update, ["relabelled", "a=1"]);
+}
+
+fn set_findings(set: &PolicySet, i: usize, bodies: &[Vec<u8>]) -> Vec<String> {
+    let parsed = set.parse_review(&bodies[i]).expect("parses");
+    let raw = parsed.as_object().cloned().unwrap_or_default();
+    let images: Vec<serde_json::Value> = Vec::new();
+    set.evaluate(set.input(&raw, &images).expect("input"), SECOND)
+        .expect("evaluates")
+        .iter()
+        .map(|f| f.message.clone())
+        .collect()
+}

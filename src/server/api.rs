@@ -71,10 +71,12 @@ async fn validate(
     let received = Instant::now();
     let timeout = admission::parse_timeout(query_param(query.as_deref(), "timeout").as_deref());
     let deadline = received + timeout - admission::answer_margin(timeout);
+    // The body is parsed for this policy set, which then judges it.
+    let policy = state.reviewer.policies().current();
     let result = async {
         require_json(request.headers())?;
         let body = read_body(request.into_body(), state.read_timeout).await?;
-        let raw = admission::parse_body(&body).map_err(bad_request)?;
+        let raw = admission::parse_body(&body, &policy).map_err(bad_request)?;
         admission::decode(raw).map_err(bad_request)
     }
     .await;
@@ -97,7 +99,7 @@ async fn validate(
             problem,
         } => (types, subject, admission::refusal(&problem)),
         Decoded::Judge(review) => {
-            let verdict = state.reviewer.judge(&review, deadline).await;
+            let verdict = state.reviewer.judge(&review, policy, deadline).await;
             (review.types.clone(), review.subject, verdict.messages)
         }
     };

@@ -172,7 +172,10 @@ impl<'de> Visitor<'de> for PrunedVisitor<'_> {
         let mut kept = Map::new();
         while let Some(FieldName(name)) = entries.next_key()? {
             // Equal length first: most names are told apart without reading their bytes.
-            let wanted = self.0.iter().find(|(field, _)| field.as_str() == name.as_ref());
+            let wanted = self
+                .0
+                .iter()
+                .find(|(field, _)| field.as_str() == name.as_ref());
             match wanted.map(|(_, reads)| reads) {
                 Some(reads) => {
                     let value = entries.next_value_seed(Pruned(reads))?;

@@ -71,16 +71,16 @@ async fn validate(
     let received = Instant::now();
     let timeout = admission::parse_timeout(query_param(query.as_deref(), "timeout").as_deref());
     let deadline = received + timeout - admission::answer_margin(timeout);
-    // The body is parsed for this policy set, which then judges it.
-    let policy = state.reviewer.policies().current();
     let result = async {
         require_json(request.headers())?;
         let body = read_body(request.into_body(), state.read_timeout).await?;
+        // The body is parsed for the policy set live once it has arrived, which then judges it.
+        let policy = state.reviewer.policies().current();
         let raw = admission::parse_body(&body, &policy).map_err(bad_request)?;
-        admission::decode(raw).map_err(bad_request)
+        Ok::<_, HttpError>((admission::decode(raw).map_err(bad_request)?, policy))
     }
     .await;
-    let decoded = match result {
+    let (decoded, policy) = match result {
         Ok(decoded) => decoded,
         Err(e) => {
             state

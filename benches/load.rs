@@ -69,6 +69,7 @@ fn row(server: &str, scenario: &str, http2: bool, concurrency: usize, run: RunSt
         machine_busy,
     } = run;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let per_review_us = |cpu: Duration| cpu.as_secs_f64() * 1e6 / hist.len().max(1) as f64;
     Row {
         server: server.to_string(),
         scenario: scenario.to_string(),
@@ -83,8 +84,8 @@ fn row(server: &str, scenario: &str, http2: bool, concurrency: usize, run: RunSt
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
-        server_cpu_us_per_review: server_cpu.as_secs_f64() * 1e6 / hist.len().max(1) as f64,
-        client_cpu_us_per_review: client_cpu.as_secs_f64() * 1e6 / hist.len().max(1) as f64,
+        server_cpu_us_per_review: per_review_us(server_cpu),
+        client_cpu_us_per_review: per_review_us(client_cpu),
         machine_busy_pct: machine_busy * 100.0,
         throughput_vs_baseline: None,
         p99_vs_baseline: None,

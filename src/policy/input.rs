@@ -13,6 +13,7 @@
 
 use regorus::Value;
 use ring::digest::Context;
+use serde::de::value::SeqAccessDeserializer;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
@@ -160,12 +161,8 @@ impl<'de> Visitor<'de> for PrunedVisitor<'_> {
         Ok(Json::Null)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Json, A::Error> {
-        let mut all = Vec::new();
-        while let Some(item) = items.next_element()? {
-            all.push(item);
-        }
-        Ok(Json::Array(all))
+    fn visit_seq<A: SeqAccess<'de>>(self, items: A) -> Result<Json, A::Error> {
+        Json::deserialize(SeqAccessDeserializer::new(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Json, A::Error> {

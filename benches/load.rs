@@ -17,12 +17,29 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    bench_policies, client, drive, fixed, free_port, pod, rss_kib, start_verdict, wait_ready,
+    bench_policies, client, drive, fixed, free_port, pace, pod, rss_kib, start_verdict, wait_ready,
     Process, RunStats,
 };
 
 const BASELINE_ENV: &str = "VERDICT_BENCH_BASELINE";
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// Rounds of each closed-loop configuration, baseline and verdict taking turns; a row
+/// pools its rounds. One round of 8,000 reviews lasts a third of a second, and its p99
+/// moves with a single scheduler stall on these shared cores.
+const ROUNDS: usize = 5;
+/// Offered rates of the open-loop runs of scenario (b), reviews per second: each runs for
+/// `OPEN_ROUNDS` rounds of one second per server.
+const RATES: [u32; 2] = [1000, 5000];
+const OPEN_ROUNDS: usize = 3;
+
+/// How a run loads the server.
+#[derive(Clone, Copy)]
+enum Load {
+    /// This many clients, each sending its next review when its answer is in.
+    Closed(usize),
+    /// Reviews sent at this rate per second, whether or not earlier answers are in.
+    Open(u32),
+}
 
 fn main() {
     // The baseline server: this binary re-executed by the benchmark.
@@ -37,7 +54,10 @@ struct Row {
     server: String,
     scenario: String,
     protocol: String,
-    concurrency: usize,
+    /// Closed loop: clients each waiting for their answer before sending again.
+    concurrency: Option<usize>,
+    /// Open loop: reviews sent per second.
+    offered_per_sec: Option<u32>,
     requests: usize,
     errors: usize,
     wrong_decisions: usize,
@@ -57,7 +77,17 @@ struct Row {
     p99_vs_baseline: Option<f64>,
 }
 
-fn row(server: &str, scenario: &str, http2: bool, concurrency: usize, run: RunStats) -> Row {
+impl Row {
+    fn load(&self) -> String {
+        match (self.concurrency, self.offered_per_sec) {
+            (Some(c), _) => format!("c={c}"),
+            (None, Some(rate)) => format!("{rate}/s"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+fn row(server: &str, scenario: &str, http2: bool, load: Load, run: RunStats) -> Row {
     let RunStats {
         latency_us: hist,
         errors,
@@ -74,7 +104,14 @@ fn row(server: &str, scenario: &str, http2: bool, concurrency: usize, run: RunSt
         server: server.to_string(),
         scenario: scenario.to_string(),
         protocol: if http2 { "h2" } else { "http/1.1" }.to_string(),
-        concurrency,
+        concurrency: match load {
+            Load::Closed(c) => Some(c),
+            Load::Open(_) => None,
+        },
+        offered_per_sec: match load {
+            Load::Open(rate) => Some(rate),
+            Load::Closed(_) => None,
+        },
         requests: hist.len() as usize,
         errors,
         wrong_decisions: wrong,
@@ -182,31 +219,31 @@ async fn run_all() {
             ] {
                 let total = n(concurrency);
                 let bodies = fixed((0..total).map(|i| pod(images, i)).collect(), true);
-                let run = drive(
-                    &baseline_client,
-                    &baseline_url,
-                    bodies.clone(),
-                    total,
-                    concurrency,
-                    baseline.child.id(),
+                let runs = rounds(
+                    ROUNDS,
+                    || {
+                        drive(
+                            &baseline_client,
+                            &baseline_url,
+                            bodies.clone(),
+                            total,
+                            concurrency,
+                            baseline.child.id(),
+                        )
+                    },
+                    || {
+                        drive(
+                            &verdict_client,
+                            &verdict_url,
+                            bodies.clone(),
+                            total,
+                            concurrency,
+                            verdict.child.id(),
+                        )
+                    },
                 )
                 .await;
-                let base = row("baseline", scenario, http2, concurrency, run);
-                let run = drive(
-                    &verdict_client,
-                    &verdict_url,
-                    bodies,
-                    total,
-                    concurrency,
-                    verdict.child.id(),
-                )
-                .await;
-                let mut ours = row("verdict", scenario, http2, concurrency, run);
-                ours.throughput_vs_baseline = Some(ours.reviews_per_sec / base.reviews_per_sec);
-                ours.p99_vs_baseline = Some(ours.p99_ms / base.p99_ms);
-                println!("{}", line(&ours));
-                rows.push(base);
-                rows.push(ours);
+                rows.extend(pair(scenario, http2, Load::Closed(concurrency), runs));
             }
             let images = cold.next().unwrap();
             let bodies = fixed(
@@ -226,9 +263,44 @@ async fn run_all() {
                 verdict.child.id(),
             )
             .await;
-            let ours = row("verdict", "c-cold-verification", http2, concurrency, run);
+            let ours = row(
+                "verdict",
+                "c-cold-verification",
+                http2,
+                Load::Closed(concurrency),
+                run,
+            );
             println!("{}", line(&ours));
             rows.push(ours);
+        }
+        for per_sec in RATES {
+            let total = per_sec as usize;
+            let bodies = fixed((0..total).map(|i| pod(&warm, i)).collect(), true);
+            let runs = rounds(
+                OPEN_ROUNDS,
+                || {
+                    pace(
+                        &baseline_client,
+                        &baseline_url,
+                        bodies.clone(),
+                        total,
+                        per_sec,
+                        baseline.child.id(),
+                    )
+                },
+                || {
+                    pace(
+                        &verdict_client,
+                        &verdict_url,
+                        bodies.clone(),
+                        total,
+                        per_sec,
+                        verdict.child.id(),
+                    )
+                },
+            )
+            .await;
+            rows.extend(pair("b-3-images-cached", http2, Load::Open(per_sec), runs));
         }
     }
     let loaded_rss = rss_kib(verdict.child.id());
@@ -257,6 +329,34 @@ async fn run_all() {
         "wrote {0}/results.json, {0}/results.md, {0}/latency.png",
         out.display()
     );
+}
+
+/// `n` rounds of one load against the baseline and then verdict, pooled per server.
+async fn rounds<B, V>(
+    n: usize,
+    mut baseline: impl FnMut() -> B,
+    mut verdict: impl FnMut() -> V,
+) -> (RunStats, RunStats)
+where
+    B: std::future::Future<Output = RunStats>,
+    V: std::future::Future<Output = RunStats>,
+{
+    let (mut base, mut ours) = (baseline().await, verdict().await);
+    for _ in 1..n {
+        base.add(baseline().await);
+        ours.add(verdict().await);
+    }
+    (base, ours)
+}
+
+/// The baseline's and verdict's rows of one configuration, verdict's with its ratios.
+fn pair(scenario: &str, http2: bool, load: Load, (base, ours): (RunStats, RunStats)) -> [Row; 2] {
+    let base = row("baseline", scenario, http2, load, base);
+    let mut ours = row("verdict", scenario, http2, load, ours);
+    ours.throughput_vs_baseline = Some(ours.reviews_per_sec / base.reviews_per_sec);
+    ours.p99_vs_baseline = Some(ours.p99_ms / base.p99_ms);
+    println!("{}\n{}", line(&base), line(&ours));
+    [base, ours]
 }
 
 async fn start_baseline(certs: &Path) -> Process {
@@ -340,8 +440,8 @@ async fn registry_requests(
 
 fn line(r: &Row) -> String {
     format!(
-        "{:8} {:22} {:8} c={:<3} {:>8.0}/s p50 {:>7.2}ms p90 {:>7.2}ms p99 {:>7.2}ms p99.9 {:>7.2}ms errors {} wrong {} rss {:.1}MiB cpu {:.0}us/review (client {:.0}) busy {:.0}%{}",
-        r.server, r.scenario, r.protocol, r.concurrency, r.reviews_per_sec, r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.errors, r.wrong_decisions, r.peak_rss_mib, r.server_cpu_us_per_review,
+        "{:8} {:22} {:8} {:<7} {:>8.0}/s p50 {:>7.2}ms p90 {:>7.2}ms p99 {:>7.2}ms p99.9 {:>7.2}ms errors {} wrong {} rss {:.1}MiB cpu {:.0}us/review (client {:.0}) busy {:.0}%{}",
+        r.server, r.scenario, r.protocol, r.load(), r.reviews_per_sec, r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.errors, r.wrong_decisions, r.peak_rss_mib, r.server_cpu_us_per_review,
         r.client_cpu_us_per_review, r.machine_busy_pct,
         r.throughput_vs_baseline.map(|t| format!(" | {t:.2}x baseline throughput, p99 {:.2}x", r.p99_vs_baseline.unwrap_or(0.0))).unwrap_or_default()
     )
@@ -359,11 +459,11 @@ fn markdown(summary: &Value, rows: &[Row]) -> String {
         summary["verdict_rss_after_runs_mib"].as_f64().unwrap_or(0.0),
         summary["registry_requests_per_cold_image"].as_f64().unwrap_or(0.0),
     ));
-    md.push_str("| server | scenario | protocol | conc. | reviews/s | vs baseline | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 vs baseline | errors | wrong | peak RSS MiB | server CPU µs/review | load generator CPU µs/review | machine busy |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| server | scenario | protocol | load | reviews/s | vs baseline | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 vs baseline | errors | wrong | peak RSS MiB | server CPU µs/review | load generator CPU µs/review | machine busy |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         md.push_str(&format!(
             "| {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.0}% |\n",
-            r.server, r.scenario, r.protocol, r.concurrency, r.reviews_per_sec,
+            r.server, r.scenario, r.protocol, r.load(), r.reviews_per_sec,
             r.throughput_vs_baseline.map(|t| format!("{t:.2}x")).unwrap_or_default(),
             r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms,
             r.p99_vs_baseline.map(|t| format!("{t:.2}x")).unwrap_or_default(),
@@ -420,11 +520,11 @@ fn chart(path: &Path, rows: &[Row]) {
             rows.get(*i as usize)
                 .map(|r| {
                     format!(
-                        "{} {} {} c={}",
+                        "{} {} {} {}",
                         r.server,
                         &r.scenario[..1],
                         if r.protocol == "h2" { "h2" } else { "h1" },
-                        r.concurrency
+                        r.load()
                     )
                 })
                 .unwrap_or_default()

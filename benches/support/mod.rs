@@ -244,17 +244,92 @@ pub struct RunStats {
     pub machine_busy: f64,
 }
 
-/// Sends requests `0..total` at `concurrency`, checking every decision, sampling the
-/// server's RSS (`pid`) as it goes.
-pub async fn drive(
+impl RunStats {
+    /// Adds another run of the same load (a later round) to this one.
+    pub fn add(&mut self, other: RunStats) {
+        let busy = |r: &RunStats| r.machine_busy * r.elapsed.as_secs_f64();
+        let elapsed = self.elapsed + other.elapsed;
+        self.machine_busy = (busy(self) + busy(&other)) / elapsed.as_secs_f64().max(1e-9);
+        self.latency_us.add(other.latency_us).unwrap();
+        self.errors += other.errors;
+        self.wrong += other.wrong;
+        self.elapsed = elapsed;
+        self.peak_rss_kib = self.peak_rss_kib.max(other.peak_rss_kib);
+        self.server_cpu += other.server_cpu;
+        self.client_cpu += other.client_cpu;
+    }
+}
+
+/// Latencies and outcomes of the reviews of one run.
+struct Tally {
+    latency_us: Histogram<u64>,
+    errors: usize,
+    wrong: usize,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+            errors: 0,
+            wrong: 0,
+        }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.latency_us.add(other.latency_us).unwrap();
+        self.errors += other.errors;
+        self.wrong += other.wrong;
+    }
+
+    fn record(&mut self, (latency_us, outcome): (u64, Outcome)) {
+        self.latency_us.record(latency_us.max(1)).unwrap();
+        match outcome {
+            Outcome::Right => {}
+            Outcome::Error => self.errors += 1,
+            Outcome::Wrong => self.wrong += 1,
+        }
+    }
+}
+
+enum Outcome {
+    Right,
+    /// Not an HTTP 200 with a review: a transport or server error.
+    Error,
+    /// A review with the other decision than expected.
+    Wrong,
+}
+
+/// Sends one review and checks its decision; returns its latency in µs.
+async fn review(
     client: &reqwest::Client,
     url: &str,
-    bodies: Bodies,
-    total: usize,
-    concurrency: usize,
-    pid: u32,
-) -> RunStats {
-    let next = Arc::new(AtomicUsize::new(0));
+    body: Vec<u8>,
+    expect: bool,
+) -> (u64, Outcome) {
+    let sent = Instant::now();
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    let verdict = match response {
+        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+        _ => None,
+    };
+    let latency_us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let outcome = match verdict {
+        None => Outcome::Error,
+        Some(v) if v["response"]["allowed"] != expect => Outcome::Wrong,
+        Some(_) => Outcome::Right,
+    };
+    (latency_us, outcome)
+}
+
+/// Runs `load`, sampling the server's (`pid`) RSS as it goes and taking the CPU time of the
+/// server and of this process, and how busy the machine was.
+async fn measured(pid: u32, load: impl std::future::Future<Output = Tally>) -> RunStats {
     let peak = Arc::new(AtomicU64::new(rss_kib(pid)));
     let sampler = {
         let peak = peak.clone();
@@ -269,65 +344,14 @@ pub async fn drive(
     let client_before = cpu_time(std::process::id());
     let machine_before = machine_ticks();
     let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, url, bodies, next) = (
-                client.clone(),
-                url.to_string(),
-                bodies.clone(),
-                next.clone(),
-            );
-            tokio::spawn(async move {
-                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-                let (mut errors, mut wrong) = (0, 0);
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        break;
-                    }
-                    let (body, expect) = bodies(i);
-                    let sent = Instant::now();
-                    let response = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await;
-                    let verdict = match response {
-                        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-                        _ => None,
-                    };
-                    hist.record(
-                        u64::try_from(sent.elapsed().as_micros())
-                            .unwrap_or(u64::MAX)
-                            .max(1),
-                    )
-                    .unwrap();
-                    match verdict {
-                        None => errors += 1,
-                        Some(v) if v["response"]["allowed"] != expect => wrong += 1,
-                        Some(_) => {}
-                    }
-                }
-                (hist, errors, wrong)
-            })
-        })
-        .collect();
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-    let (mut errors, mut wrong) = (0, 0);
-    for worker in workers {
-        let (hist, e, w) = worker.await.unwrap();
-        latency_us.add(hist).unwrap();
-        errors += e;
-        wrong += w;
-    }
+    let tally = load.await;
     let elapsed = started.elapsed();
     let machine_after = machine_ticks();
     sampler.abort();
     RunStats {
-        latency_us,
-        errors,
-        wrong,
+        latency_us: tally.latency_us,
+        errors: tally.errors,
+        wrong: tally.wrong,
         elapsed,
         peak_rss_kib: peak.load(Ordering::Relaxed),
         server_cpu: cpu_time(pid).saturating_sub(cpu_before),
@@ -335,6 +359,79 @@ pub async fn drive(
         machine_busy: (machine_after.0 - machine_before.0) as f64
             / (machine_after.1 - machine_before.1).max(1) as f64,
     }
+}
+
+/// Closed loop: `concurrency` clients each send the next of requests `0..total` as soon as
+/// their previous answer is in, checking every decision.
+pub async fn drive(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Bodies,
+    total: usize,
+    concurrency: usize,
+    pid: u32,
+) -> RunStats {
+    let next = Arc::new(AtomicUsize::new(0));
+    measured(pid, async {
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (client, url, bodies, next) = (
+                    client.clone(),
+                    url.to_string(),
+                    bodies.clone(),
+                    next.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut tally = Tally::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total {
+                            break tally;
+                        }
+                        let (body, expect) = bodies(i);
+                        tally.record(review(&client, &url, body, expect).await);
+                    }
+                })
+            })
+            .collect();
+        let mut tally = Tally::new();
+        for worker in workers {
+            tally.add(worker.await.unwrap());
+        }
+        tally
+    })
+    .await
+}
+
+/// Open loop: sends requests `0..total` at `per_sec`, whether or not earlier answers are in
+/// (as the API server does), checking every decision. Requests are sent on the runtime's
+/// 1 ms timer ticks, so at 5,000/s they leave in groups of five.
+pub async fn pace(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Bodies,
+    total: usize,
+    per_sec: u32,
+    pid: u32,
+) -> RunStats {
+    measured(pid, async {
+        let started = tokio::time::Instant::now();
+        let mut sent = Vec::with_capacity(total);
+        for i in 0..total {
+            tokio::time::sleep_until(started + Duration::from_secs(i as u64) / per_sec).await;
+            let (body, expect) = bodies(i);
+            let (client, url) = (client.clone(), url.to_string());
+            sent.push(tokio::spawn(async move {
+                review(&client, &url, body, expect).await
+            }));
+        }
+        let mut tally = Tally::new();
+        for request in sent {
+            tally.record(request.await.unwrap());
+        }
+        tally
+    })
+    .await
 }
 
 /// Bodies that are each sent as given, all expecting `expect`.

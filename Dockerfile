@@ -12,6 +12,5 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/verdict /usr/local/bin/verdict
 USER 65532:65532
 EXPOSE 8443 9090
-ENV MALLOC_ARENA_MAX=2
 ENTRYPOINT ["/usr/local/bin/verdict"]
 CMD ["serve", "--tls-cert=/etc/verdict/tls/tls.crt", "--tls-key=/etc/verdict/tls/tls.key", "--policies=/etc/verdict/policies"]

@@ -14,9 +14,8 @@ certs/tls.crt:
 	$(CARGO) run --release --locked -- certs --out certs --dns localhost --ip 127.0.0.1
 
 # The webhook on https://$(LISTEN) with the shipped policies/.
-# MALLOC_ARENA_MAX=2: see README, "Memory".
 run: certs
-	MALLOC_ARENA_MAX=2 $(CARGO) run --release --locked -- serve --listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) \
+	$(CARGO) run --release --locked -- serve --listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) \
 		--tls-cert certs/tls.crt --tls-key certs/tls.key --policies policies
 
 test: test-rust test-policies

@@ -258,12 +258,6 @@ fn the_deployment_is_locked_down_and_probed_on_the_metrics_port() {
                     "{name}"
                 );
             }
-            let env = container.env.as_ref().unwrap();
-            assert!(
-                env.iter()
-                    .any(|e| e.name == "MALLOC_ARENA_MAX" && e.value.as_deref() == Some("2")),
-                "{name}"
-            );
             assert!(
                 of_kind(&rendering, "PodDisruptionBudget").len() == 1,
                 "{name}"

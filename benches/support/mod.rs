@@ -174,9 +174,6 @@ pub async fn start_verdict(certs: &Path, policies: &Path, registry_host: &str) -
             "10m",
         ])
         .env("RUST_LOG", "info")
-        // As recommended for deployments: caps glibc's per-thread arenas, which otherwise
-        // fragment as policies recompile on blocking threads (RSS grows, measured by `make soak`).
-        .env("MALLOC_ARENA_MAX", "2")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -188,30 +188,23 @@ async fn run_all() {
     let mut rows = Vec::new();
 
     for http2 in [true, false] {
-        let verdict_client = client(&certs.ca_pem, http2);
-        let baseline_client = client(&certs.ca_pem, http2);
-        let verdict_url = format!("https://localhost:{}/validate?timeout=10s", verdict.port);
-        let baseline_url = format!("https://localhost:{}/validate?timeout=10s", baseline.port);
+        let servers = [
+            Target::new(&baseline, &certs.ca_pem, http2),
+            Target::new(&verdict, &certs.ca_pem, http2),
+        ];
         // Warm the three images of (b) and the connections of both clients.
         let warmup = fixed((0..64).map(|i| pod(&warm, i)).collect(), true);
-        drive(
-            &verdict_client,
-            &verdict_url,
-            warmup.clone(),
-            64,
-            64,
-            verdict.child.id(),
-        )
-        .await;
-        drive(
-            &baseline_client,
-            &baseline_url,
-            warmup,
-            64,
-            64,
-            baseline.child.id(),
-        )
-        .await;
+        for server in &servers {
+            drive(
+                &server.client,
+                &server.url,
+                warmup.clone(),
+                64,
+                64,
+                server.pid,
+            )
+            .await;
+        }
         for concurrency in CONCURRENCY {
             for (scenario, images) in [
                 ("a-policies-only", &policies_only),
@@ -219,29 +212,16 @@ async fn run_all() {
             ] {
                 let total = n(concurrency);
                 let bodies = fixed((0..total).map(|i| pod(images, i)).collect(), true);
-                let runs = rounds(
-                    ROUNDS,
-                    || {
-                        drive(
-                            &baseline_client,
-                            &baseline_url,
-                            bodies.clone(),
-                            total,
-                            concurrency,
-                            baseline.child.id(),
-                        )
-                    },
-                    || {
-                        drive(
-                            &verdict_client,
-                            &verdict_url,
-                            bodies.clone(),
-                            total,
-                            concurrency,
-                            verdict.child.id(),
-                        )
-                    },
-                )
+                let runs = rounds(ROUNDS, &servers, |server| {
+                    drive(
+                        &server.client,
+                        &server.url,
+                        bodies.clone(),
+                        total,
+                        concurrency,
+                        server.pid,
+                    )
+                })
                 .await;
                 rows.extend(pair(scenario, http2, Load::Closed(concurrency), runs));
             }
@@ -254,13 +234,14 @@ async fn run_all() {
                     .collect(),
                 true,
             );
+            let ours = &servers[1];
             let run = drive(
-                &verdict_client,
-                &verdict_url,
+                &ours.client,
+                &ours.url,
                 bodies,
                 images.len(),
                 concurrency,
-                verdict.child.id(),
+                ours.pid,
             )
             .await;
             let ours = row(
@@ -276,29 +257,16 @@ async fn run_all() {
         for per_sec in RATES {
             let total = per_sec as usize;
             let bodies = fixed((0..total).map(|i| pod(&warm, i)).collect(), true);
-            let runs = rounds(
-                OPEN_ROUNDS,
-                || {
-                    pace(
-                        &baseline_client,
-                        &baseline_url,
-                        bodies.clone(),
-                        total,
-                        per_sec,
-                        baseline.child.id(),
-                    )
-                },
-                || {
-                    pace(
-                        &verdict_client,
-                        &verdict_url,
-                        bodies.clone(),
-                        total,
-                        per_sec,
-                        verdict.child.id(),
-                    )
-                },
-            )
+            let runs = rounds(OPEN_ROUNDS, &servers, |server| {
+                pace(
+                    &server.client,
+                    &server.url,
+                    bodies.clone(),
+                    total,
+                    per_sec,
+                    server.pid,
+                )
+            })
             .await;
             rows.extend(pair("b-3-images-cached", http2, Load::Open(per_sec), runs));
         }
@@ -332,19 +300,37 @@ async fn run_all() {
 }
 
 /// `n` rounds of one load against the baseline and then verdict, pooled per server.
-async fn rounds<B, V>(
+/// One server under test, as the load generator reaches it.
+struct Target {
+    client: reqwest::Client,
+    url: String,
+    pid: u32,
+}
+
+impl Target {
+    fn new(server: &Process, ca_pem: &str, http2: bool) -> Self {
+        Target {
+            client: client(ca_pem, http2),
+            url: format!("https://localhost:{}/validate?timeout=10s", server.port),
+            pid: server.child.id(),
+        }
+    }
+}
+
+/// `n` rounds of one load against the baseline and then verdict (`servers`, in that
+/// order), pooled per server.
+async fn rounds<'a, F>(
     n: usize,
-    mut baseline: impl FnMut() -> B,
-    mut verdict: impl FnMut() -> V,
+    servers: &'a [Target; 2],
+    mut run: impl FnMut(&'a Target) -> F,
 ) -> (RunStats, RunStats)
 where
-    B: std::future::Future<Output = RunStats>,
-    V: std::future::Future<Output = RunStats>,
+    F: std::future::Future<Output = RunStats>,
 {
-    let (mut base, mut ours) = (baseline().await, verdict().await);
+    let (mut base, mut ours) = (run(&servers[0]).await, run(&servers[1]).await);
     for _ in 1..n {
-        base.add(baseline().await);
-        ours.add(verdict().await);
+        base.add(run(&servers[0]).await);
+        ours.add(run(&servers[1]).await);
     }
     (base, ours)
 }

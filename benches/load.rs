@@ -299,7 +299,6 @@ async fn run_all() {
     );
 }
 
-/// `n` rounds of one load against the baseline and then verdict, pooled per server.
 /// One server under test, as the load generator reaches it.
 struct Target {
     client: reqwest::Client,

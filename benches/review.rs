@@ -51,7 +51,7 @@ async fn judge(reviewer: &Reviewer, body: &[u8]) -> Vec<u8> {
     let verdict = reviewer
         .judge(&review, policy, Instant::now() + Duration::from_secs(10))
         .await;
-    let response = admission::respond(review.types.clone(), &review.subject, &verdict.messages);
+    let response = admission::respond(review.api_version, &review.subject, &verdict.messages);
     serde_json::to_vec(&response).unwrap()
 }
 

@@ -1,15 +1,15 @@
 //! AdmissionReview in, AdmissionReview out. Owns reading a review (v1 and v1beta1),
-//! deciding whether it can be judged at all, and writing the response with kube's types;
+//! deciding whether it can be judged at all, and writing the response as kube's types do;
 //! not the judging itself.
 
 use crate::decision::{Findings, ReasonCode, Severity};
 use crate::images;
 use crate::policy::PolicySet;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use kube::core::{DynamicObject, DynamicResourceScope, ObjectMeta, Resource, Status, TypeMeta};
-use serde::Deserialize;
+use kube::core::admission::Operation;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
@@ -55,7 +55,8 @@ pub enum Decoded {
     Judge(Box<Review>),
     /// Readable as a review but not judgeable (no request, no object, malformed request).
     Refuse {
-        types: TypeMeta,
+        /// The review's `apiVersion`, echoed in the response.
+        api_version: &'static str,
         subject: Subject,
         problem: String,
     },
@@ -67,8 +68,8 @@ pub struct Review {
     /// The AdmissionReview as received, or as much of it as verdict and the policies read
     /// (see `PolicySet::parse_review`): the Rego input is built from it.
     pub raw: Value,
-    /// `apiVersion` and `kind` of the review, echoed in the response.
-    pub types: TypeMeta,
+    /// The review's `apiVersion`, echoed in the response.
+    pub api_version: &'static str,
     pub subject: Subject,
 }
 
@@ -79,40 +80,130 @@ impl Review {
     }
 }
 
-/// `request.object` and `request.oldObject` as the envelope check reads them: not at all.
-/// They stay raw JSON for the policies, so a field verdict does not judge cannot make it
-/// refuse a review.
-#[derive(Clone, Debug, Default)]
-struct Unread(ObjectMeta);
+/// The request envelope as kube's `AdmissionRequest` reads it (same name, fields, types and
+/// defaults, so the same errors), checked without copying anything out of the parsed review (kube's copy took a
+/// tenth of a remembered review's CPU). `object` and `oldObject` are not read at all: they
+/// stay raw JSON for the policies, so a field verdict does not judge cannot make it refuse a
+/// review. `envelope_is_checked_as_kube_checks_it` holds the two to the same answers.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // read only to be checked
+struct AdmissionRequest {
+    uid: Text,
+    kind: GroupVersionKind,
+    resource: GroupVersionResource,
+    #[serde(default)]
+    sub_resource: Option<Text>,
+    #[serde(default)]
+    request_kind: Option<GroupVersionKind>,
+    #[serde(default)]
+    request_resource: Option<GroupVersionResource>,
+    #[serde(default)]
+    request_sub_resource: Option<Text>,
+    #[serde(default)]
+    name: Text,
+    #[serde(default)]
+    namespace: Option<Text>,
+    operation: Operation,
+    user_info: UserInfo,
+    object: Option<IgnoredAny>,
+    old_object: Option<IgnoredAny>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    options: Option<IgnoredAny>,
+}
 
-impl<'de> Deserialize<'de> for Unread {
+/// A string, checked and not kept.
+#[derive(Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Text;
+
+impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        serde::de::IgnoredAny::deserialize(deserializer)?;
-        Ok(Self::default())
+        struct Any;
+        impl serde::de::Visitor<'_> for Any {
+            type Value = Text;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Text, E> {
+                Ok(Text)
+            }
+        }
+        deserializer.deserialize_str(Any)
     }
 }
 
-impl Resource for Unread {
-    type DynamicType = ();
-    type Scope = DynamicResourceScope;
+/// kube's `GroupVersionKind`.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct GroupVersionKind {
+    group: Text,
+    version: Text,
+    kind: Text,
+}
 
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.0
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0
+/// kube's `GroupVersionResource`.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct GroupVersionResource {
+    group: Text,
+    version: Text,
+    resource: Text,
+    #[serde(default)]
+    api_version: Text,
+}
+
+/// k8s-openapi's `UserInfo`: an object (never an array, as a derived struct could be) whose
+/// known fields may be null.
+struct UserInfo;
+
+impl<'de> Deserialize<'de> for UserInfo {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = UserInfo;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("UserInfo")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UserInfo, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(field_identifier, rename_all = "lowercase")]
+                enum Field {
+                    Username,
+                    Uid,
+                    Groups,
+                    Extra,
+                    #[serde(other)]
+                    Other,
+                }
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::Username | Field::Uid => {
+                            map.next_value::<Option<Text>>()?;
+                        }
+                        Field::Groups => {
+                            map.next_value::<Option<Vec<Text>>>()?;
+                        }
+                        Field::Extra => {
+                            map.next_value::<Option<BTreeMap<Text, Vec<Text>>>>()?;
+                        }
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(UserInfo)
+            }
+        }
+        deserializer.deserialize_struct("UserInfo", &["extra", "groups", "uid", "username"], Fields)
     }
 }
 
@@ -165,22 +256,15 @@ pub fn own_reads() -> Vec<Vec<&'static str>> {
 
 /// Reads a review. Everything that claims to be an AdmissionReview gets a review answer.
 pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
-    let api_version = raw
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if raw.get("kind").and_then(Value::as_str) != Some("AdmissionReview")
-        || !API_VERSIONS.contains(&api_version)
-    {
-        return Err(NotAReview::WrongType);
-    }
-    let types = TypeMeta {
-        api_version: api_version.to_string(),
-        kind: "AdmissionReview".to_string(),
-    };
+    let api_version = raw.get("apiVersion").and_then(Value::as_str);
+    let api_version = API_VERSIONS
+        .into_iter()
+        .find(|known| Some(*known) == api_version)
+        .filter(|_| raw.get("kind").and_then(Value::as_str) == Some("AdmissionReview"))
+        .ok_or(NotAReview::WrongType)?;
     let refuse = |subject: Subject, problem: &str| {
         Ok(Decoded::Refuse {
-            types: types.clone(),
+            api_version,
             subject,
             problem: problem.to_string(),
         })
@@ -193,8 +277,8 @@ pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
         );
     }
     let subject = subject_of(request);
-    // kube's types check the envelope (uid, kind, operation, userInfo, ...).
-    if let Err(e) = AdmissionRequest::<Unread>::deserialize(request) {
+    // The envelope is checked as kube's types check it (uid, kind, operation, userInfo, ...).
+    if let Err(e) = AdmissionRequest::deserialize(request) {
         return refuse(
             subject,
             &format!("the AdmissionReview request is malformed: {e}"),
@@ -209,7 +293,7 @@ pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
     }
     Ok(Decoded::Judge(Box::new(Review {
         raw,
-        types,
+        api_version,
         subject,
     })))
 }
@@ -244,31 +328,77 @@ fn subject_of(request: &Value) -> Subject {
 }
 
 /// The response review: uid and apiVersion echoed; a denial carries code 403, reason
-/// `Forbidden` and a message listing every reason; warnings go to `warnings`.
-pub fn respond(
-    types: TypeMeta,
-    subject: &Subject,
-    findings: &Findings,
-) -> AdmissionReview<DynamicObject> {
-    let mut response = AdmissionResponse::invalid("");
-    response.types = types;
-    response.uid = subject.uid.clone();
-    response.allowed = true;
-    response.result = Status::success();
-    if findings.denials().next().is_some() {
-        response.allowed = false;
-        response.result =
-            Status::failure(&findings.denial_message(&subject.describe()), "Forbidden")
-                .with_code(403);
-        response
-            .audit_annotations
-            .insert("reasons".to_string(), findings.denial_codes().join(","));
-    }
+/// `Forbidden` and a message listing every reason; warnings go to `warnings`. Written as
+/// kube's `AdmissionReview` with a response writes it (`answers_as_kube_writes_them`),
+/// without building one.
+pub fn respond<'a>(api_version: &'a str, subject: &'a Subject, findings: &Findings) -> Answer<'a> {
+    let denied = findings.denials().next().is_some();
     let warnings: Vec<String> = findings.warnings().map(|f| f.display()).collect();
-    if !warnings.is_empty() {
-        response.warnings = Some(warnings);
+    Answer {
+        api_version,
+        kind: "AdmissionReview",
+        response: Response {
+            uid: &subject.uid,
+            allowed: !denied,
+            status: if denied {
+                Status {
+                    status: "Failure",
+                    code: Some(403),
+                    message: Some(findings.denial_message(&subject.describe())),
+                    reason: Some("Forbidden"),
+                }
+            } else {
+                Status {
+                    status: "Success",
+                    code: None,
+                    message: None,
+                    reason: None,
+                }
+            },
+            audit_annotations: denied.then(|| AuditAnnotations {
+                reasons: findings.denial_codes().join(","),
+            }),
+            warnings: (!warnings.is_empty()).then_some(warnings),
+        },
     }
-    response.into_review()
+}
+
+/// An AdmissionReview carrying a response (see [`respond`]).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Answer<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: Response<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Response<'a> {
+    uid: &'a str,
+    allowed: bool,
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_annotations: Option<AuditAnnotations>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<Vec<String>>,
+}
+
+/// A `metav1.Status`, as much of it as verdict writes.
+#[derive(Debug, Serialize)]
+struct Status {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+struct AuditAnnotations {
+    reasons: String,
 }
 
 /// Findings for a review that cannot be judged: one denial with `INVALID_REQUEST`.
@@ -358,9 +488,8 @@ mod tests {
                 ReasonCode::PolicyWarning,
                 "hm",
             ));
-            let out =
-                serde_json::to_value(respond(review.types.clone(), &review.subject, &findings))
-                    .expect("serializes");
+            let out = serde_json::to_value(respond(review.api_version, &review.subject, &findings))
+                .expect("serializes");
             assert_eq!(out["apiVersion"], version);
             assert_eq!(out["response"]["uid"], "u-1");
             assert_eq!(out["response"]["allowed"], true);
@@ -378,11 +507,8 @@ mod tests {
             ..Default::default()
         };
         let findings = refusal("broken");
-        let types = TypeMeta {
-            api_version: API_VERSIONS[0].into(),
-            kind: "AdmissionReview".into(),
-        };
-        let out = serde_json::to_value(respond(types, &subject, &findings)).expect("serializes");
+        let out = serde_json::to_value(respond(API_VERSIONS[0], &subject, &findings))
+            .expect("serializes");
         let response = &out["response"];
         assert_eq!(response["allowed"], false);
         assert_eq!(response["status"]["code"], 403);
@@ -451,6 +577,183 @@ mod tests {
             decode(review(API_VERSIONS[0], request)),
             Ok(Decoded::Refuse { .. })
         ));
+    }
+
+    /// kube's `AdmissionRequest` with `object` and `oldObject` unread: the oracle for ours.
+    #[derive(Clone, Debug, Default)]
+    struct Unread(kube::core::ObjectMeta);
+
+    impl<'de> Deserialize<'de> for Unread {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            IgnoredAny::deserialize(deserializer)?;
+            Ok(Self::default())
+        }
+    }
+
+    impl kube::core::Resource for Unread {
+        type DynamicType = ();
+        type Scope = kube::core::DynamicResourceScope;
+
+        fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+            "".into()
+        }
+        fn group(_: &()) -> std::borrow::Cow<'_, str> {
+            "".into()
+        }
+        fn version(_: &()) -> std::borrow::Cow<'_, str> {
+            "".into()
+        }
+        fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+            "".into()
+        }
+        fn meta(&self) -> &kube::core::ObjectMeta {
+            &self.0
+        }
+        fn meta_mut(&mut self) -> &mut kube::core::ObjectMeta {
+            &mut self.0
+        }
+    }
+
+    #[test]
+    fn envelope_is_checked_as_kube_checks_it() {
+        let kube = |request: &Value| {
+            kube::core::admission::AdmissionRequest::<Unread>::deserialize(request)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let ours = |request: &Value| {
+            AdmissionRequest::deserialize(request)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let odd = [
+            Value::Null,
+            json!(5),
+            json!(-1.5),
+            json!(true),
+            json!("x"),
+            json!(""),
+            json!([]),
+            json!(["x"]),
+            json!(["", "v1", "Pod"]),
+            json!({}),
+            json!({"x": 1}),
+            json!("CREATE"),
+            json!("PATCH"),
+            json!("create"),
+        ];
+        let mut full = pod_request();
+        full["requestKind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
+        full["requestResource"] = json!({"group": "", "version": "v1", "resource": "pods"});
+        full["subResource"] = json!("status");
+        full["requestSubResource"] = json!("status");
+        full["name"] = json!("web-1");
+        full["oldObject"] = json!({"kind": "Pod"});
+        full["dryRun"] = json!(false);
+        full["options"] = json!({"kind": "CreateOptions"});
+        full["userInfo"] =
+            json!({"username": "alice", "uid": "1", "groups": ["a"], "extra": {"k": ["v"]}});
+        // Every field and every field of a field: missing, or each odd value.
+        let mut paths: Vec<Vec<&str>> = Vec::new();
+        for (field, value) in full.as_object().expect("object") {
+            paths.push(vec![field]);
+            for inner in value.as_object().into_iter().flat_map(|o| o.keys()) {
+                paths.push(vec![field, inner]);
+            }
+        }
+        paths.push(vec!["userInfo", "extra", "k"]);
+        paths.push(vec!["resource", "api_version"]);
+        let mut checked = 0;
+        for path in &paths {
+            let (last, parents) = path.split_last().expect("a path");
+            let mut cases = vec![None];
+            cases.extend(odd.iter().cloned().map(Some));
+            for case in cases {
+                let mut request = full.clone();
+                let mut parent = &mut request;
+                for step in parents {
+                    parent = &mut parent[*step];
+                }
+                match &case {
+                    None => {
+                        parent.as_object_mut().map(|o| o.remove(*last));
+                    }
+                    Some(value) => parent[*last] = value.clone(),
+                }
+                assert_eq!(ours(&request), kube(&request), "{path:?} = {case:?}");
+                checked += 1;
+            }
+        }
+        for request in [Value::Null, json!([]), json!("x"), json!({})] {
+            assert_eq!(ours(&request), kube(&request), "{request}");
+        }
+        assert!(ours(&full).is_ok());
+        assert!(checked > 400, "{checked}");
+    }
+
+    #[test]
+    fn answers_as_kube_writes_them() {
+        use kube::core::admission::AdmissionResponse;
+        let subject = Subject {
+            uid: "u-9".into(),
+            kind: "Pod".into(),
+            namespace: "ns".into(),
+            name: "p".into(),
+            ..Default::default()
+        };
+        let finding =
+            |severity, code, text: &str| crate::decision::Finding::builtin(severity, code, text);
+        let mut cases = vec![Findings::default()];
+        let mut warned = Findings::default();
+        warned.push(finding(
+            Severity::Warn,
+            ReasonCode::PolicyWarning,
+            "mind \"this\"",
+        ));
+        cases.push(warned.clone());
+        let mut denied = warned;
+        denied.push(finding(
+            Severity::Deny,
+            ReasonCode::InvalidRequest,
+            "no\nway",
+        ));
+        denied.push(finding(
+            Severity::Deny,
+            ReasonCode::PolicyWarning,
+            "nor this",
+        ));
+        cases.push(denied);
+        for api_version in API_VERSIONS {
+            for findings in &cases {
+                let mut response = AdmissionResponse::invalid("");
+                response.types = kube::core::TypeMeta {
+                    api_version: api_version.to_string(),
+                    kind: "AdmissionReview".to_string(),
+                };
+                response.uid = subject.uid.clone();
+                response.allowed = true;
+                response.result = kube::core::Status::success();
+                if findings.denials().next().is_some() {
+                    response.allowed = false;
+                    response.result = kube::core::Status::failure(
+                        &findings.denial_message(&subject.describe()),
+                        "Forbidden",
+                    )
+                    .with_code(403);
+                    response
+                        .audit_annotations
+                        .insert("reasons".to_string(), findings.denial_codes().join(","));
+                }
+                let warnings: Vec<String> = findings.warnings().map(|f| f.display()).collect();
+                if !warnings.is_empty() {
+                    response.warnings = Some(warnings);
+                }
+                assert_eq!(
+                    serde_json::to_string(&respond(api_version, &subject, findings)).expect("ours"),
+                    serde_json::to_string(&response.into_review()).expect("kube's"),
+                );
+            }
+        }
     }
 
     #[test]

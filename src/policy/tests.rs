@@ -316,7 +316,10 @@ warn contains msg if {
             let found = crate::images::extract(&review.subject.kind, review.object());
             let raw = review.raw.as_object().cloned().unwrap_or_default();
             (
-                format!("judge {:?} {:?} {found:?}", review.types, review.subject),
+                format!(
+                    "judge {} {:?} {found:?}",
+                    review.api_version, review.subject
+                ),
                 Some(raw),
             )
         }

@@ -92,20 +92,20 @@ async fn validate(
         }
     };
     let _in_flight = InFlight::start(&state.metrics);
-    let (types, subject, findings) = match decoded {
+    let (api_version, subject, findings) = match decoded {
         Decoded::Refuse {
-            types,
+            api_version,
             subject,
             problem,
-        } => (types, subject, admission::refusal(&problem)),
+        } => (api_version, subject, admission::refusal(&problem)),
         Decoded::Judge(review) => {
             let verdict = state.reviewer.judge(&review, policy, deadline).await;
-            (review.types.clone(), review.subject, verdict.messages)
+            (review.api_version, review.subject, verdict.messages)
         }
     };
     let elapsed = received.elapsed();
     record(&state.metrics, "validate", &subject, &findings, elapsed);
-    Json(admission::respond(types, &subject, &findings)).into_response()
+    Json(admission::respond(api_version, &subject, &findings)).into_response()
 }
 
 async fn check(

@@ -251,18 +251,15 @@ fn record(
         .review_duration
         .with_label_values(&[endpoint])
         .observe(elapsed.as_secs_f64());
-    // Plain `&str` fields: written as they are, not through `Display` into a new string.
-    tracing::info!(
-        target: "verdict::decision",
-        uid = subject.uid.as_str(),
-        namespace = subject.namespace.as_str(),
-        kind = subject.kind.as_str(),
-        name = subject.name.as_str(),
-        operation = subject.operation.as_str(),
+    crate::logging::decision(&crate::logging::Decision {
+        uid: &subject.uid,
+        namespace: &subject.namespace,
+        kind: &subject.kind,
+        name: &subject.name,
+        operation: &subject.operation,
         decision,
-        reasons = findings.denial_codes().join(",").as_str(),
-        warnings = findings.warnings().count(),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        "decision"
-    );
+        reasons: &findings.denial_codes().join(","),
+        warnings: findings.warnings().count(),
+        duration: elapsed,
+    });
 }

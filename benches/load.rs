@@ -301,7 +301,7 @@ async fn run_all() {
 
 /// One server under test, as the load generator reaches it.
 struct Target {
-    client: reqwest::Client,
+    client: support::Client,
     url: String,
     pid: u32,
 }

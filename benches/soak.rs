@@ -14,7 +14,7 @@ use sigstore::crypto::SigningScheme;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{bench_policies, client, drive, pod, rss_kib, sample, start_verdict, Bodies};
+use support::{bench_policies, client, drive, pod, rss_kib, sample, start_verdict, Bodies, Client};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -85,7 +85,7 @@ async fn soak() -> bool {
     ];
     let bodies: Bodies = Arc::new(move |i| {
         let (images, expect) = &kinds[i % kinds.len()];
-        (pod(images, i), *expect)
+        (pod(images, i).into(), *expect)
     });
 
     // Reload policies and rotate the certificate while the load runs (SOAK_CHURN=0 to stop that,
@@ -132,15 +132,7 @@ async fn soak() -> bool {
     // handshakes keep meeting rotated certificates.
     let url = format!("https://localhost:{}/validate?timeout=10s", server.port);
     let h2 = client(&first.ca_pem, true);
-    let h1 = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(first.ca_pem.as_bytes()).unwrap())
-        .http1_only()
-        .pool_max_idle_per_host(2)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let h1 = Client::new(&first.ca_pem, false, 2);
 
     // Warm-up: 10% of the reviews, then the memory baseline.
     let warm = total / 10;

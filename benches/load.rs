@@ -361,6 +361,7 @@ async fn start_baseline(certs: &Path) -> Process {
     let ready_after = wait_ready(&format!("https://127.0.0.1:{port}/healthz"), started).await;
     Process {
         child,
+        log_reader: None,
         port,
         metrics_port: 0,
         ready_after,

@@ -126,6 +126,8 @@ pub fn main() -> ExitCode {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::logging::flush_decisions)
+        .on_thread_stop(crate::logging::flush_decisions)
         .build()
         .context("starting the async runtime")
 }

@@ -74,6 +74,8 @@ pub fn machine_ticks() -> (u64, u64) {
 
 pub struct Process {
     pub child: Child,
+    /// What reads the server's stdout, if anything does.
+    pub log_reader: Option<Child>,
     pub port: u16,
     pub metrics_port: u16,
     pub ready_after: Duration,
@@ -131,6 +133,10 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // It ends with the server's stdout.
+        if let Some(reader) = &mut self.log_reader {
+            let _ = reader.wait();
+        }
     }
 }
 
@@ -160,7 +166,7 @@ pub async fn wait_ready(url: &str, started: Instant) -> Duration {
 pub async fn start_verdict(certs: &Path, policies: &Path, registry_host: &str) -> Process {
     let (port, metrics_port) = (free_port(), free_port());
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_verdict"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_verdict"))
         .args([
             "serve",
             "--listen",
@@ -181,13 +187,21 @@ pub async fn start_verdict(certs: &Path, policies: &Path, registry_host: &str) -
             "10m",
         ])
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The decision log goes into a pipe that another process reads, as a container
+    // runtime reads a container's stdout: a `write` to /dev/null would cost next to nothing.
+    let log_reader = Command::new("cat")
+        .stdin(child.stdout.take().unwrap())
+        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let ready_after = wait_ready(&format!("http://127.0.0.1:{metrics_port}/readyz"), started).await;
     Process {
         child,
+        log_reader: Some(log_reader),
         port,
         metrics_port,
         ready_after,

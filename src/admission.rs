@@ -497,15 +497,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn denial_carries_403_forbidden_and_every_reason() {
-        let subject = Subject {
-            uid: "u-2".into(),
+    /// `Pod ns/p` with this uid.
+    fn pod_p(uid: &str) -> Subject {
+        Subject {
+            uid: uid.into(),
             kind: "Pod".into(),
             namespace: "ns".into(),
             name: "p".into(),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn denial_carries_403_forbidden_and_every_reason() {
+        let subject = pod_p("u-2");
         let findings = refusal("broken");
         let out = serde_json::to_value(respond(API_VERSIONS[0], &subject, &findings))
             .expect("serializes");
@@ -694,13 +699,7 @@ mod tests {
     #[test]
     fn answers_as_kube_writes_them() {
         use kube::core::admission::AdmissionResponse;
-        let subject = Subject {
-            uid: "u-9".into(),
-            kind: "Pod".into(),
-            namespace: "ns".into(),
-            name: "p".into(),
-            ..Default::default()
-        };
+        let subject = pod_p("u-9");
         let finding =
             |severity, code, text: &str| crate::decision::Finding::builtin(severity, code, text);
         let mut cases = vec![Findings::default()];

@@ -7,10 +7,10 @@
 //! adaptor that re-validates every piece as UTF-8, which cost a sixth of a remembered
 //! review's CPU.
 
+use crate::admission::Subject;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -22,7 +22,6 @@ use tracing_subscriber::registry::LookupSpan;
 /// Installs the global subscriber: JSON lines on stdout (at `info` unless `RUST_LOG` says
 /// otherwise) or text on stderr (at `warn`).
 pub fn init(json: bool) {
-    JSON_LINES.store(json, Ordering::Relaxed);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if json { "info" } else { "warn" }));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -33,16 +32,10 @@ pub fn init(json: bool) {
     };
 }
 
-/// Whether JSON lines go to stdout (`serve`): the decision log is written only then.
-static JSON_LINES: AtomicBool = AtomicBool::new(false);
-
 /// One review's decision, for the decision log.
 pub struct Decision<'a> {
-    pub uid: &'a str,
-    pub namespace: &'a str,
-    pub kind: &'a str,
-    pub name: &'a str,
-    pub operation: &'a str,
+    /// Who was judged: uid, namespace, kind, name and operation are written.
+    pub subject: &'a Subject,
     /// `allow` or `deny`.
     pub decision: &'a str,
     /// Reason codes of the denials, comma-separated.
@@ -53,28 +46,24 @@ pub struct Decision<'a> {
 
 /// Writes the decision log line of one review: the line an `info!` event with target
 /// `verdict::decision`, message `decision` and these fields would give through
-/// [`JsonLines`] (`decision_lines_are_the_events_lines` holds them equal), if `serve`'s
-/// JSON lines are on and `RUST_LOG` lets that event through. Not through tracing's dispatch
-/// and field visitors, which took half of the line's cost: there is one per review.
+/// [`JsonLines`] (`decision_lines_are_the_events_lines` holds them equal), if `RUST_LOG`
+/// lets that event through (only `serve` judges reviews, and it writes JSON lines). Not
+/// through tracing's dispatch and field visitors, which took half of the line's cost:
+/// there is one per review.
 ///
 /// Lines wait in a buffer of the thread that judged the review and are written together
 /// when its runtime worker runs out of work ([`flush_decisions`], on every park) or when
 /// they reach `BATCH` bytes: one `write` for many reviews under load, at once when idle.
 pub fn decision(line: &Decision) {
-    if !JSON_LINES.load(Ordering::Relaxed)
-        || !tracing::enabled!(target: "verdict::decision", tracing::Level::INFO)
-    {
+    if !tracing::enabled!(target: "verdict::decision", tracing::Level::INFO) {
         return;
     }
-    let _ = PENDING.try_with(|pending| {
-        let Ok(mut text) = pending.try_borrow_mut() else {
-            return;
-        };
+    with_pending(|text| {
         let written = text.len();
         if write_decision(&mut *text, line, SystemTime::now()).is_err() {
             text.truncate(written);
         } else if text.len() >= BATCH {
-            write_out(&mut text);
+            write_out(text);
         }
     });
 }
@@ -82,11 +71,18 @@ pub fn decision(line: &Decision) {
 /// Writes this thread's waiting decision lines (see [`decision`]). The runtime calls it
 /// whenever a worker parks and when a worker stops.
 pub fn flush_decisions() {
+    with_pending(|text| {
+        if !text.is_empty() {
+            write_out(text);
+        }
+    });
+}
+
+/// This thread's waiting decision lines, unless the thread is ending or they are in use.
+fn with_pending(f: impl FnOnce(&mut String)) {
     let _ = PENDING.try_with(|pending| {
         if let Ok(mut text) = pending.try_borrow_mut() {
-            if !text.is_empty() {
-                write_out(&mut text);
-            }
+            f(&mut text);
         }
     });
 }
@@ -108,12 +104,13 @@ fn write_decision(w: &mut impl fmt::Write, line: &Decision, now: SystemTime) -> 
     w.write_str("{\"timestamp\":\"")?;
     write_timestamp(w, now)?;
     w.write_str("\",\"level\":\"INFO\",\"message\":\"decision\"")?;
+    let subject = line.subject;
     for (name, value) in [
-        ("uid", line.uid),
-        ("namespace", line.namespace),
-        ("kind", line.kind),
-        ("name", line.name),
-        ("operation", line.operation),
+        ("uid", subject.uid.as_str()),
+        ("namespace", subject.namespace.as_str()),
+        ("kind", subject.kind.as_str()),
+        ("name", subject.name.as_str()),
+        ("operation", subject.operation.as_str()),
         ("decision", line.decision),
         ("reasons", line.reasons),
     ] {
@@ -383,12 +380,15 @@ mod tests {
     #[test]
     fn decision_lines_are_the_events_lines() {
         let tricky = "quote \" backslash \\ newline \n nul \0 é 🦀";
+        let subject = Subject {
+            uid: "u-1".into(),
+            namespace: tricky.into(),
+            kind: "Pod".into(),
+            name: "web-*".into(),
+            operation: "CREATE".into(),
+        };
         let line = Decision {
-            uid: "u-1",
-            namespace: tricky,
-            kind: "Pod",
-            name: "web-*",
-            operation: "CREATE",
+            subject: &subject,
             decision: "deny",
             reasons: "IMAGE_UNSIGNED,POLICY_DENIED",
             warnings: 2,
@@ -402,11 +402,11 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(
                 target: "verdict::decision",
-                uid = line.uid,
-                namespace = line.namespace,
-                kind = line.kind,
-                name = line.name,
-                operation = line.operation,
+                uid = subject.uid.as_str(),
+                namespace = subject.namespace.as_str(),
+                kind = subject.kind.as_str(),
+                name = subject.name.as_str(),
+                operation = subject.operation.as_str(),
                 decision = line.decision,
                 reasons = line.reasons,
                 warnings = line.warnings,

@@ -252,11 +252,7 @@ fn record(
         .with_label_values(&[endpoint])
         .observe(elapsed.as_secs_f64());
     crate::logging::decision(&crate::logging::Decision {
-        uid: &subject.uid,
-        namespace: &subject.namespace,
-        kind: &subject.kind,
-        name: &subject.name,
-        operation: &subject.operation,
+        subject,
         decision,
         reasons: &findings.denial_codes().join(","),
         warnings: findings.warnings().count(),

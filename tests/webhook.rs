@@ -704,3 +704,88 @@ async fn exposes_metrics_health_and_readiness_on_the_plain_port() {
         assert!(!line[field].is_null(), "{field} missing from {line}");
     }
 }
+
+/// A client that connects and stalls (before or after its TLS handshake, part-way through
+/// the HTTP/2 preface or a request's headers, or on the plain port) is disconnected once
+/// the 10-second handshake limit passes, instead of holding its connection for good; and
+/// the server still answers afterwards.
+#[tokio::test]
+async fn stalled_connections_are_closed() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use std::sync::Arc;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let server = Server::start();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(server.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = |alpn: &[u8]| {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        if !alpn.is_empty() {
+            config.alpn_protocols = vec![alpn.to_vec()];
+        }
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    };
+    // Waits for the server to end the connection; what it sends first does not matter.
+    async fn closed(mut stream: impl AsyncRead + Unpin) {
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink).await;
+    }
+    let after_handshake = |alpn: &'static [u8], sent: &'static [u8]| {
+        let connector = tls(alpn);
+        let addr = server.admission;
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut stream = connector.connect(name, tcp).await.unwrap();
+            stream.write_all(sent).await.unwrap();
+            stream.flush().await.unwrap();
+            closed(stream).await;
+        }
+    };
+    let silent_tcp = |addr| async move { closed(TcpStream::connect(addr).await.unwrap()).await };
+    let half_head = |addr| async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        closed(tcp).await;
+    };
+
+    let started = Instant::now();
+    let all = futures_util::future::join_all([
+        Box::pin(silent_tcp(server.admission))
+            as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+        Box::pin(after_handshake(b"", b"")),
+        Box::pin(after_handshake(b"http/1.1", b"")),
+        Box::pin(after_handshake(b"h2", b"")),
+        Box::pin(after_handshake(b"h2", b"PRI * HTTP/2.0\r\n")),
+        Box::pin(after_handshake(
+            b"http/1.1",
+            b"POST /validate HTTP/1.1\r\nhost: x\r\n",
+        )),
+        Box::pin(silent_tcp(server.metrics)),
+        Box::pin(half_head(server.metrics)),
+    ]);
+    tokio::time::timeout(Duration::from_secs(30), all)
+        .await
+        .expect("every stalled connection is closed within the handshake limit");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "closed after {:?}, before the 10-second limit",
+        started.elapsed()
+    );
+    // Still serving.
+    let (status, _) = server
+        .validate(&server.client(true), &pod_review("team-a", &["nginx:1.27"]))
+        .await;
+    assert_eq!(status, 200);
+}

@@ -2,6 +2,7 @@
 //! loop for policies and certificates, and graceful shutdown. Wiring only.
 
 pub mod api;
+mod opening;
 pub mod tls;
 
 use crate::config::ServeConfig;
@@ -14,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use opening::Opening;
 use prometheus::Registry;
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +27,8 @@ use tokio_rustls::TlsAcceptor;
 
 /// How often the policies folder and certificate files are looked at.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
-/// A client must finish its TLS handshake, and send request headers, within this.
+/// A client must finish its TLS handshake and send the opening bytes of its first request
+/// within this of connecting, and each later request's headers within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a running server shares.
@@ -152,6 +155,7 @@ async fn accept_loop(
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         let (router, builder, watcher, tls) = (
             router.clone(),
             builder.clone(),
@@ -161,30 +165,20 @@ async fn accept_loop(
         tokio::spawn(async move {
             let service = TowerToHyperService::new(router);
             let result = match tls {
-                Some(tls) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            watcher
-                                .watch(
-                                    builder
-                                        .serve_connection(TokioIo::new(stream), service)
-                                        .into_owned(),
-                                )
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            return tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let stream = TokioIo::new(Opening::new(stream, deadline));
+                        watcher
+                            .watch(builder.serve_connection(stream, service).into_owned())
+                            .await
                     }
-                }
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                },
                 None => {
+                    let stream = TokioIo::new(Opening::new(stream, deadline));
                     watcher
-                        .watch(
-                            builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .into_owned(),
-                        )
+                        .watch(builder.serve_connection(stream, service).into_owned())
                         .await
                 }
             };

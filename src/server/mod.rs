@@ -2,7 +2,7 @@
 //! loop for policies and certificates, and graceful shutdown. Wiring only.
 
 pub mod api;
-mod opening;
+mod guard;
 pub mod tls;
 
 use crate::config::ServeConfig;
@@ -11,11 +11,11 @@ use crate::policy::{PolicyStore, ReloadOutcome};
 use anyhow::Context as _;
 use api::AppState;
 use axum::Router;
+use guard::Guarded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use opening::Opening;
 use prometheus::Registry;
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +30,10 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
 /// A client must finish its TLS handshake and send the opening bytes of its first request
 /// within this of connecting, and each later request's headers within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection on which no byte has moved either way for this long is closed (see
+/// `guard`): longer than any answer takes (the API server waits at most 30 s) and than the
+/// HTTP/2 keep-alive interval.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// Everything a running server shares.
 pub struct State {
@@ -167,7 +171,7 @@ async fn accept_loop(
             let result = match tls {
                 Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
                     Ok(Ok(stream)) => {
-                        let stream = TokioIo::new(Opening::new(stream, deadline));
+                        let stream = TokioIo::new(Guarded::new(stream, deadline, STALL_LIMIT));
                         watcher
                             .watch(builder.serve_connection(stream, service).into_owned())
                             .await
@@ -176,7 +180,7 @@ async fn accept_loop(
                     Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                 },
                 None => {
-                    let stream = TokioIo::new(Opening::new(stream, deadline));
+                    let stream = TokioIo::new(Guarded::new(stream, deadline, STALL_LIMIT));
                     watcher
                         .watch(builder.serve_connection(stream, service).into_owned())
                         .await

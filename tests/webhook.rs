@@ -711,36 +711,18 @@ async fn exposes_metrics_health_and_readiness_on_the_plain_port() {
 /// the server still answers afterwards.
 #[tokio::test]
 async fn stalled_connections_are_closed() {
-    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
-    use std::sync::Arc;
+    use rustls::pki_types::ServerName;
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
     let server = Server::start();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(server.ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = |alpn: &[u8]| {
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-        if !alpn.is_empty() {
-            config.alpn_protocols = vec![alpn.to_vec()];
-        }
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    };
     // Waits for the server to end the connection; what it sends first does not matter.
     async fn closed(mut stream: impl AsyncRead + Unpin) {
         let mut sink = Vec::new();
         let _ = stream.read_to_end(&mut sink).await;
     }
     let after_handshake = |alpn: &'static [u8], sent: &'static [u8]| {
-        let connector = tls(alpn);
+        let connector = common::tls::connector(&server.ca_pem, alpn);
         let addr = server.admission;
         async move {
             let tcp = TcpStream::connect(addr).await.unwrap();

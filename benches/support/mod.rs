@@ -4,6 +4,8 @@
 
 #[path = "../../tests/common/fs.rs"]
 mod fs;
+#[path = "../../tests/common/tls.rs"]
+mod tls;
 
 use bytes::Bytes;
 use fs::copy_dir;
@@ -276,21 +278,9 @@ impl Endpoint {
 
 impl Client {
     pub fn new(ca_pem: &str, http2: bool, max_idle: usize) -> Self {
-        use rustls::pki_types::{pem::PemObject, CertificateDer};
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![if http2 { "h2" } else { "http/1.1" }.into()];
+        let alpn: &[u8] = if http2 { b"h2" } else { b"http/1.1" };
         Client(Arc::new(Connections {
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            tls: tls::connector(ca_pem, alpn),
             http2,
             idle: std::sync::Mutex::new(Vec::new()),
             max_idle,

@@ -68,26 +68,30 @@ impl<S> Guarded<S> {
                     format!("nothing moved on the connection for {:?}", self.stall),
                 ));
             }
-            self.moved = false;
-            let next = Instant::now() + self.stall;
-            self.deadline.as_mut().reset(next);
+            self.next_period();
         }
         Ok(())
     }
 
+    /// Starts a stall period in which nothing has moved yet.
+    fn next_period(&mut self) {
+        self.moved = false;
+        let end = Instant::now() + self.stall;
+        self.deadline.as_mut().reset(end);
+    }
+
     /// Counts `n` bytes moved; the opening's arrival starts the first stall period.
-    fn moved(&mut self, n: usize, read: bool) {
+    fn count(&mut self, n: usize, read: bool) {
         if n == 0 {
             return;
         }
-        self.moved = true;
         if read && self.missing > 0 {
             self.missing = self.missing.saturating_sub(n);
             if self.missing == 0 {
-                let next = Instant::now() + self.stall;
-                self.deadline.as_mut().reset(next);
-                self.moved = false;
+                self.next_period();
             }
+        } else {
+            self.moved = true;
         }
     }
 
@@ -100,7 +104,7 @@ impl<S> Guarded<S> {
     ) -> Poll<io::Result<T>> {
         match polled {
             Poll::Ready(Ok(value)) => {
-                self.moved(moved(&value), read);
+                self.count(moved(&value), read);
                 Poll::Ready(Ok(value))
             }
             Poll::Pending => match self.check(cx) {

@@ -14,7 +14,7 @@ use axum::Router;
 use guard::Guarded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use prometheus::Registry;
 use std::future::Future;
@@ -167,30 +167,38 @@ async fn accept_loop(
             tls.clone(),
         );
         tokio::spawn(async move {
-            let service = TowerToHyperService::new(router);
             let result = match tls {
                 Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let stream = TokioIo::new(Guarded::new(stream, deadline, STALL_LIMIT));
-                        watcher
-                            .watch(builder.serve_connection(stream, service).into_owned())
-                            .await
-                    }
+                    Ok(Ok(stream)) => serve_http(stream, deadline, router, &builder, watcher).await,
                     Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                 },
-                None => {
-                    let stream = TokioIo::new(Guarded::new(stream, deadline, STALL_LIMIT));
-                    watcher
-                        .watch(builder.serve_connection(stream, service).into_owned())
-                        .await
-                }
+                None => serve_http(stream, deadline, router, &builder, watcher).await,
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+}
+
+/// Serves HTTP on an accepted connection (after its TLS handshake, if any) under the
+/// connection guard, until it ends or the server shuts down.
+async fn serve_http<S>(
+    stream: S,
+    opening_by: tokio::time::Instant,
+    router: Router,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = TokioIo::new(Guarded::new(stream, opening_by, STALL_LIMIT));
+    let service = TowerToHyperService::new(router);
+    watcher
+        .watch(builder.serve_connection(stream, service).into_owned())
+        .await
 }
 
 /// Polls the policies folder and certificate files. Polling, rather than inotify, sees

@@ -14,6 +14,7 @@ pub mod faults;
 pub mod fs;
 pub mod provenance;
 pub mod registry;
+pub mod tls;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_verdict");
 

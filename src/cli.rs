@@ -134,10 +134,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {
     crate::logging::init(true);
-    runtime()?.block_on(crate::server::serve(
+    let runtime = runtime()?;
+    let served = runtime.block_on(crate::server::serve(
         config,
         crate::server::shutdown_signal(),
-    ))?;
+    ));
+    // The workers hand over their last decision lines as they stop.
+    drop(runtime);
+    crate::logging::finish();
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

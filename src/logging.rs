@@ -11,7 +11,8 @@ use crate::admission::Subject;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
@@ -51,9 +52,11 @@ pub struct Decision<'a> {
 /// through tracing's dispatch and field visitors, which took half of the line's cost:
 /// there is one per review.
 ///
-/// Lines wait in a buffer of the thread that judged the review and are written together
-/// when its runtime worker runs out of work ([`flush_decisions`], on every park) or when
-/// they reach `BATCH` bytes: one `write` for many reviews under load, at once when idle.
+/// Lines wait in a buffer of the thread that judged the review. When its runtime worker
+/// runs out of work ([`flush_decisions`], on every park) or they reach `BATCH` bytes, they
+/// are handed to the log writer thread, which writes what has gathered `LINGER` after the
+/// first line arrived: a worker never waits on stdout, and under load one `write` carries
+/// hundreds of reviews.
 pub fn decision(line: &Decision) {
     if !tracing::enabled!(target: "verdict::decision", tracing::Level::INFO) {
         return;
@@ -63,19 +66,28 @@ pub fn decision(line: &Decision) {
         if write_decision(&mut *text, line, SystemTime::now()).is_err() {
             text.truncate(written);
         } else if text.len() >= BATCH {
-            write_out(text);
+            hand_over(text);
         }
     });
 }
 
-/// Writes this thread's waiting decision lines (see [`decision`]). The runtime calls it
-/// whenever a worker parks and when a worker stops.
+/// Hands this thread's waiting decision lines to the log writer (see [`decision`]). The
+/// runtime calls it whenever a worker parks and when a worker stops.
 pub fn flush_decisions() {
     with_pending(|text| {
         if !text.is_empty() {
-            write_out(text);
+            hand_over(text);
         }
     });
+}
+
+/// Writes every decision line handed over and not yet written, waiting for a batch the
+/// writer has started: `serve` calls it once its runtime has stopped, before exiting.
+pub fn finish() {
+    let outbox = &*OUTBOX;
+    let _writing = lock(&outbox.writing);
+    let mut rest = std::mem::take(&mut *lock(&outbox.lines));
+    write_out(&mut rest);
 }
 
 /// This thread's waiting decision lines, unless the thread is ending or they are in use.
@@ -91,13 +103,85 @@ thread_local! {
     static PENDING: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-/// Decision lines written at once when this many bytes wait (about 50 lines).
+/// Decision lines handed to the writer at once when this many bytes wait (about 50 lines).
 const BATCH: usize = 16 * 1024;
+/// How long the writer lets lines gather after the first one arrives.
+const LINGER: Duration = Duration::from_millis(10);
+/// Past this many bytes waiting for the writer (stdout is slower than the reviews), a
+/// worker writes its lines itself: it waits on stdout, as the pipe makes it.
+const OUTBOX_LIMIT: usize = 1024 * 1024;
+
+/// Decision lines handed over by the workers, and the thread that writes them.
+struct Outbox {
+    lines: Mutex<String>,
+    /// Signalled when `lines` stops being empty.
+    arrived: Condvar,
+    /// Held while a batch is written, so that [`finish`] can wait for it.
+    writing: Mutex<()>,
+    /// Whether the writer thread runs; if it could not be started, workers write.
+    running: bool,
+}
+
+static OUTBOX: LazyLock<Outbox> = LazyLock::new(|| Outbox {
+    lines: Mutex::new(String::new()),
+    arrived: Condvar::new(),
+    writing: Mutex::new(()),
+    running: std::thread::Builder::new()
+        .name("verdict-log".into())
+        .spawn(|| write_forever(&OUTBOX))
+        .is_ok(),
+});
+
+/// Appends `text` to the writer's lines and empties it.
+fn hand_over(text: &mut String) {
+    let outbox = &*OUTBOX;
+    let mut lines = lock(&outbox.lines);
+    if !outbox.running || lines.len() >= OUTBOX_LIMIT {
+        drop(lines);
+        return write_out(text);
+    }
+    let first = lines.is_empty();
+    if first {
+        std::mem::swap(&mut *lines, text);
+    } else {
+        lines.push_str(text);
+        text.clear();
+    }
+    drop(lines);
+    if first {
+        outbox.arrived.notify_one();
+    }
+}
+
+/// The writer thread: waits for lines, lets more gather for `LINGER`, writes them all.
+fn write_forever(outbox: &Outbox) {
+    let mut batch = String::new();
+    loop {
+        let mut lines = lock(&outbox.lines);
+        while lines.is_empty() {
+            lines = outbox
+                .arrived
+                .wait(lines)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(lines);
+        std::thread::sleep(LINGER);
+        let _writing = lock(&outbox.writing);
+        std::mem::swap(&mut batch, &mut *lock(&outbox.lines));
+        write_out(&mut batch);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Whole lines in one `write_all` under stdout's lock, so no other line lands inside them.
 fn write_out(text: &mut String) {
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
-    text.clear();
+    if !text.is_empty() {
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        text.clear();
+    }
 }
 
 fn write_decision(w: &mut impl fmt::Write, line: &Decision, now: SystemTime) -> fmt::Result {

@@ -284,5 +284,8 @@ async fn sigterm_finishes_in_flight_reviews_then_exits_zero() {
         .expect("the in-flight review was answered");
     let body: Value = response.json().await.unwrap();
     assert_eq!(codes(&body), ["POLICY_TIMEOUT"]);
+    // Its decision line was written before the process ended.
+    let decisions = server.decision_lines(1).await;
+    assert!(decisions[0].contains("POLICY_TIMEOUT"), "{decisions:?}");
     assert!(server.logs().contains("\"message\":\"stopped\""));
 }

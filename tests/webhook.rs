@@ -679,18 +679,13 @@ async fn exposes_metrics_health_and_readiness_on_the_plain_port() {
         .await;
     assert!(plain.is_err() || plain.unwrap().status().as_u16() >= 400);
     // One JSON log line per decision.
-    let decisions = server
-        .logs()
-        .lines()
-        .filter(|l| l.contains("\"message\":\"decision\""))
-        .count();
-    assert_eq!(decisions, 2, "{}", server.logs());
-    let line = server
-        .logs()
-        .lines()
+    let decisions = server.decision_lines(2).await;
+    assert_eq!(decisions.len(), 2, "{}", server.logs());
+    let line = decisions
+        .iter()
         .find(|l| l.contains("\"decision\":\"deny\""))
         .unwrap()
-        .to_string();
+        .clone();
     let line: Value = serde_json::from_str(&line).unwrap();
     for field in [
         "uid",

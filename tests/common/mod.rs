@@ -183,6 +183,30 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The decision lines on the server's stdout, once there are `n` of them: they are
+    /// written in batches, some milliseconds after the answer. Panics after 5 s.
+    pub async fn decision_lines(&self, n: usize) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let lines: Vec<String> = self
+                .logs()
+                .lines()
+                .filter(|l| l.contains("\"message\":\"decision\""))
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{} of {n} decision lines after 5 s:\n{}",
+                lines.len(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

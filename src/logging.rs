@@ -10,8 +10,8 @@
 use crate::admission::Subject;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
-use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::io::{StdoutLock, Write as _};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -81,13 +81,12 @@ pub fn flush_decisions() {
     });
 }
 
-/// Writes every decision line handed over and not yet written, waiting for a batch the
-/// writer has started: `serve` calls it once its runtime has stopped, before exiting.
+/// Writes every decision line handed over and not yet written, after a batch the writer
+/// has started: `serve` calls it once its runtime has stopped, before exiting.
 pub fn finish() {
-    let outbox = &*OUTBOX;
-    let _writing = lock(&outbox.writing);
-    let mut rest = std::mem::take(&mut *lock(&outbox.lines));
-    write_out(&mut rest);
+    if let Some(outbox) = OUTBOX.get() {
+        write_waiting(outbox, &mut String::new());
+    }
 }
 
 /// This thread's waiting decision lines, unless the thread is ending or they are in use.
@@ -116,29 +115,31 @@ struct Outbox {
     lines: Mutex<String>,
     /// Signalled when `lines` stops being empty.
     arrived: Condvar,
-    /// Held while a batch is written, so that [`finish`] can wait for it.
-    writing: Mutex<()>,
     /// Whether the writer thread runs; if it could not be started, workers write.
     running: bool,
 }
 
-static OUTBOX: LazyLock<Outbox> = LazyLock::new(|| Outbox {
-    lines: Mutex::new(String::new()),
-    arrived: Condvar::new(),
-    writing: Mutex::new(()),
-    running: std::thread::Builder::new()
-        .name("verdict-log".into())
-        .spawn(|| write_forever(&OUTBOX))
-        .is_ok(),
-});
+static OUTBOX: OnceLock<Outbox> = OnceLock::new();
+
+/// The outbox, and its writer thread started on first use.
+fn outbox() -> &'static Outbox {
+    OUTBOX.get_or_init(|| Outbox {
+        lines: Mutex::new(String::new()),
+        arrived: Condvar::new(),
+        running: std::thread::Builder::new()
+            .name("verdict-log".into())
+            .spawn(|| write_forever(outbox()))
+            .is_ok(),
+    })
+}
 
 /// Appends `text` to the writer's lines and empties it.
 fn hand_over(text: &mut String) {
-    let outbox = &*OUTBOX;
+    let outbox = outbox();
     let mut lines = lock(&outbox.lines);
     if !outbox.running || lines.len() >= OUTBOX_LIMIT {
         drop(lines);
-        return write_out(text);
+        return write_out(&mut std::io::stdout().lock(), text);
     }
     let first = lines.is_empty();
     if first {
@@ -166,10 +167,17 @@ fn write_forever(outbox: &Outbox) {
         }
         drop(lines);
         std::thread::sleep(LINGER);
-        let _writing = lock(&outbox.writing);
-        std::mem::swap(&mut batch, &mut *lock(&outbox.lines));
-        write_out(&mut batch);
+        write_waiting(outbox, &mut batch);
     }
+}
+
+/// Takes the waiting lines into `batch` and writes them. Stdout's lock is taken first and
+/// held until they are written, so [`finish`], which takes it too, comes after a batch
+/// taken out, never between taking and writing it.
+fn write_waiting(outbox: &Outbox, batch: &mut String) {
+    let mut stdout = std::io::stdout().lock();
+    std::mem::swap(batch, &mut *lock(&outbox.lines));
+    write_out(&mut stdout, batch);
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,11 +185,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Whole lines in one `write_all` under stdout's lock, so no other line lands inside them.
-fn write_out(text: &mut String) {
-    if !text.is_empty() {
-        let _ = std::io::stdout().lock().write_all(text.as_bytes());
-        text.clear();
-    }
+fn write_out(stdout: &mut StdoutLock, text: &mut String) {
+    let _ = stdout.write_all(text.as_bytes());
+    text.clear();
 }
 
 fn write_decision(w: &mut impl fmt::Write, line: &Decision, now: SystemTime) -> fmt::Result {

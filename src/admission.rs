@@ -4,11 +4,11 @@
 
 use crate::decision::{Findings, ReasonCode, Severity};
 use crate::images;
+use crate::json::Node;
 use crate::policy::PolicySet;
 use kube::core::admission::Operation;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -51,8 +51,8 @@ impl Subject {
 
 /// A readable review: either one that can be judged, or one that must be refused as is.
 #[derive(Debug)]
-pub enum Decoded {
-    Judge(Box<Review>),
+pub enum Decoded<'a> {
+    Judge(Box<Review<'a>>),
     /// Readable as a review but not judgeable (no request, no object, malformed request).
     Refuse {
         /// The review's `apiVersion`, echoed in the response.
@@ -64,18 +64,19 @@ pub enum Decoded {
 
 /// A review that can be judged.
 #[derive(Debug)]
-pub struct Review {
+pub struct Review<'a> {
     /// The AdmissionReview as received, or as much of it as verdict and the policies read
-    /// (see `PolicySet::parse_review`): the Rego input is built from it.
-    pub raw: Value,
+    /// (see `PolicySet::parse_review`), borrowing from the body: the Rego input is built
+    /// from it.
+    pub raw: Node<'a>,
     /// The review's `apiVersion`, echoed in the response.
     pub api_version: &'static str,
     pub subject: Subject,
 }
 
-impl Review {
+impl<'a> Review<'a> {
     /// The object under review (`request.object`); present by construction.
-    pub fn object(&self) -> &Value {
+    pub fn object(&self) -> &Node<'a> {
         &self.raw["request"]["object"]
     }
 }
@@ -208,7 +209,7 @@ impl<'de> Deserialize<'de> for UserInfo {
 }
 
 /// Parses a request body into a JSON value holding what verdict and `policy` read of it.
-pub fn parse_body(body: &[u8], policy: &PolicySet) -> Result<Value, NotAReview> {
+pub fn parse_body<'a>(body: &'a [u8], policy: &PolicySet) -> Result<Node<'a>, NotAReview> {
     policy
         .parse_review(body)
         .map_err(|e| NotAReview::Json(e.to_string()))
@@ -255,12 +256,12 @@ pub fn own_reads() -> Vec<Vec<&'static str>> {
 }
 
 /// Reads a review. Everything that claims to be an AdmissionReview gets a review answer.
-pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
-    let api_version = raw.get("apiVersion").and_then(Value::as_str);
+pub fn decode(raw: Node<'_>) -> Result<Decoded<'_>, NotAReview> {
+    let api_version = raw.get("apiVersion").and_then(Node::as_str);
     let api_version = API_VERSIONS
         .into_iter()
         .find(|known| Some(*known) == api_version)
-        .filter(|_| raw.get("kind").and_then(Value::as_str) == Some("AdmissionReview"))
+        .filter(|_| raw.get("kind").and_then(Node::as_str) == Some("AdmissionReview"))
         .ok_or(NotAReview::WrongType)?;
     let refuse = |subject: Subject, problem: &str| {
         Ok(Decoded::Refuse {
@@ -298,8 +299,8 @@ pub fn decode(raw: Value) -> Result<Decoded, NotAReview> {
     })))
 }
 
-fn subject_of(request: &Value) -> Subject {
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+fn subject_of(request: &Node) -> Subject {
+    let text = |v: &Node| v.as_str().unwrap_or_default().to_string();
     let object = &request["object"];
     let kind = match request["kind"]["kind"].as_str() {
         Some(kind) => kind.to_string(),
@@ -459,7 +460,12 @@ fn parse_go_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// `decode` of a review given as a `serde_json::Value`.
+    fn decoded(review: &Value) -> Result<Decoded<'_>, NotAReview> {
+        decode(Node::from(review))
+    }
 
     fn review(api_version: &str, request: Value) -> Value {
         json!({"apiVersion": api_version, "kind": "AdmissionReview", "request": request})
@@ -478,7 +484,8 @@ mod tests {
     #[test]
     fn decodes_v1_and_v1beta1_and_echoes_the_version() {
         for version in API_VERSIONS {
-            let Ok(Decoded::Judge(review)) = decode(review(version, pod_request())) else {
+            let body = review(version, pod_request());
+            let Ok(Decoded::Judge(review)) = decoded(&body) else {
                 panic!("{version} should decode");
             };
             assert_eq!(review.subject.describe(), "Pod team-a/web-*");
@@ -551,7 +558,7 @@ mod tests {
             ),
         ];
         for (body, want) in cases {
-            match decode(body) {
+            match decoded(&body) {
                 Ok(Decoded::Refuse { problem, .. }) => assert!(problem.contains(want), "{problem}"),
                 other => panic!("expected a refusal containing {want:?}, got {other:?}"),
             }
@@ -567,19 +574,20 @@ mod tests {
         request["object"]["metadata"] = json!("not an object");
         request["object"]["apiVersion"] = json!(7);
         request["oldObject"] = json!({"metadata": [1, 2]});
-        let Ok(Decoded::Judge(judged)) = decode(review(API_VERSIONS[0], request)) else {
+        let body = review(API_VERSIONS[0], request);
+        let Ok(Decoded::Judge(judged)) = decoded(&body) else {
             panic!("an odd object is judged, not refused");
         };
-        assert_eq!(judged.object()["metadata"], "not an object");
+        assert_eq!(judged.object()["metadata"].as_str(), Some("not an object"));
         assert_eq!(
             judged.raw["request"]["oldObject"]["metadata"],
-            json!([1, 2])
+            Node::from(&json!([1, 2]))
         );
         // The envelope itself is still checked field by field.
         let mut request = pod_request();
         request["userInfo"]["groups"] = json!("admins");
         assert!(matches!(
-            decode(review(API_VERSIONS[0], request)),
+            decoded(&review(API_VERSIONS[0], request)),
             Ok(Decoded::Refuse { .. })
         ));
     }
@@ -626,8 +634,11 @@ mod tests {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
+        // Ours reads the request as `/validate` does: parsed from its text into a node.
         let ours = |request: &Value| {
-            AdmissionRequest::deserialize(request)
+            let text = request.to_string();
+            let node: Node = serde_json::from_str(&text).expect("parses");
+            AdmissionRequest::deserialize(&node)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
@@ -773,7 +784,7 @@ mod tests {
             json!([1]),
             json!({"kind": "AdmissionReview", "apiVersion": "v1"}),
         ] {
-            assert!(matches!(decode(body), Err(NotAReview::WrongType)));
+            assert!(matches!(decoded(&body), Err(NotAReview::WrongType)));
         }
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod decision;
 pub mod imagepolicy;
 pub mod images;
+pub mod json;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;

@@ -37,7 +37,7 @@ pub async fn check(
 ) -> Result<Report, ManifestError> {
     let mut objects = Vec::new();
     for review in manifest::reviews(body)? {
-        let (subject, verdict) = match admission::decode(review) {
+        let (subject, verdict) = match admission::decode(crate::json::Node::from(&review)) {
             Ok(Decoded::Judge(review)) => {
                 let verdict = reviewer
                     .judge(&review, reviewer.policies().current(), deadline)

@@ -114,7 +114,7 @@ impl Reviewer {
     /// whatever happens.
     pub async fn judge(
         &self,
-        review: &Review,
+        review: &Review<'_>,
         policy: Arc<PolicySet>,
         deadline: Instant,
     ) -> Verdict {
@@ -127,7 +127,7 @@ impl Reviewer {
 
     async fn judge_strictly(
         &self,
-        review: &Review,
+        review: &Review<'_>,
         policy: Arc<PolicySet>,
         deadline: Instant,
     ) -> Verdict {
@@ -155,7 +155,7 @@ impl Reviewer {
 
     async fn judge_within(
         &self,
-        review: &Review,
+        review: &Review<'_>,
         policy: Arc<PolicySet>,
         deadline: Instant,
     ) -> Verdict {
@@ -209,12 +209,12 @@ impl Reviewer {
     /// slow to judge never delays one that is quick.
     async fn evaluate_policies(
         &self,
-        review: &Review,
+        review: &Review<'_>,
         facts: &[Arc<ImageFacts>],
         policy: Arc<PolicySet>,
         deadline: Instant,
     ) -> Vec<Finding> {
-        let empty = serde_json::Map::new();
+        let empty = crate::json::Object::default();
         let raw = review.raw.as_object().unwrap_or(&empty);
         let key = policy.key(raw, facts);
         if let Some(key) = &key {

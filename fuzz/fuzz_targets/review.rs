@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(reviews) = verdict::manifest::reviews(data) {
         for review in reviews {
-            let _ = admission::decode(review);
+            let _ = admission::decode(verdict::json::Node::from(&review));
         }
     }
 });

@@ -5,8 +5,8 @@ mod reference;
 
 pub use reference::{ImageRef, ReferenceError, DEFAULT_REGISTRY};
 
+use crate::json::Node;
 use serde::Serialize;
-use serde_json::Value;
 use std::fmt::Write as _;
 
 /// Which list of a pod spec an image came from.
@@ -68,7 +68,7 @@ pub const POD_SPEC_PATHS: &[(&str, &[&str])] = &[
 /// Every image of `object`, a Kubernetes object of `kind`, in document order:
 /// init containers, containers, then ephemeral containers.
 /// Kinds that carry no pod spec yield nothing.
-pub fn extract(kind: &str, object: &Value) -> Vec<ImageOccurrence> {
+pub fn extract(kind: &str, object: &Node) -> Vec<ImageOccurrence> {
     let Some((_, path)) = POD_SPEC_PATHS.iter().find(|(k, _)| *k == kind) else {
         return Vec::new();
     };
@@ -82,7 +82,7 @@ pub fn extract(kind: &str, object: &Value) -> Vec<ImageOccurrence> {
     let prefix = path.join(".");
     let mut found = Vec::new();
     for (list, container_kind) in ContainerKind::LISTS {
-        let Some(containers) = spec.get(list).and_then(Value::as_array) else {
+        let Some(containers) = spec.get(list).and_then(Node::as_array) else {
             continue;
         };
         for (i, container) in containers.iter().enumerate() {
@@ -92,7 +92,7 @@ pub fn extract(kind: &str, object: &Value) -> Vec<ImageOccurrence> {
             let reference = image.as_str().unwrap_or_default().to_string();
             let name = container
                 .get("name")
-                .and_then(Value::as_str)
+                .and_then(Node::as_str)
                 .unwrap_or_default();
             // Built piece by piece: `format!` costs more than the rest of extraction.
             let mut path = String::with_capacity(prefix.len() + list.len() + 12);
@@ -116,7 +116,7 @@ pub fn extract(kind: &str, object: &Value) -> Vec<ImageOccurrence> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn pod_spec() -> Value {
         json!({
@@ -139,7 +139,7 @@ mod tests {
     fn extracts_every_list_of_every_kind_in_document_order() {
         for (kind, path) in POD_SPEC_PATHS {
             let object = wrap(path, pod_spec());
-            let found = extract(kind, &object);
+            let found = extract(kind, &Node::from(&object));
             let names: Vec<_> = found.iter().map(|o| o.container.as_str()).collect();
             assert_eq!(names, ["init", "app", "sidecar", "debug"], "kind {kind}");
             let kinds: Vec<_> = found.iter().map(|o| o.kind).collect();
@@ -170,7 +170,7 @@ mod tests {
     fn cronjob_path_goes_through_job_template() {
         let object = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {
             "containers": [{"name": "c", "image": "alpine:3"}]}}}}}});
-        let found = extract("CronJob", &object);
+        let found = extract("CronJob", &Node::from(&object));
         assert_eq!(
             found[0].path,
             "spec.jobTemplate.spec.template.spec.containers[0].image"
@@ -182,12 +182,12 @@ mod tests {
     fn kinds_without_pod_specs_have_no_images() {
         assert!(extract(
             "Service",
-            &json!({"spec": {"containers": [{"image": "x"}]}})
+            &Node::from(&json!({"spec": {"containers": [{"image": "x"}]}}))
         )
         .is_empty());
-        assert!(extract("ConfigMap", &json!({"data": {}})).is_empty());
-        assert!(extract("Deployment", &json!({"spec": {}})).is_empty());
-        assert!(extract("Pod", &json!({"spec": {"containers": "oops"}})).is_empty());
+        assert!(extract("ConfigMap", &Node::from(&json!({"data": {}}))).is_empty());
+        assert!(extract("Deployment", &Node::from(&json!({"spec": {}}))).is_empty());
+        assert!(extract("Pod", &Node::from(&json!({"spec": {"containers": "oops"}}))).is_empty());
     }
 
     #[test]
@@ -197,7 +197,7 @@ mod tests {
             {"name": "num", "image": 42},
             {"name": "none"}
         ]}});
-        let found = extract("Pod", &object);
+        let found = extract("Pod", &Node::from(&object));
         assert_eq!(found.len(), 2);
         assert!(found[0].parse().is_err());
         assert_eq!(found[1].reference, "");

@@ -11,13 +11,12 @@
 //! The same walk gives the digest of exactly what was kept, under which a policy set whose
 //! answers cannot change between calls remembers its findings (see `PolicySet::recall`).
 
+use crate::json::{FieldName, Node, NodeVisitor, Object};
 use regorus::Value;
 use ring::digest::Context;
 use serde::de::value::SeqAccessDeserializer;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value as Json};
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -43,9 +42,9 @@ impl Reads {
     }
 
     /// `value` reduced to what is read, as a regorus value.
-    pub fn select(&self, value: &Json) -> Value {
+    pub fn select(&self, value: &Node) -> Value {
         match (self, value) {
-            (Self::Fields(wanted), Json::Object(fields)) => Value::from(
+            (Self::Fields(wanted), Node::Object(fields)) => Value::from(
                 wanted
                     .iter()
                     .filter_map(|(key, reads)| {
@@ -60,14 +59,14 @@ impl Reads {
 
     /// Feeds what [`Reads::select`] keeps of `value` to `digest`, in an encoding where
     /// different values never give the same bytes: what is read whole is its JSON text
-    /// (self-delimiting, and canonical for JSON whose objects are sorted maps); an object of
-    /// which only some fields are read is `{`, each field's tagged, length-prefixed name and
-    /// value,
+    /// (self-delimiting; objects' fields in the order received, so the same object sent with
+    /// its fields in another order is another key, never a wrong one); an object of which
+    /// only some fields are read is `{`, each field's tagged, length-prefixed name and value,
     /// `}` (JSON text that is not an object never starts with `{`). None if a value cannot be
     /// serialized.
-    pub fn digest(&self, value: &Json, digest: &mut Context) -> Option<()> {
+    pub fn digest(&self, value: &Node, digest: &mut Context) -> Option<()> {
         match (self, value) {
-            (Self::Fields(wanted), Json::Object(fields)) => {
+            (Self::Fields(wanted), Node::Object(fields)) => {
                 digest.update(b"{");
                 for (key, reads) in wanted {
                     if let Some(value) = fields.get(key) {
@@ -85,10 +84,14 @@ impl Reads {
     /// `text` parsed as JSON, keeping of each object only the fields that are read, as
     /// [`Reads::select`] keeps them: what is not read is checked as JSON (syntax and
     /// nesting) but never built, which is most of the cost of parsing. The strings of the
-    /// parts left out are not decoded and their numbers not converted, so invalid UTF-8 or
-    /// a number out of range there is not an error.
-    pub fn parse(&self, text: &[u8]) -> serde_json::Result<Json> {
-        let mut parser = serde_json::Deserializer::from_slice(text);
+    /// parts left out are not decoded and their numbers not converted, so a number out of
+    /// range there is not an error. The whole text must be UTF-8 (RFC 8259, section 8.1),
+    /// checked once up front rather than string by string.
+    pub fn parse<'a>(&self, text: &'a [u8]) -> serde_json::Result<Node<'a>> {
+        let text = std::str::from_utf8(text).map_err(|e| {
+            <serde_json::Error as serde::de::Error>::custom(format!("the text is not UTF-8: {e}"))
+        })?;
+        let mut parser = serde_json::Deserializer::from_str(text);
         let value = Pruned(self).deserialize(&mut parser)?;
         parser.end()?;
         Ok(value)
@@ -112,61 +115,64 @@ impl Reads {
 struct Pruned<'a>(&'a Reads);
 
 impl<'de> DeserializeSeed<'de> for Pruned<'_> {
-    type Value = Json;
+    type Value = Node<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
         match self.0 {
-            Reads::All => Json::deserialize(deserializer),
+            Reads::All => Node::deserialize(deserializer),
             Reads::Fields(fields) => deserializer.deserialize_any(PrunedVisitor(fields)),
         }
     }
 }
 
-/// An object keeps the fields in `.0`; any other value is kept whole, as `serde_json`
-/// builds it.
+/// An object keeps the fields in `.0`; any other value is kept whole, as [`Node`] reads it.
 struct PrunedVisitor<'a>(&'a BTreeMap<String, Reads>);
 
 impl<'de> Visitor<'de> for PrunedVisitor<'_> {
-    type Value = Json;
+    type Value = Node<'de>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-        formatter.write_str("any valid JSON value")
+        NodeVisitor.expecting(formatter)
     }
 
-    fn visit_bool<E>(self, value: bool) -> Result<Json, E> {
-        Ok(Json::Bool(value))
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Node<'de>, E> {
+        NodeVisitor.visit_bool(value)
     }
 
-    fn visit_i64<E>(self, value: i64) -> Result<Json, E> {
-        Ok(Json::from(value))
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Node<'de>, E> {
+        NodeVisitor.visit_i64(value)
     }
 
-    fn visit_u64<E>(self, value: u64) -> Result<Json, E> {
-        Ok(Json::from(value))
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Node<'de>, E> {
+        NodeVisitor.visit_u64(value)
     }
 
-    fn visit_f64<E>(self, value: f64) -> Result<Json, E> {
-        Ok(Json::from(value))
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Node<'de>, E> {
+        NodeVisitor.visit_f64(value)
     }
 
-    fn visit_str<E>(self, value: &str) -> Result<Json, E> {
-        Ok(Json::String(value.to_owned()))
+    fn visit_borrowed_str<E: serde::de::Error>(self, value: &'de str) -> Result<Node<'de>, E> {
+        NodeVisitor.visit_borrowed_str(value)
     }
 
-    fn visit_string<E>(self, value: String) -> Result<Json, E> {
-        Ok(Json::String(value))
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Node<'de>, E> {
+        NodeVisitor.visit_str(value)
     }
 
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
+    fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Node<'de>, E> {
+        NodeVisitor.visit_string(value)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, items: A) -> Result<Json, A::Error> {
-        Json::deserialize(SeqAccessDeserializer::new(items))
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Node<'de>, E> {
+        NodeVisitor.visit_unit()
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Json, A::Error> {
-        let mut kept = Map::new();
+    fn visit_seq<A: SeqAccess<'de>>(self, items: A) -> Result<Node<'de>, A::Error> {
+        Node::deserialize(SeqAccessDeserializer::new(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Node<'de>, A::Error> {
+        let mut kept = Vec::with_capacity(self.0.len().min(8));
         while let Some(FieldName(name)) = entries.next_key()? {
             // Equal length first: most names are told apart without reading their bytes.
             let wanted = self
@@ -175,51 +181,20 @@ impl<'de> Visitor<'de> for PrunedVisitor<'_> {
                 .find(|(field, _)| field.as_str() == name.as_ref());
             match wanted.map(|(_, reads)| reads) {
                 Some(reads) => {
-                    let value = entries.next_value_seed(Pruned(reads))?;
-                    kept.insert(name.into_owned(), value);
+                    kept.push((name, entries.next_value_seed(Pruned(reads))?));
                 }
                 None => {
                     entries.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Json::Object(kept))
-    }
-}
-
-/// An object's field name, borrowed from the text unless it holds escapes: only the names
-/// that are kept are copied.
-struct FieldName<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for FieldName<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl<'de> Visitor<'de> for Name {
-            type Value = FieldName<'de>;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str("a field name")
-            }
-
-            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<FieldName<'de>, E> {
-                Ok(FieldName(Cow::Borrowed(name)))
-            }
-
-            fn visit_str<E>(self, name: &str) -> Result<FieldName<'de>, E> {
-                Ok(FieldName(Cow::Owned(name.to_owned())))
-            }
-
-            fn visit_string<E>(self, name: String) -> Result<FieldName<'de>, E> {
-                Ok(FieldName(Cow::Owned(name)))
-            }
-        }
-        deserializer.deserialize_str(Name)
+        Ok(Node::Object(Object::from_fields(kept)))
     }
 }
 
 /// The input of one review: the fields of the review as received (except `images`) and
 /// `images`, holding what `reads` reads.
-pub fn build(reads: &Reads, review: &Map<String, Json>, images: &Json) -> Value {
+pub fn build(reads: &Reads, review: &Object, images: &Node) -> Value {
     let mut input = BTreeMap::new();
     for (key, value) in fields(review) {
         if let Some(reads) = reads.field(key) {
@@ -240,7 +215,7 @@ pub trait Image: Serialize {
     }
 }
 
-impl Image for Json {}
+impl Image for serde_json::Value {}
 
 impl<T: Image> Image for std::sync::Arc<T> {
     fn text_digest(&self) -> Option<Key> {
@@ -259,7 +234,7 @@ pub fn text_digest(value: &(impl Serialize + ?Sized)) -> Option<Key> {
 /// that differ only in what is not read, different for any difference in what is. When all
 /// of `images` is read, it counts as the number of images and the digest of each one's JSON
 /// text (fixed-size, so self-delimiting), which image facts keep between reviews.
-pub fn key(reads: &Reads, review: &Map<String, Json>, images: &[impl Image]) -> Option<Key> {
+pub fn key(reads: &Reads, review: &Object, images: &[impl Image]) -> Option<Key> {
     let mut digest = Context::new(&ring::digest::SHA256);
     for (key, value) in fields(review) {
         if let Some(reads) = reads.field(key) {
@@ -277,18 +252,18 @@ pub fn key(reads: &Reads, review: &Map<String, Json>, images: &[impl Image]) -> 
                     digest.update(&image.text_digest()?);
                 }
             }
-            Reads::Fields(_) => reads.digest(&serde_json::to_value(images).ok()?, &mut digest)?,
+            Reads::Fields(_) => {
+                let images = serde_json::to_value(images).ok()?;
+                reads.digest(&Node::from(&images), &mut digest)?
+            }
         }
     }
     Key::try_from(digest.finish().as_ref()).ok()
 }
 
 /// The review's own fields: `images` is verdict's.
-fn fields(review: &Map<String, Json>) -> impl Iterator<Item = (&str, &Json)> {
-    review
-        .iter()
-        .filter(|(key, _)| *key != "images")
-        .map(|(key, value)| (key.as_str(), value))
+fn fields<'a>(review: &'a Object) -> impl Iterator<Item = (&'a str, &'a Node<'a>)> {
+    review.iter().filter(|(key, _)| *key != "images")
 }
 
 /// Feeds the JSON text of `value` to `digest`, through a buffer on the stack (serde_json
@@ -346,24 +321,24 @@ impl std::io::Write for DigestWriter<'_> {
     }
 }
 
-/// The regorus value of a JSON value, as `regorus::Value::from(value.clone())` gives it,
-/// without the clone.
-fn rego_value(value: &Json) -> Value {
+/// The regorus value of a JSON value, as `regorus::Value::from(serde_json::Value)` gives
+/// it.
+fn rego_value(value: &Node) -> Value {
     match value {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+        Node::Null => Value::Null,
+        Node::Bool(b) => Value::Bool(*b),
+        Node::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
             (Some(u), _, _) => Value::from(u),
             (None, Some(i), _) => Value::from(i),
             (None, None, Some(f)) => Value::from(f),
             (None, None, None) => Value::Undefined,
         },
-        Json::String(s) => Value::from(s.as_str()),
-        Json::Array(items) => Value::from(items.iter().map(rego_value).collect::<Vec<_>>()),
-        Json::Object(fields) => Value::from(
+        Node::String(s) => Value::from(s.as_ref()),
+        Node::Array(items) => Value::from(items.iter().map(rego_value).collect::<Vec<_>>()),
+        Node::Object(fields) => Value::from(
             fields
                 .iter()
-                .map(|(key, value)| (Value::from(key.as_str()), rego_value(value)))
+                .map(|(key, value)| (Value::from(key), rego_value(value)))
                 .collect::<BTreeMap<_, _>>(),
         ),
     }
@@ -374,7 +349,7 @@ mod tests {
     use super::*;
     use crate::policy::PolicySet;
     use crate::verify::trust::TrustRoot;
-    use serde_json::json;
+    use serde_json::{json, Value as Json};
     use std::path::Path;
     use std::sync::Arc;
     use std::time::Duration;
@@ -432,11 +407,11 @@ deny contains "x" if {
             "images": [{"signatures": []}],
         });
         assert_eq!(
-            reads.select(&review),
-            rego_value(&json!({
+            reads.select(&Node::from(&review)),
+            rego_value(&Node::from(&json!({
                 "request": {"namespace": "a", "object": {"spec": {"containers": [{"image": "x"}]}}},
                 "images": [{"signatures": []}],
-            }))
+            })))
         );
     }
 
@@ -468,11 +443,18 @@ deny contains "x" if {
         let mut compared = 0;
         for path in admission_fixtures() {
             let json = read(&path);
-            assert_eq!(rego_value(&json), Value::from(json.clone()), "{path:?}");
+            assert_eq!(
+                rego_value(&Node::from(&json)),
+                Value::from(json.clone()),
+                "{path:?}"
+            );
             compared += 1;
         }
         let numbers = json!([0, -1, u64::MAX, i64::MIN, 1.5, -2.25e300, {"": null}]);
-        assert_eq!(rego_value(&numbers), Value::from(numbers.clone()));
+        assert_eq!(
+            rego_value(&Node::from(&numbers)),
+            Value::from(numbers.clone())
+        );
         assert!(compared > 10, "{compared} fixtures");
     }
 
@@ -506,6 +488,7 @@ deny contains "x" if {
                 }
                 review["request"]["namespace"] = json!(namespace);
                 review["images"] = images.clone();
+                let review = Node::from(&review);
                 let whole = set.evaluate(rego_value(&review), Duration::from_secs(5));
                 let reduced = set.evaluate(set.reads.select(&review), Duration::from_secs(5));
                 let show = |r: Result<Vec<crate::decision::Finding>, _>| {
@@ -590,7 +573,9 @@ deny contains "x" if {
         for reads in &all_reads {
             for body in &bodies {
                 let whole: serde_json::Result<Json> = serde_json::from_slice(body);
-                let parsed = reads.parse(body);
+                let parsed = reads
+                    .parse(body)
+                    .map(|n| serde_json::to_value(n).expect("json"));
                 let show = String::from_utf8_lossy(body);
                 match (&whole, &parsed) {
                     (Ok(whole), Ok(parsed)) => {
@@ -607,27 +592,35 @@ deny contains "x" if {
         // marker (and fails here); it is an ordinary name, as the API server sees it.
         let marker = br#"{"$serde_json::private::RawValue": "[1]", "n": 2}"#;
         assert!(serde_json::from_slice::<Json>(marker).is_err());
-        assert_eq!(all_reads[1].parse(marker).expect("parses"), json!({"n": 2}));
-        // What is left out is checked as JSON syntax only: a number out of range or a
-        // string that is not UTF-8 fails where it is read, not where it is left out.
-        for body in [&br#"{"n": 1e400}"#[..], b"{\"n\": \"\xff\"}"] {
-            assert!(serde_json::from_slice::<Json>(body).is_err());
-            assert!(all_reads[1].parse(body).is_err());
-            assert_eq!(all_reads[3].parse(body).expect("left out"), json!({}));
+        let parsed = all_reads[1].parse(marker).expect("parses");
+        assert_eq!(serde_json::to_value(parsed).expect("json"), json!({"n": 2}));
+        // What is left out is checked as JSON syntax only: a number out of range fails where
+        // it is read, not where it is left out. Text that is not UTF-8 fails anywhere.
+        let body = br#"{"n": 1e400}"#;
+        assert!(serde_json::from_slice::<Json>(body).is_err());
+        assert!(all_reads[1].parse(body).is_err());
+        assert_eq!(
+            all_reads[3].parse(body).expect("left out"),
+            Node::Object(Object::default())
+        );
+        for reads in &all_reads {
+            let error = reads
+                .parse(b"{\"n\": 1, \"skip\": \"\xff\"}")
+                .expect_err("not UTF-8");
+            assert!(error.to_string().contains("not UTF-8"), "{error}");
         }
         // The shipped set reads no managedFields, annotations or status: none are built.
         let fixture = admission_fixtures()
             .into_iter()
             .find(|p| p.ends_with("gke_pod_create_admission_review.json"))
             .expect("GKE fixture");
-        let parsed = shipped
-            .parse_review(&std::fs::read(&fixture).expect("fixture"))
-            .expect("parses");
+        let body = std::fs::read(&fixture).expect("fixture");
+        let parsed = shipped.parse_review(&body).expect("parses");
         let object = &parsed["request"]["object"];
-        assert_eq!(object["metadata"]["name"], "echo-pod");
+        assert_eq!(object["metadata"]["name"].as_str(), Some("echo-pod"));
         assert!(object["metadata"].get("managedFields").is_none());
         assert!(object["metadata"].get("annotations").is_none());
-        assert!(object["spec"]["containers"].is_array());
+        assert!(object["spec"]["containers"].as_array().is_some());
         assert!(object["spec"].get("volumes").is_none());
     }
 

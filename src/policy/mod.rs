@@ -16,10 +16,10 @@ pub use store::{PolicyStatus, PolicyStore, ReloadOutcome};
 
 use crate::decision::{Finding, Origin, ReasonCode, Severity};
 use crate::imagepolicy::{self, ImagePolicy};
+use crate::json::{Node, Object};
 use crate::verify::trust::TrustRoot;
 use regorus::{Engine, Value};
 use serde::Deserialize as _;
-use serde_json::Map;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -156,7 +156,7 @@ impl PolicySet {
     /// holds only those fields, the rest is checked as JSON but not built (most of a Pod's
     /// text, `managedFields` and all, is read by neither). The input and key of the review
     /// are the same as from the whole body.
-    pub fn parse_review(&self, body: &[u8]) -> serde_json::Result<serde_json::Value> {
+    pub fn parse_review<'a>(&self, body: &'a [u8]) -> serde_json::Result<Node<'a>> {
         self.review_reads.parse(body)
     }
 
@@ -164,23 +164,19 @@ impl PolicySet {
     /// policies read (`images` is not even serialized when they do not read it).
     pub fn input(
         &self,
-        review: &Map<String, serde_json::Value>,
+        review: &Object,
         images: &impl serde::Serialize,
     ) -> Result<Value, serde_json::Error> {
         let images = match self.reads.field("images") {
             Some(_) => serde_json::to_value(images)?,
             None => serde_json::Value::Null,
         };
-        Ok(input::build(&self.reads, review, &images))
+        Ok(input::build(&self.reads, review, &Node::from(&images)))
     }
 
     /// The key the findings for this review and images are remembered under; none when this
     /// set's answers may change between calls.
-    pub fn key(
-        &self,
-        review: &Map<String, serde_json::Value>,
-        images: &[impl Image],
-    ) -> Option<Key> {
+    pub fn key(&self, review: &Object, images: &[impl Image]) -> Option<Key> {
         self.decisions.as_ref()?;
         input::key(&self.reads, review, images)
     }

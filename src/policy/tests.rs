@@ -185,6 +185,7 @@ fn review(uid: &str, namespace: &str, image: &str) -> (serde_json::Value, serde_
 }
 
 fn key_of(set: &PolicySet, (raw, images): &(serde_json::Value, serde_json::Value)) -> Option<Key> {
+    let raw = Node::from(raw);
     set.key(
         raw.as_object().expect("object"),
         images.as_array().expect("array"),
@@ -211,6 +212,7 @@ fn findings_are_remembered_by_what_the_policies_read() {
     }
     assert_eq!(set.recall(&first), None);
     let (raw, images) = review("1", "team-a", "nginx:latest");
+    let raw = Node::from(&raw);
     let input = set
         .input(raw.as_object().expect("object"), &images)
         .expect("input");
@@ -311,24 +313,28 @@ warn contains msg if {
     );
     let images =
         vec![serde_json::json!({"container": "c", "reference": "nginx:1", "signatures": []})];
-    let show = |decoded: Result<Decoded, crate::admission::NotAReview>| match decoded {
-        Ok(Decoded::Judge(review)) => {
-            let found = crate::images::extract(&review.subject.kind, review.object());
-            let raw = review.raw.as_object().cloned().unwrap_or_default();
-            (
-                format!(
-                    "judge {} {:?} {found:?}",
-                    review.api_version, review.subject
-                ),
-                Some(raw),
-            )
+    fn show(
+        decoded: Result<Decoded<'_>, crate::admission::NotAReview>,
+    ) -> (String, Option<Object<'_>>) {
+        match decoded {
+            Ok(Decoded::Judge(review)) => {
+                let found = crate::images::extract(&review.subject.kind, review.object());
+                let raw = review.raw.as_object().cloned().unwrap_or_default();
+                (
+                    format!(
+                        "judge {} {:?} {found:?}",
+                        review.api_version, review.subject
+                    ),
+                    Some(raw),
+                )
+            }
+            other => (format!("{other:?}"), None),
         }
-        other => (format!("{other:?}"), None),
-    };
+    }
     let mut judged = 0;
     for set in [&shipped, &reader] {
         for body in &bodies {
-            let whole = serde_json::from_slice(body).expect("fixture is JSON");
+            let whole: Node = serde_json::from_slice(body).expect("fixture is JSON");
             let parsed = set.parse_review(body).expect("parses");
             let (whole, whole_raw) = show(decode(whole));
             let (parsed, parsed_raw) = show(decode(parsed));

@@ -71,25 +71,29 @@ async fn validate(
     let received = Instant::now();
     let timeout = admission::parse_timeout(query_param(query.as_deref(), "timeout").as_deref());
     let deadline = received + timeout - admission::answer_margin(timeout);
-    let result = async {
+    let refuse = |e: HttpError| {
+        state
+            .metrics
+            .rejected_requests
+            .with_label_values(&[e.0.as_str()])
+            .inc();
+        e.into_response()
+    };
+    let body = async {
         require_json(request.headers())?;
-        let body = read_body(request.into_body(), state.read_timeout).await?;
-        // The body is parsed for the policy set live once it has arrived, which then judges it.
-        let policy = state.reviewer.policies().current();
-        let raw = admission::parse_body(&body, &policy).map_err(bad_request)?;
-        Ok::<_, HttpError>((admission::decode(raw).map_err(bad_request)?, policy))
-    }
-    .await;
-    let (decoded, policy) = match result {
+        read_body(request.into_body(), state.read_timeout).await
+    };
+    let body = match body.await {
+        Ok(body) => body,
+        Err(e) => return refuse(e),
+    };
+    // The body is parsed for the policy set live once it has arrived, which then judges it.
+    // The review borrows its strings from the body.
+    let policy = state.reviewer.policies().current();
+    let decoded = admission::parse_body(&body, &policy).and_then(admission::decode);
+    let decoded = match decoded {
         Ok(decoded) => decoded,
-        Err(e) => {
-            state
-                .metrics
-                .rejected_requests
-                .with_label_values(&[e.0.as_str()])
-                .inc();
-            return e.into_response();
-        }
+        Err(e) => return refuse(bad_request(e)),
     };
     let _in_flight = InFlight::start(&state.metrics);
     let (api_version, subject, findings) = match decoded {

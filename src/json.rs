@@ -1,0 +1,734 @@
+//! A JSON value borrowed from the text it was read from: a string without escapes points
+//! into the request body instead of being copied, and an object is a short list instead of
+//! a B-tree. It holds what `serde_json::Value` would hold, read the same way (the same
+//! parser, numbers and escapes; of a name given twice the last value counts), so what
+//! verdict and the policies see does not change. Building and dropping a review as a
+//! `serde_json::Value` took a third of the CPU of a review whose findings are remembered.
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::{Error, Number, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+/// A JSON value whose strings may borrow from the text it was parsed from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Node<'a> {
+    #[default]
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    Object(Object<'a>),
+}
+
+/// An object's fields in the order received, each name once.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Object<'a>(Vec<(Cow<'a, str>, Node<'a>)>);
+
+/// Past this many fields, repeated names are found through a hash map rather than by
+/// comparing every pair: a body can hold hundreds of thousands of fields in one object.
+const FEW_FIELDS: usize = 16;
+
+static NULL: Node<'static> = Node::Null;
+
+impl<'a> Object<'a> {
+    pub fn get(&self, name: &str) -> Option<&Node<'a>> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// The object of these fields in this order; of a name given more than once only the
+    /// last counts, as in `serde_json::Value`.
+    pub fn from_fields(mut fields: Vec<(Cow<'a, str>, Node<'a>)>) -> Self {
+        if fields.len() <= FEW_FIELDS {
+            let mut i = 0;
+            while i < fields.len() {
+                if fields[i + 1..].iter().any(|(n, _)| *n == fields[i].0) {
+                    fields.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        } else {
+            let mut last = std::collections::HashMap::with_capacity(fields.len());
+            for (i, (name, _)) in fields.iter().enumerate() {
+                last.insert(name.as_ref(), i);
+            }
+            let keep: Vec<bool> = (0..fields.len())
+                .map(|i| last.get(fields[i].0.as_ref()) == Some(&i))
+                .collect();
+            let mut kept = keep.into_iter();
+            fields.retain(|_| kept.next().unwrap_or(true));
+        }
+        Self(fields)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node<'a>)> {
+        self.0.iter().map(|(n, v)| (n.as_ref(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> Node<'a> {
+    /// Field `name` of an object; None for a missing field or a value that is not an object.
+    pub fn get(&self, name: &str) -> Option<&Node<'a>> {
+        self.as_object()?.get(name)
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Node<'a>]> {
+        match self {
+            Self::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    pub fn as_object(&self) -> Option<&Object<'a>> {
+        match self {
+            Self::Object(fields) => Some(fields),
+            _ => None,
+        }
+    }
+
+    pub fn is_object(&self) -> bool {
+        matches!(self, Self::Object(_))
+    }
+
+    fn unexpected(&self) -> Unexpected<'_> {
+        match self {
+            Self::Null => Unexpected::Unit,
+            Self::Bool(b) => Unexpected::Bool(*b),
+            Self::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => Unexpected::Unsigned(u),
+                (None, Some(i), _) => Unexpected::Signed(i),
+                (None, None, f) => Unexpected::Float(f.unwrap_or_default()),
+            },
+            Self::String(s) => Unexpected::Str(s),
+            Self::Array(_) => Unexpected::Seq,
+            Self::Object(_) => Unexpected::Map,
+        }
+    }
+
+    fn invalid_type<'de, V: Visitor<'de>>(&self, visitor: &V) -> Error {
+        de::Error::invalid_type(self.unexpected(), visitor)
+    }
+}
+
+/// `node["name"]`: the field, or null when there is none, as `serde_json::Value` indexes.
+impl<'a> std::ops::Index<&str> for Node<'a> {
+    type Output = Node<'a>;
+
+    fn index(&self, name: &str) -> &Node<'a> {
+        self.get(name).unwrap_or(&NULL)
+    }
+}
+
+/// A `serde_json::Value` seen as a node, borrowing its strings.
+impl<'a> From<&'a Value> for Node<'a> {
+    fn from(value: &'a Value) -> Self {
+        match value {
+            Value::Null => Self::Null,
+            Value::Bool(b) => Self::Bool(*b),
+            Value::Number(n) => Self::Number(n.clone()),
+            Value::String(s) => Self::String(Cow::Borrowed(s)),
+            Value::Array(items) => Self::Array(items.iter().map(Self::from).collect()),
+            Value::Object(fields) => Self::Object(Object(
+                fields
+                    .iter()
+                    .map(|(n, v)| (Cow::Borrowed(n.as_str()), Self::from(v)))
+                    .collect(),
+            )),
+        }
+    }
+}
+
+/// The JSON text, objects' fields in their order.
+impl Serialize for Node<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Null => serializer.serialize_unit(),
+            Self::Bool(b) => serializer.serialize_bool(*b),
+            Self::Number(n) => n.serialize(serializer),
+            Self::String(s) => serializer.serialize_str(s),
+            Self::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Self::Object(fields) => {
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (name, value) in fields.iter() {
+                    map.serialize_entry(name, value)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// Reads any JSON value, as `serde_json::Value` reads it, borrowing what it can.
+impl<'de> de::Deserialize<'de> for Node<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+/// Builds nodes from a deserializer's events; objects are read field by field (see
+/// `policy::input`, which keeps only some fields).
+pub struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Node<'de>, E> {
+        Ok(Node::Number(value.into()))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Node<'de>, E> {
+        Ok(Node::Number(value.into()))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Node<'de>, E> {
+        Ok(Number::from_f64(value).map_or(Node::Null, Node::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Borrowed(value)))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Owned(value.to_owned())))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Node<'de>, E> {
+        Ok(Node::String(Cow::Owned(value)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
+        de::Deserialize::deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Node<'de>, A::Error> {
+        let mut array = Vec::with_capacity(items.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = items.next_element()? {
+            array.push(item);
+        }
+        Ok(Node::Array(array))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Node<'de>, A::Error> {
+        let mut fields = Vec::with_capacity(4);
+        while let Some(FieldName(name)) = entries.next_key()? {
+            fields.push((name, entries.next_value()?));
+        }
+        Ok(Node::Object(Object::from_fields(fields)))
+    }
+}
+
+/// An object's field name, borrowed from the text unless it holds escapes.
+pub struct FieldName<'de>(pub Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> Visitor<'de> for Name {
+            type Value = FieldName<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Borrowed(name)))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Owned(name.to_owned())))
+            }
+
+            fn visit_string<E>(self, name: String) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Owned(name)))
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
+}
+
+/// Typed reading from a node, as from a `&serde_json::Value`: the same calls into the
+/// visitor, so the same results and the same error messages.
+impl<'de> Deserializer<'de> for &'de Node<'_> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Node::Null => visitor.visit_unit(),
+            Node::Bool(b) => visitor.visit_bool(*b),
+            Node::Number(n) => n.deserialize_any(visitor),
+            Node::String(s) => visitor.visit_borrowed_str(s),
+            Node::Array(items) => visit_items(items, visitor),
+            Node::Object(fields) => visit_fields(fields, visitor),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Node::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match self {
+            Node::String(variant) => visitor.visit_enum(Variant {
+                name: variant,
+                value: None,
+            }),
+            // An enum as a map with a single key: the variant's name and its content.
+            Node::Object(Object(fields)) => match fields.as_slice() {
+                [(name, value)] => visitor.visit_enum(Variant {
+                    name,
+                    value: Some(value),
+                }),
+                _ => Err(de::Error::invalid_value(
+                    Unexpected::Map,
+                    &"map with a single key",
+                )),
+            },
+            other => Err(de::Error::invalid_type(
+                other.unexpected(),
+                &"string or map",
+            )),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Node::Bool(b) => visitor.visit_bool(*b),
+            _ => Err(self.invalid_type(&visitor)),
+        }
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Node::String(s) => visitor.visit_borrowed_str(s),
+            _ => Err(self.invalid_type(&visitor)),
+        }
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Node::String(s) => visitor.visit_borrowed_str(s),
+            Node::Array(items) => visit_items(items, visitor),
+            _ => Err(self.invalid_type(&visitor)),
+        }
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_bytes(visitor)
+    }
+
+    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Node::Null => visitor.visit_unit(),
+            _ => Err(self.invalid_type(&visitor)),
+        }
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_unit(visitor)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Node::Array(items) => visit_items(items, visitor),
+            _ => Err(self.invalid_type(&visitor)),
+        }
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Node::Object(fields) => visit_fields(fields, visitor),
+            _ => Err(self.invalid_type(&visitor)),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match self {
+            Node::Array(items) => visit_items(items, visitor),
+            Node::Object(fields) => visit_fields(fields, visitor),
+            _ => Err(self.invalid_type(&visitor)),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64
+    }
+}
+
+fn visit_items<'de, V: Visitor<'de>>(
+    items: &'de [Node<'_>],
+    visitor: V,
+) -> Result<V::Value, Error> {
+    let mut access = Items(items.iter());
+    let seq = visitor.visit_seq(&mut access)?;
+    match access.0.len() {
+        0 => Ok(seq),
+        _ => Err(de::Error::invalid_length(
+            items.len(),
+            &"fewer elements in array",
+        )),
+    }
+}
+
+fn visit_fields<'de, V: Visitor<'de>>(
+    fields: &'de Object<'_>,
+    visitor: V,
+) -> Result<V::Value, Error> {
+    let mut access = Fields {
+        fields: fields.0.iter(),
+        value: None,
+    };
+    let map = visitor.visit_map(&mut access)?;
+    match access.fields.len() {
+        0 => Ok(map),
+        _ => Err(de::Error::invalid_length(
+            fields.len(),
+            &"fewer elements in map",
+        )),
+    }
+}
+
+/// An enum's variant: its name and, given as a map, its content.
+struct Variant<'de, 'a> {
+    name: &'de str,
+    value: Option<&'de Node<'a>>,
+}
+
+impl<'de, 'a> de::EnumAccess<'de> for Variant<'de, 'a> {
+    type Error = Error;
+    type Variant = Self;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), Error> {
+        let name = seed.deserialize(de::value::BorrowedStrDeserializer::<Error>::new(self.name))?;
+        Ok((name, self))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for Variant<'de, '_> {
+    type Error = Error;
+
+    fn unit_variant(self) -> Result<(), Error> {
+        match self.value {
+            Some(value) => de::Deserialize::deserialize(value),
+            None => Ok(()),
+        }
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
+        match self.value {
+            Some(value) => seed.deserialize(value),
+            None => Err(de::Error::invalid_type(
+                Unexpected::UnitVariant,
+                &"newtype variant",
+            )),
+        }
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
+        match self.value {
+            Some(Node::Array(items)) if items.is_empty() => visitor.visit_unit(),
+            Some(Node::Array(items)) => visit_items(items, visitor),
+            Some(other) => Err(de::Error::invalid_type(
+                other.unexpected(),
+                &"tuple variant",
+            )),
+            None => Err(de::Error::invalid_type(
+                Unexpected::UnitVariant,
+                &"tuple variant",
+            )),
+        }
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match self.value {
+            Some(Node::Object(fields)) => visit_fields(fields, visitor),
+            Some(other) => Err(de::Error::invalid_type(
+                other.unexpected(),
+                &"struct variant",
+            )),
+            None => Err(de::Error::invalid_type(
+                Unexpected::UnitVariant,
+                &"struct variant",
+            )),
+        }
+    }
+}
+
+struct Items<'de, 'a>(std::slice::Iter<'de, Node<'a>>);
+
+impl<'de> SeqAccess<'de> for Items<'de, '_> {
+    type Error = Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        self.0.next().map(|item| seed.deserialize(item)).transpose()
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+struct Fields<'de, 'a> {
+    fields: std::slice::Iter<'de, (Cow<'a, str>, Node<'a>)>,
+    value: Option<&'de Node<'a>>,
+}
+
+impl<'de> MapAccess<'de> for Fields<'de, '_> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        match self.fields.next() {
+            Some((name, value)) => {
+                self.value = Some(value);
+                seed.deserialize(de::value::BorrowedStrDeserializer::<Error>::new(name))
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        match self.value.take() {
+            Some(value) => seed.deserialize(value),
+            None => Err(de::Error::custom("value is missing")),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.fields.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(text: &str) -> Node<'_> {
+        serde_json::from_str(text).expect("parses")
+    }
+
+    #[test]
+    fn holds_what_serde_json_holds() {
+        let texts = [
+            r#"{"a":1,"b":[true,null,-2,1.5,"x\"y"],"c":{"d":"\u00e9"},"a":{"z":1e3}}"#,
+            r#"[18446744073709551615,-9223372036854775808,0.1,1e-7,""]"#,
+            r#""plain""#,
+            "null",
+        ];
+        for text in texts {
+            let value: Value = serde_json::from_str(text).expect("parses");
+            let node = parse(text);
+            // The last of two `a` fields counts.
+            assert_eq!(serde_json::to_value(&node).expect("serializes"), value);
+            assert_eq!(node, Node::from(&value).clone_sorted_like(&node));
+        }
+    }
+
+    impl<'a> Node<'a> {
+        /// `self` with each object's fields in the order of the same object in `like`.
+        fn clone_sorted_like(&self, like: &Node<'_>) -> Node<'a> {
+            match (self, like) {
+                (Node::Object(fields), Node::Object(order)) => Node::Object(Object::from_fields(
+                    order
+                        .iter()
+                        .filter_map(|(name, theirs)| {
+                            let mine = fields.get(name)?.clone_sorted_like(theirs);
+                            Some((Cow::Owned(name.to_string()), mine))
+                        })
+                        .collect(),
+                )),
+                (Node::Array(items), Node::Array(theirs)) => Node::Array(
+                    items
+                        .iter()
+                        .zip(theirs)
+                        .map(|(a, b)| a.clone_sorted_like(b))
+                        .collect(),
+                ),
+                _ => self.clone(),
+            }
+        }
+    }
+
+    #[test]
+    fn of_repeated_names_the_last_counts_in_small_and_large_objects() {
+        for count in [3, 40, 100_000] {
+            let mut text = String::from("{");
+            for i in 0..count {
+                text.push_str(&format!("\"f{}\":{i},", i % (count / 3 + 1)));
+            }
+            text.push_str("\"f0\":\"last\"}");
+            let value: Value = serde_json::from_str(&text).expect("parses");
+            let node = parse(&text);
+            assert_eq!(serde_json::to_value(&node).expect("serializes"), value);
+            assert_eq!(node.as_object().map(Object::len), Some(count / 3 + 1));
+            assert_eq!(node["f0"].as_str(), Some("last"));
+        }
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed() {
+        let node = parse(r#"{"plain":"abc","esc\u0061ped":"a\nb"}"#);
+        let Node::Object(fields) = &node else {
+            panic!("an object")
+        };
+        assert!(matches!(
+            fields.0[0],
+            (Cow::Borrowed("plain"), Node::String(Cow::Borrowed("abc")))
+        ));
+        assert!(
+            matches!(&fields.0[1], (Cow::Owned(n), Node::String(Cow::Owned(v))) if n == "escaped" && v == "a\nb")
+        );
+    }
+
+    #[test]
+    fn typed_reading_gives_what_serde_json_value_gives() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        enum Op {
+            Create,
+            Delete,
+        }
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Typed {
+            name: String,
+            count: Option<u8>,
+            ops: Vec<Op>,
+            #[serde(default)]
+            nested: std::collections::BTreeMap<String, Vec<String>>,
+        }
+        let cases = [
+            json!({"name": "n", "count": 3, "ops": ["create", "delete"], "nested": {"k": ["v"]}}),
+            json!({"name": "n", "count": null, "ops": []}),
+            json!({"name": 5, "ops": []}),
+            json!({"name": "n", "count": 300, "ops": []}),
+            json!({"name": "n", "count": -1, "ops": []}),
+            json!({"name": "n", "count": 1.5, "ops": []}),
+            json!({"name": "n", "ops": ["update"]}),
+            json!({"name": "n", "ops": [{"create": 1}]}),
+            json!({"name": "n", "ops": [{"create": null}]}),
+            json!({"name": "n", "ops": [{}]}),
+            json!({"name": "n", "ops": "create"}),
+            json!({"ops": []}),
+            json!(["n", 1, []]),
+            json!("n"),
+            json!({"name": "n", "ops": [], "nested": {"k": "v"}}),
+        ];
+        for case in cases {
+            let text = case.to_string();
+            let node = parse(&text);
+            let from_node = Typed::deserialize(&node).map_err(|e| e.to_string());
+            let from_value = Typed::deserialize(&case).map_err(|e| e.to_string());
+            assert_eq!(from_node, from_value, "{text}");
+        }
+    }
+
+    use serde::Deserialize as _;
+}

@@ -12,9 +12,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// A JSON value whose strings may borrow from the text it was parsed from.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Node<'a> {
-    #[default]
     Null,
     Bool(bool),
     Number(Number),
@@ -230,14 +229,6 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     fn visit_unit<E>(self) -> Result<Node<'de>, E> {
         Ok(Node::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Node<'de>, E> {
-        Ok(Node::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
-        de::Deserialize::deserialize(deserializer)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Node<'de>, A::Error> {
@@ -501,6 +492,14 @@ impl<'de, 'a> de::EnumAccess<'de> for Variant<'de, 'a> {
     }
 }
 
+impl<'de, 'a> Variant<'de, 'a> {
+    /// The variant's content, which a variant given by its name alone does not have.
+    fn content(self, expected: &'static str) -> Result<&'de Node<'a>, Error> {
+        self.value
+            .ok_or_else(|| de::Error::invalid_type(Unexpected::UnitVariant, &expected))
+    }
+}
+
 impl<'de> de::VariantAccess<'de> for Variant<'de, '_> {
     type Error = Error;
 
@@ -512,27 +511,15 @@ impl<'de> de::VariantAccess<'de> for Variant<'de, '_> {
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
-        match self.value {
-            Some(value) => seed.deserialize(value),
-            None => Err(de::Error::invalid_type(
-                Unexpected::UnitVariant,
-                &"newtype variant",
-            )),
-        }
+        seed.deserialize(self.content("newtype variant")?)
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
-        match self.value {
-            Some(Node::Array(items)) if items.is_empty() => visitor.visit_unit(),
-            Some(Node::Array(items)) => visit_items(items, visitor),
-            Some(other) => Err(de::Error::invalid_type(
-                other.unexpected(),
-                &"tuple variant",
-            )),
-            None => Err(de::Error::invalid_type(
-                Unexpected::UnitVariant,
-                &"tuple variant",
-            )),
+        const EXPECTED: &str = "tuple variant";
+        match self.content(EXPECTED)? {
+            Node::Array(items) if items.is_empty() => visitor.visit_unit(),
+            Node::Array(items) => visit_items(items, visitor),
+            other => Err(de::Error::invalid_type(other.unexpected(), &EXPECTED)),
         }
     }
 
@@ -541,16 +528,10 @@ impl<'de> de::VariantAccess<'de> for Variant<'de, '_> {
         _fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        match self.value {
-            Some(Node::Object(fields)) => visit_fields(fields, visitor),
-            Some(other) => Err(de::Error::invalid_type(
-                other.unexpected(),
-                &"struct variant",
-            )),
-            None => Err(de::Error::invalid_type(
-                Unexpected::UnitVariant,
-                &"struct variant",
-            )),
+        const EXPECTED: &str = "struct variant";
+        match self.content(EXPECTED)? {
+            Node::Object(fields) => visit_fields(fields, visitor),
+            other => Err(de::Error::invalid_type(other.unexpected(), &EXPECTED)),
         }
     }
 }

@@ -14,7 +14,6 @@
 use crate::json::{FieldName, Node, NodeVisitor, Object};
 use regorus::Value;
 use ring::digest::Context;
-use serde::de::value::SeqAccessDeserializer;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -168,7 +167,7 @@ impl<'de> Visitor<'de> for PrunedVisitor<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, items: A) -> Result<Node<'de>, A::Error> {
-        Node::deserialize(SeqAccessDeserializer::new(items))
+        NodeVisitor.visit_seq(items)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Node<'de>, A::Error> {

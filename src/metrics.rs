@@ -1,8 +1,8 @@
 //! Prometheus metrics, registered in an explicit registry (no globals).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets from 100µs to 10s: reviews of known images are sub-millisecond,
@@ -43,6 +43,14 @@ pub struct Metrics {
     pub serving_cert_expiry: IntGauge,
     /// When the first Fulcio CA certificate of the trust roots in use expires (Unix seconds).
     pub trust_root_expiry: IntGauge,
+    /// The series every review touches, looked up once here rather than by label per review
+    /// (a lookup hashes the labels and takes a lock the workers share).
+    pub validate_duration: Histogram,
+    pub check_duration: Histogram,
+    pub rego_duration: Histogram,
+    pub verify_cache_hits: IntCounter,
+    pub decision_cache_hits: IntCounter,
+    pub decision_cache_misses: IntCounter,
 }
 
 impl Metrics {
@@ -148,6 +156,12 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(rejected_requests.clone()))?;
         Ok(Self {
+            validate_duration: review_duration.with_label_values(&["validate"]),
+            check_duration: review_duration.with_label_values(&["check"]),
+            rego_duration: stage_duration.with_label_values(&["rego"]),
+            verify_cache_hits: verify_cache.with_label_values(&["hit"]),
+            decision_cache_hits: decision_cache.with_label_values(&["hit"]),
+            decision_cache_misses: decision_cache.with_label_values(&["miss"]),
             reviews,
             review_duration,
             policy_eval_duration,

@@ -132,9 +132,11 @@ impl Reviewer {
         deadline: Instant,
     ) -> Verdict {
         let started = Instant::now();
-        let judged =
-            tokio::time::timeout_at(deadline.into(), self.judge_within(review, policy, deadline))
-                .await;
+        let judged = tokio::time::timeout_at(
+            deadline.into(),
+            self.judge_within(review, policy, started, deadline),
+        )
+        .await;
         judged.unwrap_or_else(|_| {
             let mut messages = Findings::default();
             messages.push(Finding::builtin(
@@ -153,50 +155,51 @@ impl Reviewer {
         })
     }
 
+    /// Judges within `deadline`, from `started` on. The clock is read once per stage: on
+    /// a remembered review the stages take a few microseconds each, and every read counts.
     async fn judge_within(
         &self,
         review: &Review<'_>,
         policy: Arc<PolicySet>,
+        started: Instant,
         deadline: Instant,
     ) -> Verdict {
-        let started = Instant::now();
-        let mut timings = Timings::default();
         let occurrences = images::extract(&review.subject.kind, review.object());
-        timings.images_us = micros(started.elapsed());
-
-        let verify_started = Instant::now();
+        let extracted = Instant::now();
         let facts = self
             .verifier
             .facts(
                 &occurrences,
                 &policy.image_policies,
-                verify_deadline(deadline),
+                verify_deadline(deadline, extracted),
             )
             .await;
-        timings.verify_us = micros(verify_started.elapsed());
-
         let mut messages = Findings::default();
         for image in &facts {
             image_findings(image, &review.subject, &mut messages);
         }
+        let verified = Instant::now();
 
-        let policy_started = Instant::now();
         for finding in self
             .evaluate_policies(review, &facts, policy, deadline)
             .await
         {
             messages.push(finding);
         }
-        let policy_elapsed = policy_started.elapsed();
+        let judged = Instant::now();
+        let policy_elapsed = judged - verified;
         self.metrics
             .policy_eval_duration
             .observe(policy_elapsed.as_secs_f64());
         self.metrics
-            .stage_duration
-            .with_label_values(&["rego"])
+            .rego_duration
             .observe(policy_elapsed.as_secs_f64());
-        timings.policy_us = micros(policy_elapsed);
-        timings.total_us = micros(started.elapsed());
+        let timings = Timings {
+            images_us: micros(extracted - started),
+            verify_us: micros(verified - extracted),
+            policy_us: micros(policy_elapsed),
+            total_us: micros(judged - started),
+        };
         Verdict::from_parts(messages, facts, timings)
     }
 
@@ -218,15 +221,11 @@ impl Reviewer {
         let raw = review.raw.as_object().unwrap_or(&empty);
         let key = policy.key(raw, facts);
         if let Some(key) = &key {
-            let recalled = policy.recall(key);
-            let result = if recalled.is_some() { "hit" } else { "miss" };
-            self.metrics
-                .decision_cache
-                .with_label_values(&[result])
-                .inc();
-            if let Some(findings) = recalled {
+            if let Some(findings) = policy.recall(key) {
+                self.metrics.decision_cache_hits.inc();
                 return findings;
             }
+            self.metrics.decision_cache_misses.inc();
         }
         let input = match policy.input(raw, &facts) {
             Ok(input) => input,
@@ -285,8 +284,8 @@ fn internal_error(detail: String) -> Finding {
 
 /// Registry work must stop a little before the review's deadline, so that a registry
 /// timeout is reported as such (naming the registry) and Rego still gets to run.
-fn verify_deadline(deadline: Instant) -> Instant {
-    let remaining = deadline.saturating_duration_since(Instant::now());
+fn verify_deadline(deadline: Instant, now: Instant) -> Instant {
+    let remaining = deadline.saturating_duration_since(now);
     deadline - (remaining / 5).min(Duration::from_millis(250))
 }
 

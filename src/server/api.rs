@@ -81,7 +81,7 @@ async fn validate(
     };
     let body = async {
         require_json(request.headers())?;
-        read_body(request.into_body(), state.read_timeout).await
+        read_body(request.into_body(), received, state.read_timeout).await
     };
     let body = match body.await {
         Ok(body) => body,
@@ -108,7 +108,7 @@ async fn validate(
         }
     };
     let elapsed = received.elapsed();
-    record(&state.metrics, "validate", &subject, &findings, elapsed);
+    record(&state.metrics, &subject, &findings, elapsed);
     Json(admission::respond(api_version, &subject, &findings)).into_response()
 }
 
@@ -120,7 +120,7 @@ async fn check(
     let received = Instant::now();
     let timeout = admission::parse_timeout(query_param(query.as_deref(), "timeout").as_deref());
     let text = query_param(query.as_deref(), "format").as_deref() == Some("text");
-    let body = match read_body(request.into_body(), state.read_timeout).await {
+    let body = match read_body(request.into_body(), received, state.read_timeout).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
@@ -131,8 +131,7 @@ async fn check(
     };
     state
         .metrics
-        .review_duration
-        .with_label_values(&["check"])
+        .check_duration
         .observe(received.elapsed().as_secs_f64());
     if text {
         (
@@ -191,16 +190,19 @@ fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
     }
 }
 
-/// Reads the whole body within the size and time limits.
-async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, HttpError> {
+/// Reads the whole body within the size limit and within `timeout` of `received`.
+async fn read_body(body: Body, received: Instant, timeout: Duration) -> Result<Bytes, HttpError> {
     let too_large = || {
         HttpError(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body is larger than {MAX_BODY_BYTES} bytes"),
         )
     };
-    let collected =
-        tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await;
+    let collected = tokio::time::timeout_at(
+        (received + timeout).into(),
+        Limited::new(body, MAX_BODY_BYTES).collect(),
+    )
+    .await;
     match collected {
         Err(_) => Err(HttpError(
             StatusCode::REQUEST_TIMEOUT,
@@ -236,13 +238,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// Metrics and the one structured log line per decision.
-fn record(
-    metrics: &Metrics,
-    endpoint: &str,
-    subject: &Subject,
-    findings: &Findings,
-    elapsed: Duration,
-) {
+fn record(metrics: &Metrics, subject: &Subject, findings: &Findings, elapsed: Duration) {
     let decision = match findings.decision() {
         Decision::Allow => "allow",
         Decision::Deny => "deny",
@@ -251,10 +247,7 @@ fn record(
         .reviews
         .with_label_values(&[decision, &subject.operation, &subject.kind])
         .inc();
-    metrics
-        .review_duration
-        .with_label_values(&[endpoint])
-        .observe(elapsed.as_secs_f64());
+    metrics.validate_duration.observe(elapsed.as_secs_f64());
     crate::logging::decision(&crate::logging::Decision {
         subject,
         decision,

@@ -400,11 +400,17 @@ impl Assembled {
         self.slots.lock(hasher.finish())
     }
 
-    /// The facts of `occurrence` under the image policies `policies`, while they hold.
-    fn recall(&self, occurrence: &ImageOccurrence, policies: u64) -> Option<Arc<ImageFacts>> {
+    /// The facts of `occurrence` under the image policies `policies`, if they still hold
+    /// `now`.
+    fn recall(
+        &self,
+        occurrence: &ImageOccurrence,
+        policies: u64,
+        now: Instant,
+    ) -> Option<Arc<ImageFacts>> {
         let slot = self.slot(occurrence)?;
         let known = slot.as_ref()?;
-        let fresh = known.fresh_until.is_none_or(|t| Instant::now() < t);
+        let fresh = known.fresh_until.is_none_or(|t| now < t);
         (fresh && known.describes(occurrence, policies)).then(|| known.facts.clone())
     }
 
@@ -506,8 +512,11 @@ impl Verifier {
     ) -> Vec<Arc<ImageFacts>> {
         let set = policies_fingerprint(policies);
         // Known images first, without building a future per image (they are large).
-        let known: Vec<Option<Arc<ImageFacts>>> =
-            images.iter().map(|image| self.known(image, set)).collect();
+        let now = Instant::now();
+        let known: Vec<Option<Arc<ImageFacts>>> = images
+            .iter()
+            .map(|image| self.known(image, set, now))
+            .collect();
         if known.iter().all(Option::is_some) {
             return known.into_iter().flatten().collect();
         }
@@ -521,11 +530,15 @@ impl Verifier {
     }
 
     /// The facts of an image judged before, while they hold (see `Assembled`).
-    fn known(&self, occurrence: &ImageOccurrence, set: u64) -> Option<Arc<ImageFacts>> {
-        let facts = self.assembled.recall(occurrence, set)?;
+    fn known(
+        &self,
+        occurrence: &ImageOccurrence,
+        set: u64,
+        now: Instant,
+    ) -> Option<Arc<ImageFacts>> {
+        let facts = self.assembled.recall(occurrence, set, now)?;
         self.metrics
-            .verify_cache
-            .with_label_values(&["hit"])
+            .verify_cache_hits
             .inc_by(facts.policies.len() as u64);
         self.count(&facts);
         Some(facts)
@@ -667,7 +680,7 @@ impl Verifier {
         let key = outcome_key(image, digest, policy);
         if let Some(hit) = self.outcomes.get(&key).await {
             if !is_stale(&hit, self.rejected_ttl) {
-                self.metrics.verify_cache.with_label_values(&["hit"]).inc();
+                self.metrics.verify_cache_hits.inc();
                 return Ok(hit);
             }
             self.outcomes.invalidate(&key).await;
@@ -1541,24 +1554,24 @@ mod tests {
         };
         let now = Instant::now();
         let hour = Duration::from_secs(3600);
-        assert!(assembled.recall(&image, set).is_none());
+        assert!(assembled.recall(&image, set, now).is_none());
 
         // While fresh: recalled without any lookup, for the same occurrence and policies.
         put(Some(now + hour));
-        let recalled = assembled.recall(&image, set).expect("fresh");
+        let recalled = assembled.recall(&image, set, now).expect("fresh");
         assert!(Arc::ptr_eq(&recalled, &facts));
-        assert!(assembled.recall(&image, set ^ 1).is_none());
+        assert!(assembled.recall(&image, set ^ 1, now).is_none());
         assert!(assembled
-            .recall(&occurrence("sidecar", reference), set)
+            .recall(&occurrence("sidecar", reference), set, now)
             .is_none());
         assert!(assembled
-            .recall(&occurrence("app", "ghcr.io/acme/app:v2"), set)
+            .recall(&occurrence("app", "ghcr.io/acme/app:v2"), set, now)
             .is_none());
 
         // No longer fresh: only reused from the very same cache entries at the same digest,
         // and then fresh again.
         put(Some(now));
-        assert!(assembled.recall(&image, set).is_none());
+        assert!(assembled.recall(&image, set, now).is_none());
         // An equal judgement in a new cache entry (the old one expired and was made again).
         let renewed = vec![(
             policy.fingerprint,
@@ -1574,16 +1587,16 @@ mod tests {
             let reused = assembled.reuse(&image, set, digest, judged, now + hour);
             assert!(reused.is_none(), "{digest} {:?}", judged[0].0);
         }
-        assert!(assembled.recall(&image, set).is_none());
+        assert!(assembled.recall(&image, set, now).is_none());
         let reused = assembled
             .reuse(&image, set, &digest, &judged, now + hour)
             .expect("same entries");
         assert!(Arc::ptr_eq(&reused, &facts));
-        assert!(assembled.recall(&image, set).is_some());
+        assert!(assembled.recall(&image, set, now).is_some());
 
         // Facts that depend on no cache entry hold as long as the policies.
         put(None);
-        assert!(assembled.recall(&image, set).is_some());
+        assert!(assembled.recall(&image, set, now).is_some());
     }
 
     #[test]

@@ -482,6 +482,13 @@ async fn concurrent_reviews_of_a_cold_image_share_one_verification_of_three_requ
         after, before,
         "a cached image needs no registry request within the tag TTL"
     );
+    // Every review counts its image's outcome once, verified or recalled.
+    let metrics = setup.server.metrics_text().await;
+    assert!(
+        metrics
+            .contains("verdict_image_verifications_total{code=\"VERIFIED\",mode=\"enforce\"} 101"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

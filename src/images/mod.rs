@@ -7,7 +7,6 @@ pub use reference::{ImageRef, ReferenceError, DEFAULT_REGISTRY};
 
 use crate::json::Node;
 use serde::Serialize;
-use std::fmt::Write as _;
 
 /// Which list of a pod spec an image came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -101,7 +100,9 @@ pub fn extract(kind: &str, object: &Node) -> Vec<ImageOccurrence> {
                 path.push('.');
             }
             path.push_str(list);
-            let _ = write!(path, "[{i}].image");
+            path.push('[');
+            path.push_str(itoa::Buffer::new().format(i));
+            path.push_str("].image");
             found.push(ImageOccurrence {
                 container: name.to_string(),
                 kind: container_kind,

@@ -56,27 +56,26 @@ impl Reads {
         }
     }
 
-    /// Feeds what [`Reads::select`] keeps of `value` to `digest`, in an encoding where
-    /// different values never give the same bytes: what is read whole is its JSON text
-    /// (self-delimiting; objects' fields in the order received, so the same object sent with
-    /// its fields in another order is another key, never a wrong one); an object of which
-    /// only some fields are read is `{`, each field's tagged, length-prefixed name and value,
-    /// `}` (JSON text that is not an object never starts with `{`). None if a value cannot be
-    /// serialized.
-    pub fn digest(&self, value: &Node, digest: &mut Context) -> Option<()> {
+    /// Feeds what [`Reads::select`] keeps of `value` to `text`, in an encoding where
+    /// different values never give the same bytes: what is read whole as
+    /// [`KeyText::node`] writes it (objects' fields in the order received, so the same
+    /// object sent with its fields in another order is another key, never a wrong one); an
+    /// object of which only some fields are read is `{`, each field's tagged,
+    /// length-prefixed name and value, `}` (a whole value that is not an object never
+    /// starts with `{`).
+    pub fn digest(&self, value: &Node, text: &mut KeyText) {
         match (self, value) {
             (Self::Fields(wanted), Node::Object(fields)) => {
-                digest.update(b"{");
+                text.push(b"{");
                 for (key, reads) in wanted {
                     if let Some(value) = fields.get(key) {
-                        digest_name(key, digest);
-                        reads.digest(value, digest)?;
+                        text.name(key);
+                        reads.digest(value, text);
                     }
                 }
-                digest.update(b"}");
-                Some(())
+                text.push(b"}");
             }
-            _ => digest_serialized(value, digest),
+            _ => text.node(value),
         }
     }
 
@@ -224,9 +223,9 @@ impl<T: Image> Image for std::sync::Arc<T> {
 
 /// The SHA-256 of the JSON text of `value`; None if it cannot be serialized.
 pub fn text_digest(value: &(impl Serialize + ?Sized)) -> Option<Key> {
-    let mut digest = Context::new(&ring::digest::SHA256);
-    digest_serialized(value, &mut digest)?;
-    Key::try_from(digest.finish().as_ref()).ok()
+    let mut text = KeyText::new();
+    serde_json::to_writer(&mut text, value).ok()?;
+    text.finish()
 }
 
 /// The SHA-256 of what [`build`] keeps of the same review and images: equal for two reviews
@@ -234,30 +233,30 @@ pub fn text_digest(value: &(impl Serialize + ?Sized)) -> Option<Key> {
 /// of `images` is read, it counts as the number of images and the digest of each one's JSON
 /// text (fixed-size, so self-delimiting), which image facts keep between reviews.
 pub fn key(reads: &Reads, review: &Object, images: &[impl Image]) -> Option<Key> {
-    let mut digest = Context::new(&ring::digest::SHA256);
+    let mut text = KeyText::new();
     for (key, value) in fields(review) {
         if let Some(reads) = reads.field(key) {
-            digest_name(key, &mut digest);
-            reads.digest(value, &mut digest)?;
+            text.name(key);
+            reads.digest(value, &mut text);
         }
     }
     if let Some(reads) = reads.field("images") {
-        digest_name("images", &mut digest);
+        text.name("images");
         match reads {
             Reads::All => {
-                digest.update(b"[");
-                digest.update(&(images.len() as u64).to_le_bytes());
+                text.push(b"[");
+                text.count(images.len());
                 for image in images {
-                    digest.update(&image.text_digest()?);
+                    text.push(&image.text_digest()?);
                 }
             }
             Reads::Fields(_) => {
                 let images = serde_json::to_value(images).ok()?;
-                reads.digest(&Node::from(&images), &mut digest)?
+                reads.digest(&Node::from(&images), &mut text);
             }
         }
     }
-    Key::try_from(digest.finish().as_ref()).ok()
+    text.finish()
 }
 
 /// The review's own fields: `images` is verdict's.
@@ -265,42 +264,25 @@ fn fields<'a>(review: &'a Object) -> impl Iterator<Item = (&'a str, &'a Node<'a>
     review.iter().filter(|(key, _)| *key != "images")
 }
 
-/// Feeds the JSON text of `value` to `digest`, through a buffer on the stack (serde_json
-/// writes in many small pieces). None if it cannot be serialized.
-fn digest_serialized(value: &(impl Serialize + ?Sized), digest: &mut Context) -> Option<()> {
-    let mut text = DigestWriter {
-        digest,
-        buffer: [0; 1024],
-        len: 0,
-    };
-    serde_json::to_writer(&mut text, value).ok()?;
-    text.flush();
-    Some(())
-}
-
-/// A field name: tagged (so it never reads as the `}` that closes an object) and
-/// length-prefixed.
-fn digest_name(name: &str, digest: &mut Context) {
-    digest.update(b"k");
-    digest.update(&(name.len() as u64).to_le_bytes());
-    digest.update(name.as_bytes());
-}
-
-struct DigestWriter<'a> {
-    digest: &'a mut Context,
+/// The text a decision key is the SHA-256 of, fed to the digest through a buffer on the
+/// stack: it is written in many small pieces (serde_json's among them), and each call into
+/// the digest costs more than copying a piece.
+pub struct KeyText {
+    digest: Context,
     buffer: [u8; 1024],
     len: usize,
 }
 
-impl DigestWriter<'_> {
-    fn flush(&mut self) {
-        self.digest.update(&self.buffer[..self.len]);
-        self.len = 0;
+impl KeyText {
+    fn new() -> Self {
+        Self {
+            digest: Context::new(&ring::digest::SHA256),
+            buffer: [0; 1024],
+            len: 0,
+        }
     }
-}
 
-impl std::io::Write for DigestWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+    fn push(&mut self, bytes: &[u8]) {
         if self.len + bytes.len() > self.buffer.len() {
             self.flush();
         }
@@ -311,11 +293,85 @@ impl std::io::Write for DigestWriter<'_> {
             }
             None => self.digest.update(bytes),
         }
+    }
+
+    /// A field name: tagged (so it never reads as the `}` that closes an object) and
+    /// length-prefixed.
+    fn name(&mut self, name: &str) {
+        self.push(b"k");
+        self.text(name);
+    }
+
+    fn text(&mut self, text: &str) {
+        self.count(text.len());
+        self.push(text.as_bytes());
+    }
+
+    fn count(&mut self, n: usize) {
+        self.push(&(n as u64).to_le_bytes());
+    }
+
+    /// `value` whole: a tag for each kind of value, then its bits, its length-prefixed text,
+    /// or its count of items or fields and those in order. Nothing is escaped or formatted,
+    /// as it would be in JSON text, and no two values give the same bytes: a number read as
+    /// an integer (`1`) and one read as a float (`1.0`) count as different.
+    fn node(&mut self, value: &Node) {
+        match value {
+            Node::Null => self.push(b"n"),
+            Node::Bool(true) => self.push(b"t"),
+            Node::Bool(false) => self.push(b"f"),
+            Node::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => {
+                    self.push(b"u");
+                    self.push(&u.to_le_bytes());
+                }
+                (None, Some(i), _) => {
+                    self.push(b"i");
+                    self.push(&i.to_le_bytes());
+                }
+                (None, None, f) => {
+                    self.push(b"d");
+                    self.push(&f.unwrap_or(f64::NAN).to_bits().to_le_bytes());
+                }
+            },
+            Node::String(s) => {
+                self.push(b"s");
+                self.text(s);
+            }
+            Node::Array(items) => {
+                self.push(b"[");
+                self.count(items.len());
+                items.iter().for_each(|item| self.node(item));
+            }
+            Node::Object(fields) => {
+                self.push(b"{");
+                self.count(fields.len());
+                for (name, value) in fields.iter() {
+                    self.text(name);
+                    self.node(value);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        self.digest.update(&self.buffer[..self.len]);
+        self.len = 0;
+    }
+
+    fn finish(mut self) -> Option<Key> {
+        self.flush();
+        Key::try_from(self.digest.finish().as_ref()).ok()
+    }
+}
+
+impl std::io::Write for KeyText {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.push(bytes);
         Ok(bytes.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        DigestWriter::flush(self);
         Ok(())
     }
 }
@@ -368,6 +424,66 @@ mod tests {
                 .map(|(k, v)| ((*k).to_string(), v.clone()))
                 .collect(),
         )
+    }
+
+    /// Whole values are keyed by an encoding of their own, not their JSON text: values that
+    /// differ never share it, even where a naive concatenation would (`["ab"]` and
+    /// `["a","b"]`), and the same value always gives it.
+    #[test]
+    fn whole_values_are_keyed_apart() {
+        let values = [
+            "null",
+            "true",
+            "false",
+            "0",
+            "1",
+            "-1",
+            "1.0",
+            "1.5",
+            "-0.0",
+            "0.0",
+            "18446744073709551615",
+            "-9223372036854775808",
+            r#""""#,
+            r#""a""#,
+            r#""ab""#,
+            r#""n""#,
+            r#""{""#,
+            "[]",
+            "[[]]",
+            "[null]",
+            "[null,null]",
+            r#"["a","b"]"#,
+            r#"["ab"]"#,
+            r#"["a"]"#,
+            "{}",
+            r#"{"a":"b"}"#,
+            r#"{"ab":""}"#,
+            r#"{"a":{}}"#,
+            r#"{"a":[]}"#,
+            r#"{"a":null,"b":null}"#,
+            r#"{"b":null,"a":null}"#,
+            r#"{"":null}"#,
+        ];
+        let key = |text: &str| {
+            let node = Reads::All.parse(text.as_bytes()).expect("JSON");
+            let mut key = KeyText::new();
+            Reads::All.digest(&node, &mut key);
+            key.finish().expect("key")
+        };
+        // Long strings and arrays.
+        let mut values: Vec<String> = values.map(String::from).to_vec();
+        for n in [127, 128, 16_383, 16_384] {
+            values.push(format!("\"{}\"", "a".repeat(n)));
+            values.push(format!("[{}]", vec!["0"; n].join(",")));
+        }
+        let keys: Vec<Key> = values.iter().map(|v| key(v)).collect();
+        for (i, a) in keys.iter().enumerate() {
+            assert_eq!(*a, key(&values[i]), "{}", values[i]);
+            for (j, b) in keys.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "{} and {}", values[i], values[j]);
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use bundle::{BundleProof, BundleTrust, Signer};
 use cosign::{Proof, Rejection, SignatureLayer, Statement};
+use prometheus::IntCounter;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -362,6 +363,9 @@ struct Assembly {
     facts: Arc<ImageFacts>,
     /// None when nothing the facts depend on expires (no policy matches the image).
     fresh_until: Option<Instant>,
+    /// The `verdict_image_verifications_total` series of the facts' outcomes, looked up
+    /// once: every recall counts them again.
+    counters: Vec<IntCounter>,
 }
 
 impl Assembly {
@@ -389,19 +393,18 @@ impl Assembled {
         &self,
         occurrence: &ImageOccurrence,
     ) -> Option<std::sync::MutexGuard<'_, Option<Assembly>>> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (
+        use std::hash::BuildHasher;
+        // Only to spread occurrences over the slots: foldhash costs a quarter of SipHash.
+        let hash = foldhash::fast::FixedState::with_seed(0).hash_one((
             &occurrence.reference,
             &occurrence.container,
             &occurrence.path,
-        )
-            .hash(&mut hasher);
-        self.slots.lock(hasher.finish())
+        ));
+        self.slots.lock(hash)
     }
 
     /// The facts of `occurrence` under the image policies `policies`, if they still hold
-    /// `now`.
+    /// `now`, their outcomes counted.
     fn recall(
         &self,
         occurrence: &ImageOccurrence,
@@ -411,7 +414,11 @@ impl Assembled {
         let slot = self.slot(occurrence)?;
         let known = slot.as_ref()?;
         let fresh = known.fresh_until.is_none_or(|t| now < t);
-        (fresh && known.describes(occurrence, policies)).then(|| known.facts.clone())
+        if !fresh || !known.describes(occurrence, policies) {
+            return None;
+        }
+        known.counters.iter().for_each(IntCounter::inc);
+        Some(known.facts.clone())
     }
 
     /// The facts of `occurrence` at `digest` judged from exactly these cache entries, if
@@ -540,7 +547,6 @@ impl Verifier {
         self.metrics
             .verify_cache_hits
             .inc_by(facts.policies.len() as u64);
-        self.count(&facts);
         Some(facts)
     }
 
@@ -565,6 +571,7 @@ impl Verifier {
                 judged: Vec::new(),
                 facts: facts.clone(),
                 fresh_until: None,
+                counters: Vec::new(),
             };
             self.assembled.put(occurrence, known);
             return facts;
@@ -614,13 +621,15 @@ impl Verifier {
             (*policy, judgement)
         });
         let facts = Arc::new(assemble(occurrence, image, &digest, outcomes));
-        self.count(&facts);
+        let counters = self.counters(&facts);
+        counters.iter().for_each(IntCounter::inc);
         if let (Some(judged), Some(fresh)) = (entries, fresh) {
             let known = Assembly {
                 policies: set,
                 judged,
                 facts: facts.clone(),
                 fresh_until: Some(fresh),
+                counters,
             };
             self.assembled.put(occurrence, known);
         }
@@ -629,7 +638,12 @@ impl Verifier {
 
     /// Counts the outcome of every policy an image was judged by.
     fn count(&self, facts: &ImageFacts) {
-        for outcome in &facts.policies {
+        self.counters(facts).iter().for_each(IntCounter::inc);
+    }
+
+    /// The series that count the outcome of every policy an image was judged by.
+    fn counters(&self, facts: &ImageFacts) -> Vec<IntCounter> {
+        let series = |outcome: &PolicyOutcome| {
             let code = outcome
                 .error
                 .as_ref()
@@ -637,8 +651,8 @@ impl Verifier {
             self.metrics
                 .verifications
                 .with_label_values(&[outcome.mode.as_str(), code])
-                .inc();
-        }
+        };
+        facts.policies.iter().map(series).collect()
     }
 
     /// The digest a tag points to, and until when that is reused: cached for the tag TTL,
@@ -1549,6 +1563,7 @@ mod tests {
                 judged: judged.clone(),
                 facts: facts.clone(),
                 fresh_until,
+                counters: Vec::new(),
             };
             assembled.put(&image, known);
         };

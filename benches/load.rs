@@ -24,9 +24,13 @@ use support::{
 const BASELINE_ENV: &str = "VERDICT_BENCH_BASELINE";
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 /// Rounds of each closed-loop configuration, baseline and verdict taking turns; a row
-/// pools its rounds. One round of 8,000 reviews lasts a third of a second, and its p99
-/// moves with a single scheduler stall on these shared cores.
-const ROUNDS: usize = 5;
+/// pools its rounds. On these shared cores a round's throughput moves with what else the
+/// host runs and its p99 with a single scheduler stall, so a row at concurrency 16 or 64
+/// holds 128,000 reviews per server, two to four seconds of each.
+const ROUNDS: usize = 8;
+/// Reviews per round: a round at concurrency 16 or 64 lasts a quarter to half a second.
+const PER_ROUND: usize = 16_000;
+const PER_ROUND_SERIAL: usize = 1_000;
 /// Offered rates of the open-loop runs of scenario (b), reviews per second: each runs for
 /// `OPEN_ROUNDS` rounds of one second per server.
 const RATES: [u32; 2] = [1000, 5000];
@@ -184,7 +188,7 @@ async fn run_all() {
         .map(<[String]>::to_vec)
         .collect::<Vec<_>>()
         .into_iter();
-    let n = |c: usize| if c == 1 { 1000 } else { 8000 };
+    let n = |c: usize| if c == 1 { PER_ROUND_SERIAL } else { PER_ROUND };
     let mut rows = Vec::new();
 
     for http2 in [true, false] {

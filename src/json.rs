@@ -22,6 +22,26 @@ pub enum Node<'a> {
     Object(Object<'a>),
 }
 
+/// A JSON number as serde_json holds it: an integer that fits `u64`, a negative one that
+/// fits `i64`, or else a float (without serde_json's `arbitrary_precision`, which verdict
+/// does not enable, every number is one of these).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Numeric {
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+}
+
+impl From<&Number> for Numeric {
+    fn from(n: &Number) -> Self {
+        match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Self::Unsigned(u),
+            (None, Some(i)) => Self::Signed(i),
+            (None, None) => Self::Float(n.as_f64().unwrap_or_default()),
+        }
+    }
+}
+
 /// An object's fields in the order received, each name once.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Object<'a>(Vec<(Cow<'a, str>, Node<'a>)>);
@@ -111,10 +131,10 @@ impl<'a> Node<'a> {
         match self {
             Self::Null => Unexpected::Unit,
             Self::Bool(b) => Unexpected::Bool(*b),
-            Self::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
-                (Some(u), _, _) => Unexpected::Unsigned(u),
-                (None, Some(i), _) => Unexpected::Signed(i),
-                (None, None, f) => Unexpected::Float(f.unwrap_or_default()),
+            Self::Number(n) => match Numeric::from(n) {
+                Numeric::Unsigned(u) => Unexpected::Unsigned(u),
+                Numeric::Signed(i) => Unexpected::Signed(i),
+                Numeric::Float(f) => Unexpected::Float(f),
             },
             Self::String(s) => Unexpected::Str(s),
             Self::Array(_) => Unexpected::Seq,

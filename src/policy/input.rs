@@ -11,7 +11,7 @@
 //! The same walk gives the digest of exactly what was kept, under which a policy set whose
 //! answers cannot change between calls remembers its findings (see `PolicySet::recall`).
 
-use crate::json::{FieldName, Node, NodeVisitor, Object};
+use crate::json::{FieldName, Node, NodeVisitor, Numeric, Object};
 use regorus::Value;
 use ring::digest::Context;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -63,7 +63,7 @@ impl Reads {
     /// object of which only some fields are read is `{`, each field's tagged,
     /// length-prefixed name and value, `}` (a whole value that is not an object never
     /// starts with `{`).
-    pub fn digest(&self, value: &Node, text: &mut KeyText) {
+    fn digest(&self, value: &Node, text: &mut KeyText) {
         match (self, value) {
             (Self::Fields(wanted), Node::Object(fields)) => {
                 text.push(b"{");
@@ -267,7 +267,7 @@ fn fields<'a>(review: &'a Object) -> impl Iterator<Item = (&'a str, &'a Node<'a>
 /// The text a decision key is the SHA-256 of, fed to the digest through a buffer on the
 /// stack: it is written in many small pieces (serde_json's among them), and each call into
 /// the digest costs more than copying a piece.
-pub struct KeyText {
+struct KeyText {
     digest: Context,
     buffer: [u8; 1024],
     len: usize,
@@ -320,18 +320,18 @@ impl KeyText {
             Node::Null => self.push(b"n"),
             Node::Bool(true) => self.push(b"t"),
             Node::Bool(false) => self.push(b"f"),
-            Node::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
-                (Some(u), _, _) => {
+            Node::Number(n) => match Numeric::from(n) {
+                Numeric::Unsigned(u) => {
                     self.push(b"u");
                     self.push(&u.to_le_bytes());
                 }
-                (None, Some(i), _) => {
+                Numeric::Signed(i) => {
                     self.push(b"i");
                     self.push(&i.to_le_bytes());
                 }
-                (None, None, f) => {
+                Numeric::Float(f) => {
                     self.push(b"d");
-                    self.push(&f.unwrap_or(f64::NAN).to_bits().to_le_bytes());
+                    self.push(&f.to_bits().to_le_bytes());
                 }
             },
             Node::String(s) => {
@@ -382,11 +382,10 @@ fn rego_value(value: &Node) -> Value {
     match value {
         Node::Null => Value::Null,
         Node::Bool(b) => Value::Bool(*b),
-        Node::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
-            (Some(u), _, _) => Value::from(u),
-            (None, Some(i), _) => Value::from(i),
-            (None, None, Some(f)) => Value::from(f),
-            (None, None, None) => Value::Undefined,
+        Node::Number(n) => match Numeric::from(n) {
+            Numeric::Unsigned(u) => Value::from(u),
+            Numeric::Signed(i) => Value::from(i),
+            Numeric::Float(f) => Value::from(f),
         },
         Node::String(s) => Value::from(s.as_ref()),
         Node::Array(items) => Value::from(items.iter().map(rego_value).collect::<Vec<_>>()),

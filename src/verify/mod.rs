@@ -364,7 +364,7 @@ struct Assembly {
     /// None when nothing the facts depend on expires (no policy matches the image).
     fresh_until: Option<Instant>,
     /// The `verdict_image_verifications_total` series of the facts' outcomes, looked up
-    /// once: every recall counts them again.
+    /// once: every recall or reuse counts them again.
     counters: Vec<IntCounter>,
 }
 
@@ -422,7 +422,7 @@ impl Assembled {
     }
 
     /// The facts of `occurrence` at `digest` judged from exactly these cache entries, if
-    /// known; they now hold until `fresh_until`.
+    /// known, their outcomes counted; they now hold until `fresh_until`.
     fn reuse(
         &self,
         occurrence: &ImageOccurrence,
@@ -445,6 +445,7 @@ impl Assembled {
             return None;
         }
         known.fresh_until = Some(fresh_until);
+        known.counters.iter().for_each(IntCounter::inc);
         Some(known.facts.clone())
     }
 
@@ -584,7 +585,7 @@ impl Verifier {
                     let judgement = rejected(Rejection::new(e.code(), e.to_string()));
                     let judged = matching.iter().map(|p| (*p, judgement.clone()));
                     let facts = assemble(occurrence, image, "", judged);
-                    self.count(&facts);
+                    self.counters(&facts).iter().for_each(IntCounter::inc);
                     return Arc::new(facts);
                 }
             },
@@ -612,7 +613,6 @@ impl Verifier {
                 .assembled
                 .reuse(occurrence, set, &digest, entries, fresh)
             {
-                self.count(&facts);
                 return facts;
             }
         }
@@ -634,11 +634,6 @@ impl Verifier {
             self.assembled.put(occurrence, known);
         }
         facts
-    }
-
-    /// Counts the outcome of every policy an image was judged by.
-    fn count(&self, facts: &ImageFacts) {
-        self.counters(facts).iter().for_each(IntCounter::inc);
     }
 
     /// The series that count the outcome of every policy an image was judged by.

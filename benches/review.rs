@@ -26,6 +26,7 @@ fn reviewer(policies: PathBuf, insecure: Vec<String>, metrics: Metrics) -> Revie
         policies,
         policy_timeout: Duration::from_secs(2),
         warn_only: false,
+        no_match_policy: verdict::config::NoMatchPolicy::Allow,
     };
     let registry = RegistryConfig {
         trust_root: None,

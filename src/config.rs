@@ -45,6 +45,29 @@ pub struct PolicyConfig {
     /// roll verdict out and see what it would block.
     #[arg(long, env = "VERDICT_WARN_ONLY")]
     pub warn_only: bool,
+    /// What happens to an image that no image policy matches: `allow` it, admit it with a
+    /// `warn`ing, or `deny` it (NO_MATCHING_POLICY), the defence in depth against a glob
+    /// that misses what it was meant to cover.
+    #[arg(
+        long,
+        env = "VERDICT_NO_MATCH_POLICY",
+        value_enum,
+        default_value = "allow"
+    )]
+    pub no_match_policy: NoMatchPolicy,
+}
+
+/// What happens to an image that no image policy matches (policy-controller's
+/// `no-match-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum NoMatchPolicy {
+    /// Admit it: only Rego policies judge it.
+    #[default]
+    Allow,
+    /// Admit it with a warning.
+    Warn,
+    /// Deny it with `NO_MATCHING_POLICY`.
+    Deny,
 }
 
 /// Registry and trust flags shared by `serve` and `check`.
@@ -64,7 +87,8 @@ pub struct RegistryConfig {
     #[arg(
         long = "insecure-registry",
         env = "VERDICT_INSECURE_REGISTRY",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_registry
     )]
     pub insecure_registries: Vec<String>,
     /// Fetch a registry's images from a mirror: REGISTRY=MIRROR (e.g. docker.io=registry.local:5000); repeatable.
@@ -82,11 +106,17 @@ pub struct RegistryConfig {
     pub platform: crate::verify::Platform,
 }
 
+/// A registry host in its canonical form, so that it names the same registry as the
+/// references that spell it otherwise.
+fn parse_registry(text: &str) -> Result<String, String> {
+    crate::images::canonical_host(text).map_err(|e| e.to_string())
+}
+
 fn parse_mirror(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .filter(|(from, to)| !from.is_empty() && !to.is_empty())
-        .map(|(from, to)| (from.to_string(), to.to_string()))
-        .ok_or_else(|| format!("{text:?} is not REGISTRY=MIRROR"))
+    let (from, to) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not REGISTRY=MIRROR"))?;
+    Ok((parse_registry(from)?, parse_registry(to)?))
 }
 
 /// `500ms`, `2s`, `1m`: a number and a unit.

@@ -59,6 +59,8 @@ pub enum ReasonCode {
     RegistryAuth,
     /// The image (tag or digest) does not exist in the registry.
     ImageNotFound,
+    /// No image policy matches the image, and `--no-match-policy` is `deny` (or `warn`).
+    NoMatchingPolicy,
     /// A code chosen by a policy (`{"code": "...", "msg": "..."}`).
     Custom(String),
 }
@@ -90,6 +92,7 @@ impl ReasonCode {
             Self::RegistryError => "REGISTRY_ERROR",
             Self::RegistryAuth => "REGISTRY_AUTH",
             Self::ImageNotFound => "IMAGE_NOT_FOUND",
+            Self::NoMatchingPolicy => "NO_MATCHING_POLICY",
             Self::Custom(code) => code,
         }
     }

@@ -131,8 +131,11 @@ impl ImagePolicy {
     }
 }
 
-/// An image glob: `*` within a path segment, `**` across segments; `index.docker.io/` is
-/// read as `docker.io/`. A glob without tag or digest matches the name only.
+/// An image glob: `*` within a path segment, `**` across segments. Its registry is read
+/// as a reference's is (`GHCR.IO:443/` is `ghcr.io/`, `index.docker.io/` is `docker.io/`,
+/// a glob without a registry such as `nginx` or `acme/*` is on Docker Hub), so a glob
+/// matches every spelling of the images it names. A glob without tag or digest matches
+/// the name only.
 #[derive(Debug, Clone)]
 pub struct Glob {
     pub pattern: String,
@@ -140,11 +143,36 @@ pub struct Glob {
     whole_reference: bool,
 }
 
+/// The glob with its registry canonical, as `ImageRef::parse` makes a reference's.
+fn canonical_glob(pattern: &str) -> Result<String, String> {
+    let wild = |s: &str| s.contains(['*', '?']);
+    let (first, rest) = match pattern.split_once('/') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (pattern, None),
+    };
+    let is_host =
+        rest.is_some() && (first.contains(['.', ':']) || first.eq_ignore_ascii_case("localhost"));
+    Ok(match rest {
+        Some(rest) if is_host && !wild(first) => {
+            let host = crate::images::canonical_host(first)
+                .map_err(|e| format!("invalid glob {pattern:?}: {e}"))?;
+            format!("{host}/{rest}")
+        }
+        // A host with wildcards (`*.gcr.io`): its letters in lower case, `:443` dropped.
+        Some(rest) if is_host => {
+            let host = first.to_ascii_lowercase();
+            let host = host.strip_suffix(":443").unwrap_or(&host);
+            format!("{host}/{rest}")
+        }
+        _ if wild(first) => pattern.to_string(),
+        Some(_) => format!("{}/{pattern}", crate::images::DOCKER_HUB),
+        None => format!("{}/library/{pattern}", crate::images::DOCKER_HUB),
+    })
+}
+
 impl Glob {
     pub fn new(pattern: &str) -> Result<Self, String> {
-        let normalized = pattern
-            .strip_prefix("index.docker.io/")
-            .map_or_else(|| pattern.to_string(), |rest| format!("docker.io/{rest}"));
+        let normalized = canonical_glob(pattern)?;
         let last_segment = normalized.rsplit('/').next().unwrap_or_default();
         let whole_reference = last_segment.contains(':') || normalized.contains('@');
         let mut regex = String::from("^");
@@ -572,6 +600,106 @@ mod tests {
             tagged.matches(&image("ghcr.io/acme/app:v2"))
                 && !tagged.matches(&image("ghcr.io/acme/app:dev"))
         );
+    }
+
+    /// Every spelling a runtime pulls from the same registry matches the same globs (however
+    /// the glob spells its registry) and has the same canonical parts.
+    #[test]
+    fn every_spelling_of_an_image_matches_the_same_policies() {
+        let globs: Vec<Glob> = [
+            "ghcr.io/acme/**",
+            "GHCR.IO:443/acme/app",
+            "docker.io/library/*",
+            "index.docker.io/acme/**",
+            "nginx",
+            "acme/*",
+            "localhost:5000/**",
+            "127.0.0.1:5000/**",
+            "*.example.com/**",
+        ]
+        .iter()
+        .map(|g| Glob::new(g).expect("glob"))
+        .collect();
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &[
+                    "ghcr.io/acme/app:v1",
+                    "GHCR.IO/acme/app:v1",
+                    "Ghcr.Io/acme/app:v1",
+                    "ghcr.io:443/acme/app:v1",
+                ],
+                "ghcr.io/acme/app:v1",
+            ),
+            (
+                &[
+                    "nginx",
+                    "library/nginx",
+                    "docker.io/nginx",
+                    "DOCKER.IO/library/nginx",
+                    "index.docker.io/library/nginx:latest",
+                    "registry-1.docker.io/nginx",
+                    "docker.io:443/library/nginx",
+                ],
+                "docker.io/library/nginx:latest",
+            ),
+            (
+                &[
+                    "acme/app:1",
+                    "docker.io/acme/app:1",
+                    "INDEX.DOCKER.IO/acme/app:1",
+                    "registry.hub.docker.com/acme/app:1",
+                ],
+                "docker.io/acme/app:1",
+            ),
+            (
+                &[
+                    "localhost:5000/x:1",
+                    "LOCALHOST:5000/x:1",
+                    "LocalHost:05000/x:1",
+                ],
+                "localhost:5000/x:1",
+            ),
+            (
+                &[
+                    "127.0.0.1:5000/x:1",
+                    "[::ffff:127.0.0.1]:5000/x:1",
+                    "0x7f.1:5000/x:1",
+                ],
+                "127.0.0.1:5000/x:1",
+            ),
+            (
+                &["r.example.com/x:1", "R.EXAMPLE.COM:443/x:1"],
+                "r.example.com/x:1",
+            ),
+        ];
+        for (spellings, normalized) in cases {
+            let want = image(normalized);
+            let matched =
+                |i: &ImageRef| -> Vec<bool> { globs.iter().map(|g| g.matches(i)).collect() };
+            assert!(
+                matched(&want).iter().any(|m| *m),
+                "{normalized} matches some glob"
+            );
+            for spelling in *spellings {
+                let got = image(spelling);
+                assert_eq!(
+                    (&got.registry, &got.repository, &got.tag, got.to_string()),
+                    (
+                        &want.registry,
+                        &want.repository,
+                        &want.tag,
+                        want.to_string()
+                    ),
+                    "{spelling:?}"
+                );
+                assert_eq!(matched(&got), matched(&want), "{spelling:?}");
+            }
+        }
+        assert!(
+            !globs[0].matches(&image("ghcr.io:8443/acme/app")),
+            "another port is another registry"
+        );
+        assert!(Glob::new("ghcr.io:99999/**").is_err());
     }
 
     fn parse_yaml(yaml: &str) -> Result<ImagePolicy, String> {

@@ -3,6 +3,7 @@
 //! fail-closed rule: every error, timeout or panic becomes a denial.
 
 use crate::admission::Review;
+use crate::config::NoMatchPolicy;
 use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
 use crate::imagepolicy::Mode;
 use crate::images;
@@ -64,6 +65,8 @@ pub struct ReviewSettings {
     pub max_concurrent_evaluations: usize,
     /// Denials become warnings (roll-out): nothing is refused.
     pub warn_only: bool,
+    /// What happens to an image that no image policy matches.
+    pub no_match: NoMatchPolicy,
 }
 
 impl Default for ReviewSettings {
@@ -73,6 +76,7 @@ impl Default for ReviewSettings {
             policy_timeout: Duration::from_secs(2),
             max_concurrent_evaluations: cores * 2,
             warn_only: false,
+            no_match: NoMatchPolicy::Allow,
         }
     }
 }
@@ -86,6 +90,7 @@ pub struct Reviewer {
     evaluation_slots: Arc<Semaphore>,
     policy_timeout: Duration,
     warn_only: bool,
+    no_match: NoMatchPolicy,
 }
 
 impl Reviewer {
@@ -102,6 +107,7 @@ impl Reviewer {
             evaluation_slots: Arc::new(Semaphore::new(settings.max_concurrent_evaluations.max(1))),
             policy_timeout: settings.policy_timeout,
             warn_only: settings.warn_only,
+            no_match: settings.no_match,
         }
     }
 
@@ -176,7 +182,7 @@ impl Reviewer {
             .await;
         let mut messages = Findings::default();
         for image in &facts {
-            image_findings(image, &review.subject, &mut messages);
+            image_findings(image, &review.subject, self.no_match, &mut messages);
         }
         let verified = Instant::now();
 
@@ -289,9 +295,40 @@ fn verify_deadline(deadline: Instant, now: Instant) -> Instant {
     deadline - (remaining / 5).min(Duration::from_millis(250))
 }
 
-/// Built-in findings for one image: an invalid reference, and every image policy it fails
-/// (`enforce` denies, `warn` warns, `audit` only logs).
-fn image_findings(image: &ImageFacts, subject: &crate::admission::Subject, out: &mut Findings) {
+/// Built-in findings for one image: an invalid reference, no image policy where
+/// `--no-match-policy` wants one, and every image policy it fails (`enforce` denies, `warn`
+/// warns, `audit` only logs).
+fn image_findings(
+    image: &ImageFacts,
+    subject: &crate::admission::Subject,
+    no_match: NoMatchPolicy,
+    out: &mut Findings,
+) {
+    let severity = match no_match {
+        NoMatchPolicy::Allow => None,
+        NoMatchPolicy::Warn => Some(Severity::Warn),
+        NoMatchPolicy::Deny => Some(Severity::Deny),
+    };
+    if let (Some(severity), Some(normalized), true) =
+        (severity, &image.normalized, image.policies.is_empty())
+    {
+        out.push(Finding::builtin(
+            severity,
+            ReasonCode::NoMatchingPolicy,
+            format!(
+                "{} {:?} image {:?} ({normalized}) matches no image policy, and verdict runs \
+                 with --no-match-policy {}: nothing vouches for it. Add an image policy whose \
+                 images cover {normalized}, or use an image from a registry that has one",
+                describe_kind(image),
+                image.container,
+                image.reference,
+                match no_match {
+                    NoMatchPolicy::Warn => "warn",
+                    _ => "deny",
+                },
+            ),
+        ));
+    }
     for error in image
         .errors
         .iter()

@@ -58,6 +58,7 @@ pub fn reviewer(
     let settings = ReviewSettings {
         policy_timeout: policy.policy_timeout,
         warn_only: policy.warn_only,
+        no_match: policy.no_match_policy,
         ..ReviewSettings::default()
     };
     let reviewer = Reviewer::new(policies.clone(), verifier, metrics, settings);

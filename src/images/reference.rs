@@ -1,12 +1,10 @@
 //! Container image references: parsing by the Docker reference grammar
 //! (distribution/reference) and normalization to a fully qualified name.
 
+use super::host::{canonical_host, DOCKER_HUB};
 use serde::Serialize;
 use std::fmt;
 
-/// The registry that short names such as `nginx` resolve to.
-pub const DEFAULT_REGISTRY: &str = "docker.io";
-const LEGACY_DEFAULT_REGISTRY: &str = "index.docker.io";
 const OFFICIAL_REPO_PREFIX: &str = "library/";
 /// Longest name (registry plus repository) the grammar allows.
 const NAME_TOTAL_LENGTH_MAX: usize = 255;
@@ -37,8 +35,8 @@ pub enum ReferenceError {
 
 /// A parsed, normalized image reference.
 ///
-/// `registry` is `docker.io` for short names; Docker Hub official images get the
-/// `library/` prefix. `tag` is `latest` only when the reference has neither tag nor digest.
+/// `registry` is canonical (see `host::canonical_host`): `docker.io` for short names and
+/// every Docker Hub alias; Docker Hub official images get the `library/` prefix. `tag` is `latest` only when the reference has neither tag nor digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImageRef {
     pub registry: String,
@@ -113,19 +111,21 @@ impl fmt::Display for ImageRef {
 }
 
 /// Splits `name` into registry and repository the way Docker does: the first
-/// component is a registry only if it has a '.' or ':' or is `localhost`.
+/// component is a registry only if it has a '.' or ':' or is `localhost` (in any case).
+/// The registry comes back canonical.
 fn split_registry(name: &str) -> Result<(String, String), ReferenceError> {
     let (registry, path) = match name.split_once('/') {
         Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
+            if first.contains('.')
+                || first.contains(':')
+                || first.eq_ignore_ascii_case("localhost") =>
         {
-            validate_registry(first)?;
-            (first.to_string(), rest)
+            (canonical_host(first)?, rest)
         }
         Some((first, _)) if first.chars().any(|c| c.is_ascii_uppercase()) => {
             return Err(ReferenceError::Uppercase)
         }
-        _ => (DEFAULT_REGISTRY.to_string(), name),
+        _ => (DOCKER_HUB.to_string(), name),
     };
     if path.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(ReferenceError::Uppercase);
@@ -135,55 +135,12 @@ fn split_registry(name: &str) -> Result<(String, String), ReferenceError> {
             return Err(ReferenceError::InvalidPathComponent(component.to_string()));
         }
     }
-    let registry = if registry == LEGACY_DEFAULT_REGISTRY {
-        DEFAULT_REGISTRY.to_string()
-    } else {
-        registry
-    };
-    let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') {
+    let repository = if registry == DOCKER_HUB && !path.contains('/') {
         format!("{OFFICIAL_REPO_PREFIX}{path}")
     } else {
         path.to_string()
     };
     Ok((registry, repository))
-}
-
-/// `host[:port]` where host is a DNS name, an IPv4 address or a bracketed IPv6 address.
-fn validate_registry(registry: &str) -> Result<(), ReferenceError> {
-    let invalid = || ReferenceError::InvalidRegistry(registry.to_string());
-    let (host, port) = if let Some(stripped) = registry.strip_prefix('[') {
-        let (ipv6, after) = stripped.split_once(']').ok_or_else(invalid)?;
-        if ipv6.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(invalid());
-        }
-        match after {
-            "" => (None, None),
-            p => (None, Some(p.strip_prefix(':').ok_or_else(invalid)?)),
-        }
-    } else {
-        match registry.split_once(':') {
-            Some((h, p)) => (Some(h), Some(p)),
-            None => (Some(registry), None),
-        }
-    };
-    if let Some(port) = port {
-        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid());
-        }
-    }
-    if let Some(host) = host {
-        let valid = !host.is_empty()
-            && host.split('.').all(|c| {
-                !c.is_empty()
-                    && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    && !c.starts_with('-')
-                    && !c.ends_with('-')
-            });
-        if !valid {
-            return Err(invalid());
-        }
-    }
-    Ok(())
 }
 
 /// `[a-z0-9]+ (separator [a-z0-9]+)*` where separator is `.`, `_`, `__` or `-+`.
@@ -338,6 +295,90 @@ mod tests {
         let parsed = ImageRef::parse(&fits).expect("fits exactly");
         let again = ImageRef::parse(&parsed.to_string()).expect("the normal form parses");
         assert_eq!(again.to_string(), parsed.to_string());
+    }
+
+    /// A tiny deterministic generator, so the property below needs no extra crate.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// A spelling a runtime pulls from the same registry as `host`: letters in any case, an
+    /// explicit `:443` (with leading zeros), another name of Docker Hub.
+    fn respell(host: &str, rng: &mut XorShift) -> String {
+        let aliases = [
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "registry.hub.docker.com",
+        ];
+        let base = if host == "docker.io" {
+            aliases[rng.below(aliases.len())].to_string()
+        } else {
+            host.to_string()
+        };
+        let (name, port) = match base.rsplit_once(':') {
+            Some((n, p)) if !base.ends_with(']') => (n.to_string(), Some(p.to_string())),
+            _ => (base, None),
+        };
+        let mut out: String = name
+            .chars()
+            .map(|c| {
+                if rng.below(2) == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        match port {
+            Some(p) => out.push_str(&format!(":{}{p}", "0".repeat(rng.below(3)))),
+            None if rng.below(2) == 0 => out.push_str(&format!(":{}443", "0".repeat(rng.below(2)))),
+            None => {}
+        }
+        out
+    }
+
+    #[test]
+    fn every_spelling_of_a_registry_gets_one_canonical_host_and_normal_forms_are_fixed_points() {
+        let bases = [
+            "docker.io/library/nginx:1.27",
+            "docker.io/acme/app",
+            "ghcr.io/acme/team/app:v1",
+            "localhost/app:dev",
+            "localhost:5000/app",
+            "registry.example.com:8443/a/b@sha256:6b6f8f7a2cfa9bd8f2b8a2a4b1cb2d8fb33aa0f8c1d1fdbf5e1c3e9f30ad2c4b",
+            "[::1]:5000/app:1",
+            "127.0.0.1:5000/x/y:z",
+        ];
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for base in bases {
+            let want = ImageRef::parse(base).expect("base parses");
+            let (host, rest) = base.split_once('/').expect("has a host");
+            for _ in 0..200 {
+                let spelling = format!("{}/{rest}", respell(host, &mut rng));
+                let got = ImageRef::parse(&spelling)
+                    .unwrap_or_else(|e| panic!("{spelling:?} should parse: {e}"));
+                assert_eq!(got.registry, want.registry, "{spelling:?}");
+                assert_eq!(got.to_string(), want.to_string(), "{spelling:?}");
+                let again = ImageRef::parse(&got.to_string()).expect("the normal form parses");
+                assert_eq!(
+                    (&again.registry, again.to_string()),
+                    (&got.registry, got.to_string()),
+                    "{spelling:?}: canonicalizing twice changes nothing"
+                );
+            }
+        }
     }
 
     #[test]

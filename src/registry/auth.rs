@@ -58,16 +58,15 @@ impl DockerConfig {
     }
 }
 
-/// `https://index.docker.io/v1/` and `index.docker.io` are Docker Hub, `docker.io`.
+/// The canonical registry host of a config key: `https://index.docker.io/v1/` is Docker
+/// Hub, `docker.io`, and `GHCR.IO:443` is `ghcr.io`, as in image references. A key that
+/// is no host stays as written (it matches no reference).
 fn normalize_host(key: &str) -> String {
     let without_scheme = key
         .trim_start_matches("https://")
         .trim_start_matches("http://");
     let host = without_scheme.split('/').next().unwrap_or_default();
-    match host {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
-        other => other.to_string(),
-    }
+    crate::images::canonical_host(host).unwrap_or_else(|_| host.to_string())
 }
 
 /// A `WWW-Authenticate` challenge.
@@ -131,7 +130,8 @@ mod tests {
     fn reads_credentials_in_both_forms_and_normalizes_docker_hub() {
         let config = br#"{"auths": {
             "https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"},
-            "registry.local:5000": {"username": "u", "password": "p:w"}
+            "registry.local:5000": {"username": "u", "password": "p:w"},
+            "GHCR.IO:443": {"username": "g", "password": "h"}
         }}"#;
         let config = DockerConfig::parse(config).expect("parses");
         assert_eq!(
@@ -142,7 +142,11 @@ mod tests {
             config.credentials("registry.local:5000"),
             Some(&("u".to_string(), "p:w".to_string()))
         );
-        assert_eq!(config.credentials("ghcr.io"), None);
+        assert_eq!(
+            config.credentials("ghcr.io"),
+            Some(&("g".to_string(), "h".to_string()))
+        );
+        assert_eq!(config.credentials("quay.io"), None);
         assert!(DockerConfig::parse(br#"{"auths": {"x": {"auth": "%%%"}}}"#).is_err());
     }
 

@@ -166,7 +166,10 @@ impl Registry {
         }
     }
 
-    /// The digest a tag points to now (one HEAD request; a GET if the registry omits the header).
+    /// The digest a tag points to now: the SHA-256 of the manifest read (one GET). The
+    /// digest is the hash of the bytes, never a header's word: a `Docker-Content-Digest`
+    /// that disagrees with the body means the registry (or something on the way) serves
+    /// two readings of the tag, and a runtime may run the one verdict did not judge.
     pub async fn resolve(
         &self,
         image: &ImageRef,
@@ -176,26 +179,19 @@ impl Registry {
         let tag = image.tag.as_deref().unwrap_or("latest");
         let what = format!("{}:{tag}", image.name());
         let url = format!("{}/manifests/{tag}", endpoint.base);
-        let response = self
-            .send(
-                &endpoint,
-                Method::HEAD,
-                &url,
-                MANIFEST_TYPES,
-                &what,
-                deadline,
-            )
-            .await?;
-        let header = response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        if let Some(digest) = header.filter(|d| is_sha256_digest(d)) {
-            return Ok(digest);
+        let manifest = self.manifest(&endpoint, &url, &what, deadline).await?;
+        let digest = sha256_digest(&manifest.bytes);
+        match manifest.digest_header {
+            None => Ok(digest),
+            Some(claimed) if digest_of(&claimed, &manifest.bytes) => Ok(digest),
+            Some(claimed) => Err(RegistryError::Invalid {
+                host: endpoint.host,
+                what,
+                detail: format!(
+                    "its Docker-Content-Digest header says {claimed:?} but the manifest sent                      hashes to {digest}; verdict refuses a registry whose headers disagree with                      its bodies (check the registry and any proxy in front of it)"
+                ),
+            }),
         }
-        let body = self.manifest(&endpoint, &url, &what, deadline).await?;
-        Ok(sha256_digest(&body))
     }
 
     /// GETs a manifest within the size limit.
@@ -205,18 +201,31 @@ impl Registry {
         url: &str,
         what: &str,
         deadline: Instant,
-    ) -> Result<Vec<u8>, RegistryError> {
+    ) -> Result<Manifest, RegistryError> {
         let response = self
             .send(endpoint, Method::GET, url, MANIFEST_TYPES, what, deadline)
             .await?;
-        read_limited(
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let content_type = header("content-type");
+        let digest_header = header("docker-content-digest");
+        let bytes = read_limited(
             response,
             MAX_MANIFEST_BYTES,
             &endpoint.host,
             "manifest",
             deadline,
         )
-        .await
+        .await?;
+        Ok(Manifest {
+            bytes,
+            content_type,
+            digest_header,
+        })
     }
 
     /// The manifest cosign stores next to `digest` under the tag `sha256-<hex><suffix>`
@@ -232,7 +241,7 @@ impl Registry {
         let tag = format!("{}{suffix}", digest.replace(':', "-"));
         let what = format!("{}:{tag}", image.name());
         let url = format!("{}/manifests/{tag}", endpoint.base);
-        found(self.manifest(&endpoint, &url, &what, deadline).await)
+        found(self.manifest(&endpoint, &url, &what, deadline).await).map(|m| m.map(|m| m.bytes))
     }
 
     /// The manifest (or index) with this digest, checked against it.
@@ -241,12 +250,12 @@ impl Registry {
         image: &ImageRef,
         digest: &str,
         deadline: Instant,
-    ) -> Result<Vec<u8>, RegistryError> {
+    ) -> Result<Manifest, RegistryError> {
         let endpoint = self.endpoint(image);
         let what = format!("{}@{digest}", image.name());
         let url = format!("{}/manifests/{digest}", endpoint.base);
         let body = self.manifest(&endpoint, &url, &what, deadline).await?;
-        if sha256_digest(&body) != digest {
+        if sha256_digest(&body.bytes) != digest {
             return Err(RegistryError::Invalid {
                 host: endpoint.host,
                 what,
@@ -268,7 +277,7 @@ impl Registry {
         let what = format!("referrers of {}@{digest}", image.name());
         let url = format!("{}/referrers/{digest}", endpoint.base);
         match found(self.manifest(&endpoint, &url, &what, deadline).await)? {
-            Some(index) => Ok(Some(index)),
+            Some(index) => Ok(Some(index.bytes)),
             None => self.companion_manifest(image, digest, "", deadline).await,
         }
     }
@@ -547,8 +556,18 @@ impl Registry {
     }
 }
 
+/// A manifest as the registry sent it, with the headers that claim what it is.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub bytes: Vec<u8>,
+    /// The `Content-Type` header: the media type the registry says the bytes have.
+    pub content_type: Option<String>,
+    /// The `Docker-Content-Digest` header.
+    digest_header: Option<String>,
+}
+
 /// A 404 as `None`: for things that may rightly be absent.
-fn found(response: Result<Vec<u8>, RegistryError>) -> Result<Option<Vec<u8>>, RegistryError> {
+fn found<T>(response: Result<T, RegistryError>) -> Result<Option<T>, RegistryError> {
     match response {
         Ok(body) => Ok(Some(body)),
         Err(RegistryError::NotFound { .. }) => Ok(None),
@@ -628,7 +647,17 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     )
 }
 
-fn is_sha256_digest(text: &str) -> bool {
-    text.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+/// Whether `claimed` (`sha256:<hex>` or `sha512:<hex>`) is the digest of `bytes`.
+fn digest_of(claimed: &str, bytes: &[u8]) -> bool {
+    let algorithm = match claimed.split_once(':') {
+        Some(("sha256", _)) => &ring::digest::SHA256,
+        Some(("sha512", _)) => &ring::digest::SHA512,
+        _ => return false,
+    };
+    let (name, _) = claimed.split_once(':').unwrap_or_default();
+    claimed
+        == format!(
+            "{name}:{}",
+            hex::encode(ring::digest::digest(algorithm, bytes))
+        )
 }

@@ -9,7 +9,7 @@ use super::cosign::{PublicKey, Rejection};
 use super::identity::IdentityRule;
 use crate::decision::ReasonCode;
 use sigstore_verify::types::bundle::VerificationMaterialContent;
-use sigstore_verify::types::{Bundle, DerPublicKey, SignatureContent};
+use sigstore_verify::types::{Bundle, DerPublicKey};
 use sigstore_verify::{
     CertificateError, Error, PublicKeyVerificationPolicy, TransparencyLogError, VerificationPolicy,
 };
@@ -81,8 +81,6 @@ pub struct BundleProof {
     pub identity: String,
     pub rekor_log_index: Option<i64>,
     pub rekor_integrated_time: Option<i64>,
-    /// The in-toto statement of a DSSE bundle (its signature verified).
-    pub statement: Option<serde_json::Value>,
 }
 
 impl From<BundleProof> for super::cosign::Proof {
@@ -95,15 +93,24 @@ impl From<BundleProof> for super::cosign::Proof {
     }
 }
 
+/// A Sigstore bundle, read strictly: neither the bundle nor a logged Rekor entry body may
+/// repeat a key (see `strict`), so the log and verdict read the same entry.
 pub fn parse(json: &[u8]) -> Result<Bundle, Rejection> {
-    let text = std::str::from_utf8(json)
-        .map_err(|_| Rejection::new(ReasonCode::SignatureInvalid, "the bundle is not UTF-8"))?;
-    Bundle::from_json(text).map_err(|e| {
-        Rejection::new(
-            ReasonCode::SignatureInvalid,
-            format!("the Sigstore bundle is not valid: {e}"),
-        )
-    })
+    let invalid = |why: String| Rejection::new(ReasonCode::SignatureInvalid, why);
+    super::strict::parse(json)
+        .map_err(|e| invalid(format!("the Sigstore bundle is not valid: {e}")))?;
+    let text = std::str::from_utf8(json).map_err(|_| invalid("the bundle is not UTF-8".into()))?;
+    let bundle = Bundle::from_json(text)
+        .map_err(|e| invalid(format!("the Sigstore bundle is not valid: {e}")))?;
+    for entry in &bundle.verification_material.tlog_entries {
+        super::strict::parse(entry.canonicalized_body.as_bytes()).map_err(|e| {
+            Rejection::new(
+                ReasonCode::TlogMismatch,
+                format!("the Rekor entry body is not valid: {e}"),
+            )
+        })?;
+    }
+    Ok(bundle)
 }
 
 /// Verifies `bundle` over `artifact` (bytes, or the digest of the bytes) for `signer`.
@@ -122,7 +129,7 @@ pub fn verify(
             let result = trust
                 .verifier
                 .verify(artifact, bundle, &policy)
-                .map_err(rejection)?;
+                .map_err(|e| keyless_rejection(bundle, e))?;
             (keyless_identity(bundle, rules)?, result)
         }
         Signer::Keys { keys, tlog } => {
@@ -155,32 +162,67 @@ pub fn verify(
         identity,
         rekor_log_index: entry.map(|e| e.log_index.as_i64()),
         rekor_integrated_time: result.integrated_time().map(|t| t.as_second()),
-        statement: match &bundle.content {
-            SignatureContent::DsseEnvelope(envelope) => {
-                serde_json::from_slice(envelope.payload.as_bytes()).ok()
-            }
-            _ => None,
-        },
     })
 }
 
 /// The certificate's identity, checked against the policy's rules (exact or regular
 /// expression subjects and issuers, and GitHub claims) as for cosign signatures.
 fn keyless_identity(bundle: &Bundle, rules: &[IdentityRule]) -> Result<String, Rejection> {
-    let der = match &bundle.verification_material.content {
-        VerificationMaterialContent::Certificate(c) => c.raw_bytes.as_bytes(),
-        VerificationMaterialContent::X509CertificateChain { certificates } => certificates
-            .first()
-            .map(|c| c.raw_bytes.as_bytes())
-            .unwrap_or_default(),
-        _ => {
-            return Err(Rejection::new(
-                ReasonCode::UntrustedKey,
-                "the bundle was signed with a key, not a Fulcio certificate",
-            ))
-        }
-    };
+    let der = leaf_certificate(bundle).ok_or_else(|| {
+        Rejection::new(
+            ReasonCode::UntrustedKey,
+            "the bundle was signed with a key, not a Fulcio certificate",
+        )
+    })?;
     super::cosign::accepted_identity(der, rules)
+}
+
+fn leaf_certificate(bundle: &Bundle) -> Option<&[u8]> {
+    match &bundle.verification_material.content {
+        VerificationMaterialContent::Certificate(c) => Some(c.raw_bytes.as_bytes()),
+        VerificationMaterialContent::X509CertificateChain { certificates } => {
+            certificates.first().map(|c| c.raw_bytes.as_bytes())
+        }
+        _ => None,
+    }
+}
+
+/// A keyless bundle's failure as a reason code. The chain is checked (by webpki) before
+/// the certificate's own validity, so a leaf that had expired when the entry was logged
+/// fails as an invalid chain; it is `CERT_EXPIRED`, as on the `.sig` path. The log times
+/// were verified before the chain was looked at.
+fn keyless_rejection(bundle: &Bundle, error: Error) -> Rejection {
+    let mut rejection = rejection(error);
+    if rejection.code == ReasonCode::UntrustedRoot && expired_at_log_time(bundle) {
+        rejection.code = ReasonCode::CertExpired;
+        rejection.detail = format!(
+            "the certificate was not valid when the signature was logged ({})",
+            rejection.detail
+        );
+    }
+    rejection
+}
+
+/// Whether a logged time of the bundle falls outside its leaf certificate's validity.
+fn expired_at_log_time(bundle: &Bundle) -> bool {
+    use x509_cert::der::Decode as _;
+    let Some(cert) =
+        leaf_certificate(bundle).and_then(|der| x509_cert::Certificate::from_der(der).ok())
+    else {
+        return false;
+    };
+    let validity = cert.tbs_certificate().validity();
+    let (not_before, not_after) = (
+        validity.not_before.to_unix_duration().as_secs(),
+        validity.not_after.to_unix_duration().as_secs(),
+    );
+    bundle
+        .verification_material
+        .tlog_entries
+        .iter()
+        .filter_map(|e| e.integrated_time)
+        .filter_map(|t| u64::try_from(t.as_second()).ok())
+        .any(|t| t < not_before || t > not_after)
 }
 
 /// sigstore-verify's reasons as verdict's reason codes.

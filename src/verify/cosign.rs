@@ -5,7 +5,7 @@
 //! here, including the two the sigstore crate skips on this path (the signature over the
 //! payload with the certificate's key, and the Rekor entry body matching this signature).
 
-use super::identity::{CertIdentity, IdentityRule};
+use super::identity::{CertIdentity, IdentityError, IdentityRule};
 use super::trust::TrustRoot;
 use crate::decision::ReasonCode;
 use base64::Engine as _;
@@ -20,6 +20,15 @@ const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+/// `critical.type` of cosign's simple-signing payload.
+pub const SIMPLE_SIGNING_TYPE: &str = "cosign container image signature";
+/// The DSSE `payloadType` of an in-toto statement: the only one an attestation has.
+pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+/// The `_type`s of an in-toto Statement (v0.1 and v1).
+pub const STATEMENT_TYPES: [&str; 2] = [
+    "https://in-toto.io/Statement/v0.1",
+    "https://in-toto.io/Statement/v1",
+];
 /// Extended key usage Fulcio puts on signing certificates: id-kp-codeSigning.
 const CODE_SIGNING_EKU: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 
@@ -47,7 +56,7 @@ struct LayerJson {
 
 /// The layers of a cosign signature manifest (`sha256-<hex>.sig`).
 pub fn parse_signature_manifest(bytes: &[u8]) -> Result<Vec<LayerRef>, String> {
-    let manifest: ManifestJson = serde_json::from_slice(bytes)
+    let manifest: ManifestJson = super::strict::from_slice(bytes)
         .map_err(|e| format!("the signature manifest is not valid: {e}"))?;
     Ok(manifest
         .layers
@@ -118,21 +127,56 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A verified attestation: its predicate type and predicate, from the statement.
+/// An in-toto statement, read strictly: its predicate type, predicate and subjects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
     pub predicate_type: String,
     pub predicate: serde_json::Value,
+    subjects: Vec<serde_json::Value>,
 }
 
 impl Statement {
-    /// The statement's predicate type, or `None` when the payload is not an in-toto statement.
-    pub fn parse(payload: &[u8]) -> Option<Self> {
-        let json: serde_json::Value = serde_json::from_slice(payload).ok()?;
-        Some(Self {
-            predicate_type: json.get("predicateType")?.as_str()?.to_string(),
+    /// The statement of a DSSE envelope, or why the envelope is not an attestation: its
+    /// `payloadType` must be in-toto's and its payload an in-toto Statement (v0.1 or v1)
+    /// without repeated keys, with a predicate type and a list of subjects.
+    pub fn parse(payload_type: &str, payload: &[u8]) -> Result<Self, String> {
+        if payload_type != IN_TOTO_PAYLOAD_TYPE {
+            return Err(format!(
+                "the DSSE payloadType is {payload_type:?}, not {IN_TOTO_PAYLOAD_TYPE:?}"
+            ));
+        }
+        let json = super::strict::parse(payload)
+            .map_err(|e| format!("the in-toto statement is not valid JSON: {e}"))?;
+        let statement_type = json.get("_type").and_then(|t| t.as_str());
+        if !statement_type.is_some_and(|t| STATEMENT_TYPES.contains(&t)) {
+            return Err(format!(
+                "the payload's _type is {statement_type:?}, not an in-toto Statement ({})",
+                STATEMENT_TYPES.join(" or ")
+            ));
+        }
+        let predicate_type = json
+            .get("predicateType")
+            .and_then(|t| t.as_str())
+            .ok_or("the in-toto statement has no predicateType")?
+            .to_string();
+        let subjects = json
+            .get("subject")
+            .and_then(|s| s.as_array())
+            .ok_or("the in-toto statement has no subject list")?
+            .clone();
+        Ok(Self {
+            predicate_type,
             predicate: json.get("predicate").cloned().unwrap_or_default(),
+            subjects,
         })
+    }
+
+    /// The digests of `algorithm` that the statement's subjects name.
+    fn subject_digests(&self, algorithm: &str) -> Vec<&str> {
+        self.subjects
+            .iter()
+            .filter_map(|s| s.get("digest")?.get(algorithm)?.as_str())
+            .collect()
     }
 }
 
@@ -152,7 +196,7 @@ impl SignatureLayer {
         // Attestation layers carry an empty signature annotation and the signature inside
         // the DSSE envelope that is the layer's content.
         let (payload, signature, dsse_payload_type) = if annotation.trim().is_empty() {
-            let envelope: EnvelopeJson = serde_json::from_slice(&payload)
+            let envelope: EnvelopeJson = super::strict::from_slice(&payload)
                 .map_err(|_| malformed("neither a signature annotation nor a DSSE envelope"))?;
             let [signature] = envelope.signatures.as_slice() else {
                 return Err(malformed(
@@ -189,7 +233,7 @@ impl SignatureLayer {
             .filter(|b| !b.trim().is_empty())
         {
             Some(json) => Some(
-                serde_json::from_str(json)
+                super::strict::from_slice(json.as_bytes())
                     .map_err(|_| malformed("the Rekor bundle is not valid"))?,
             ),
             None => None,
@@ -211,10 +255,10 @@ impl SignatureLayer {
         }
     }
 
-    /// The in-toto statement of an attestation layer.
-    pub fn statement(&self) -> Option<Statement> {
-        self.dsse_payload_type.as_ref()?;
-        Statement::parse(&self.payload)
+    /// The in-toto statement of an attestation layer; `None` for a simple signature.
+    pub fn statement(&self) -> Option<Result<Statement, String>> {
+        let payload_type = self.dsse_payload_type.as_deref()?;
+        Some(Statement::parse(payload_type, &self.payload))
     }
 }
 
@@ -329,8 +373,10 @@ pub fn check_keyless(
 
 /// The certificate's identity if one of the rules accepts it, as `subject (issuer)`.
 pub fn accepted_identity(cert_der: &[u8], rules: &[IdentityRule]) -> Result<String, Rejection> {
-    let identity = CertIdentity::from_der(cert_der)
-        .map_err(|e| Rejection::new(ReasonCode::UntrustedRoot, e))?;
+    let identity = CertIdentity::from_der(cert_der).map_err(|e| match e {
+        IdentityError::Unreadable(_) => Rejection::new(ReasonCode::UntrustedRoot, e.to_string()),
+        IdentityError::Ambiguous(_) => Rejection::new(ReasonCode::IdentityMismatch, e.to_string()),
+    })?;
     if !rules.iter().any(|rule| rule.matches(&identity)) {
         let wanted: Vec<String> = rules.iter().map(IdentityRule::describe).collect();
         return Err(Rejection::new(
@@ -385,21 +431,15 @@ fn certificate_key(cert: &CertificateDer<'_>) -> Result<CosignVerificationKey, R
 }
 
 /// The payload names exactly the digest being admitted: the simple-signing payload's
-/// `docker-manifest-digest`, or one of the in-toto statement's subjects.
+/// `docker-manifest-digest`, or one of the in-toto statement's subjects. Both are read
+/// strictly, as cosign reads them: a simple-signing payload must say it is a cosign
+/// container image signature and name a digest.
 fn check_payload_digest(layer: &SignatureLayer, digest: &str) -> Result<(), Rejection> {
-    let json: serde_json::Value = serde_json::from_slice(&layer.payload).map_err(|_| {
-        Rejection::new(ReasonCode::DigestMismatch, "the signed payload is not JSON")
-    })?;
-    if layer.dsse_payload_type.is_some() {
+    let not_valid = |why: String| Rejection::new(ReasonCode::SignatureInvalid, why);
+    if let Some(statement) = layer.statement() {
+        let statement = statement.map_err(not_valid)?;
         let (algorithm, hex) = digest.split_once(':').unwrap_or(("", digest));
-        let subjects = json["subject"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let named: Vec<&str> = subjects
-            .iter()
-            .filter_map(|s| s["digest"][algorithm].as_str())
-            .collect();
+        let named = statement.subject_digests(algorithm);
         return if named.contains(&hex) {
             Ok(())
         } else {
@@ -416,9 +456,20 @@ fn check_payload_digest(layer: &SignatureLayer, digest: &str) -> Result<(), Reje
             ))
         };
     }
-    let signed = json["critical"]["image"]["docker-manifest-digest"]
-        .as_str()
-        .unwrap_or_default();
+    let json = super::strict::parse(&layer.payload)
+        .map_err(|e| not_valid(format!("the signed payload is not valid JSON: {e}")))?;
+    let critical = &json["critical"];
+    let payload_type = critical["type"].as_str();
+    if payload_type != Some(SIMPLE_SIGNING_TYPE) {
+        return Err(not_valid(format!(
+            "the signed payload's critical.type is {payload_type:?}, not {SIMPLE_SIGNING_TYPE:?}"
+        )));
+    }
+    let Some(signed) = critical["image"]["docker-manifest-digest"].as_str() else {
+        return Err(not_valid(
+            "the signed payload names no critical.image.docker-manifest-digest".to_string(),
+        ));
+    };
     if signed == digest {
         Ok(())
     } else {
@@ -481,8 +532,8 @@ fn check_entry_body(
     let body = BASE64
         .decode(body_b64)
         .map_err(|_| mismatch("unreadable body"))?;
-    let body: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|_| mismatch("unreadable body"))?;
+    let body =
+        super::strict::parse(&body).map_err(|e| mismatch(&format!("unreadable body ({e})")))?;
     let kind = body["kind"].as_str().unwrap_or_default();
     let spec = &body["spec"];
     // (payload hash, [(signature, public key)]) as logged; signatures may be base64 once or,

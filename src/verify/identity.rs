@@ -42,46 +42,45 @@ const CLAIMS: &[(&str, &str, Option<&str>)] = &[
 /// The identity facts of a certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CertIdentity {
-    /// SAN email or URI (the first one).
+    /// The SAN email or URI (a Fulcio certificate has exactly one).
     pub subject: String,
     pub issuer: Option<String>,
     /// Other Sigstore claims by name (`workflow_repository`, `workflow_ref`, ...).
     pub claims: BTreeMap<String, String>,
 }
 
+/// Why a certificate names no identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("unreadable certificate: {0}")]
+    Unreadable(String),
+    /// The certificate says two things about who it speaks for: no reading of it is the
+    /// one its issuer meant, so it matches no identity.
+    #[error("the certificate's identity is ambiguous: {0}")]
+    Ambiguous(String),
+}
+
 impl CertIdentity {
-    pub fn from_der(der: &[u8]) -> Result<Self, String> {
+    pub fn from_der(der: &[u8]) -> Result<Self, IdentityError> {
         let cert = x509_cert::Certificate::from_der(der)
-            .map_err(|e| format!("unreadable certificate: {e}"))?;
+            .map_err(|e| IdentityError::Unreadable(e.to_string()))?;
         let tbs = cert.tbs_certificate();
-        let subject = match tbs.get_extension::<SubjectAltName>() {
-            Ok(Some((_, san))) => san.0.iter().find_map(|name| match name {
-                GeneralName::Rfc822Name(email) => Some(email.to_string()),
-                GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
-                _ => None,
-            }),
-            _ => None,
-        }
-        .unwrap_or_default();
         let mut raw: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for ext in tbs.extensions().into_iter().flatten() {
-            raw.insert(ext.extn_id.to_string(), ext.extn_value.as_bytes().to_vec());
+            let oid = ext.extn_id.to_string();
+            if raw
+                .insert(oid.clone(), ext.extn_value.as_bytes().to_vec())
+                .is_some()
+            {
+                return Err(IdentityError::Ambiguous(format!(
+                    "extension {oid} appears twice"
+                )));
+            }
         }
+        let subject = subject(tbs)?;
         let mut claims = BTreeMap::new();
         for (name, v1, v2) in CLAIMS {
-            // v2 extensions are DER UTF8Strings; v1 ones are the raw bytes of the value.
-            let value = v2
-                .and_then(|oid| raw.get(oid))
-                .and_then(|bytes| {
-                    Utf8StringRef::from_der(bytes)
-                        .ok()
-                        .map(|s| s.as_str().to_string())
-                })
-                .or_else(|| {
-                    raw.get(*v1)
-                        .and_then(|bytes| String::from_utf8(bytes.clone()).ok())
-                });
-            if let Some(value) = value {
+            if let Some(value) = claim(&raw, name, v1, *v2)? {
                 claims.insert((*name).to_string(), value);
             }
         }
@@ -98,6 +97,71 @@ impl CertIdentity {
             issuer,
             claims,
         })
+    }
+}
+
+/// The one SAN email or URI; none gives an empty subject (which no rule matches).
+fn subject(tbs: &x509_cert::TbsCertificate) -> Result<String, IdentityError> {
+    let san = match tbs.get_extension::<SubjectAltName>() {
+        Ok(Some((_, san))) => san,
+        Ok(None) => return Ok(String::new()),
+        Err(e) => return Err(IdentityError::Unreadable(format!("its SAN: {e}"))),
+    };
+    let names: Vec<String> = san
+        .0
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::Rfc822Name(email) => Some(email.to_string()),
+            GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .collect();
+    match names.as_slice() {
+        [] => Ok(String::new()),
+        [one] => Ok(one.clone()),
+        more => Err(IdentityError::Ambiguous(format!(
+            "it names {} subjects ({})",
+            more.len(),
+            more.join(", ")
+        ))),
+    }
+}
+
+/// One claim from its v1 extension (the value's raw bytes) and its v2 one (a DER
+/// UTF8String). When both are there they must agree: cosign reads one, older tools the
+/// other.
+fn claim(
+    raw: &BTreeMap<String, Vec<u8>>,
+    name: &str,
+    v1: &str,
+    v2: Option<&str>,
+) -> Result<Option<String>, IdentityError> {
+    let v1_value = raw
+        .get(v1)
+        .map(|bytes| {
+            String::from_utf8(bytes.clone()).map_err(|_| {
+                IdentityError::Unreadable(format!("its {name} extension {v1} is not UTF-8"))
+            })
+        })
+        .transpose()?;
+    let v2_value = v2
+        .and_then(|oid| raw.get(oid).map(|bytes| (oid, bytes)))
+        .map(|(oid, bytes)| {
+            Utf8StringRef::from_der(bytes)
+                .map(|s| s.as_str().to_string())
+                .map_err(|_| {
+                    IdentityError::Unreadable(format!(
+                        "its {name} extension {oid} is not a DER UTF8String"
+                    ))
+                })
+        })
+        .transpose()?;
+    match (v1_value, v2_value) {
+        (Some(old), Some(new)) if old != new => Err(IdentityError::Ambiguous(format!(
+            "its {name} is {old:?} in extension {v1} but {new:?} in extension {}",
+            v2.unwrap_or_default()
+        ))),
+        (old, new) => Ok(new.or(old)),
     }
 }
 
@@ -254,5 +318,99 @@ mod tests {
             ..rule
         };
         assert!(!wrong_issuer.matches(&id));
+    }
+
+    /// A self-signed certificate with these SANs and Sigstore extensions `(last arc, value)`.
+    fn certificate(sans: &[&str], extensions: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = sans
+            .iter()
+            .map(|s| rcgen::SanType::URI((*s).try_into().expect("uri")))
+            .collect();
+        params.custom_extensions = extensions
+            .iter()
+            .map(|(arc, value)| {
+                rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 57264, 1, *arc],
+                    value.clone(),
+                )
+            })
+            .collect();
+        let key = rcgen::KeyPair::generate().expect("key");
+        params
+            .self_signed(&key)
+            .expect("certificate")
+            .der()
+            .to_vec()
+    }
+
+    fn utf8(s: &str) -> Vec<u8> {
+        let mut der = vec![0x0c, s.len() as u8];
+        der.extend_from_slice(s.as_bytes());
+        der
+    }
+
+    const GITHUB: &str = "https://token.actions.githubusercontent.com";
+    const SUBJECT: &str = "https://github.com/acme/app/.github/workflows/release.yaml@refs/tags/v1";
+
+    #[test]
+    fn issuer_extensions_that_agree_name_the_issuer() {
+        let both = certificate(&[SUBJECT], &[(1, GITHUB.into()), (8, utf8(GITHUB))]);
+        let id = CertIdentity::from_der(&both).expect("identity");
+        assert_eq!(
+            (id.subject.as_str(), id.issuer.as_deref()),
+            (SUBJECT, Some(GITHUB))
+        );
+        let legacy = certificate(&[SUBJECT], &[(1, GITHUB.into())]);
+        assert_eq!(
+            CertIdentity::from_der(&legacy)
+                .expect("identity")
+                .issuer
+                .as_deref(),
+            Some(GITHUB)
+        );
+    }
+
+    /// cosign reads the v2 extension, older verifiers the legacy one: when they disagree,
+    /// no reading is safe, and the certificate matches no identity.
+    #[test]
+    fn a_certificate_that_names_itself_two_ways_has_no_identity() {
+        let cases = [
+            certificate(
+                &[SUBJECT],
+                &[(1, "https://evil.example".into()), (8, utf8(GITHUB))],
+            ),
+            certificate(
+                &[SUBJECT],
+                &[(1, GITHUB.into()), (8, utf8("https://evil.example"))],
+            ),
+            certificate(
+                &[SUBJECT],
+                &[(8, utf8(GITHUB)), (8, utf8("https://evil.example"))],
+            ),
+            certificate(
+                &[SUBJECT],
+                &[(6, b"refs/tags/v1".to_vec()), (14, utf8("refs/heads/evil"))],
+            ),
+            certificate(
+                &[SUBJECT, "https://github.com/evil/app"],
+                &[(8, utf8(GITHUB))],
+            ),
+        ];
+        for der in cases {
+            assert!(
+                matches!(
+                    CertIdentity::from_der(&der),
+                    Err(IdentityError::Ambiguous(_))
+                ),
+                "{:?}",
+                CertIdentity::from_der(&der)
+            );
+        }
+        let malformed = certificate(&[SUBJECT], &[(1, GITHUB.into()), (8, GITHUB.into())]);
+        assert!(matches!(
+            CertIdentity::from_der(&malformed),
+            Err(IdentityError::Unreadable(_))
+        ));
     }
 }

@@ -5,6 +5,8 @@
 pub mod bundle;
 pub mod cosign;
 pub mod identity;
+pub mod oci;
+pub mod strict;
 pub mod trust;
 
 use crate::decision::ReasonCode;
@@ -16,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use bundle::{BundleProof, BundleTrust, Signer};
 use cosign::{Proof, Rejection, SignatureLayer, Statement};
+pub use oci::Platform;
 use prometheus::IntCounter;
 use serde::Serialize;
 use std::sync::Arc;
@@ -714,7 +717,7 @@ impl Verifier {
         })
     }
 
-    /// Fetches the evidence for `digest` (or its platform manifest) and checks it against
+    /// Fetches the evidence for `digest` (or its platform manifests) and checks it against
     /// the policy's authorities. `Err` only for transient registry trouble.
     async fn verify(
         &self,
@@ -723,51 +726,61 @@ impl Verifier {
         policy: &ImagePolicy,
         deadline: Instant,
     ) -> Result<Judgement, RegistryError> {
-        let candidates = match policy.multi_arch {
-            MultiArch::Index => vec![digest.to_string()],
+        let platforms = match policy.multi_arch {
+            MultiArch::Index => None,
             MultiArch::Platform | MultiArch::Either => {
-                let platform = match self.platform_digest(image, digest, deadline).await {
-                    Ok(platform) => platform,
+                match self.platform_digests(image, digest, deadline).await {
+                    Ok(platforms) => platforms,
                     Err(e) if e.is_transient() => return Err(e),
                     Err(e) => return Ok(rejected(Rejection::new(e.code(), e.to_string()))),
-                };
-                match (policy.multi_arch, platform) {
-                    (MultiArch::Either, Some(p)) => vec![digest.to_string(), p],
-                    (_, Some(p)) => vec![p],
-                    (_, None) => vec![digest.to_string()],
                 }
             }
         };
-        let mut judgement: Option<Judgement> = None;
-        for candidate in candidates {
-            let this = self
-                .verify_digest(image, &candidate, policy, deadline)
-                .await?;
-            let better = match (&judgement, &this) {
-                (None, _) | (_, Ok(_)) => true,
-                (Some(Err(old)), Err(new)) => cosign::stage(&new.code) > cosign::stage(&old.code),
-                (Some(Ok(_)), Err(_)) => false,
-            };
-            if better {
-                judgement = Some(this);
-            }
-            if judgement.as_ref().is_some_and(Result::is_ok) {
-                break;
+        let Some(platforms) = platforms else {
+            // Not an index, or the policy wants the index itself signed.
+            return self.verify_digest(image, digest, policy, deadline).await;
+        };
+        let index = match policy.multi_arch {
+            MultiArch::Either => match self.verify_digest(image, digest, policy, deadline).await? {
+                Ok(fact) => return Ok(Ok(fact)),
+                Err(e) => Some(e),
+            },
+            _ => None,
+        };
+        // Every manifest a node of the platform may run must carry the proof.
+        let mut proven = None;
+        for platform in &platforms {
+            match self
+                .verify_digest(image, platform, policy, deadline)
+                .await?
+            {
+                Ok(fact) => {
+                    proven.get_or_insert(fact);
+                }
+                Err(e) => {
+                    let told = |e: &ImageError| cosign::stage(&e.code);
+                    return Ok(Err(match index {
+                        Some(index) if told(&index) > told(&e) => index,
+                        _ => e,
+                    }));
+                }
             }
         }
-        Ok(judgement.unwrap_or_else(|| {
-            rejected(Rejection::new(ReasonCode::NoSignature, "nothing to verify"))
+        Ok(proven.ok_or_else(|| ImageError {
+            code: ReasonCode::NoSignature,
+            message: "nothing to verify".to_string(),
         }))
     }
 
-    /// For an image index, the digest of the manifest for this verifier's platform;
-    /// `None` for a single-platform image.
-    async fn platform_digest(
+    /// For an image index, the digests of every manifest a node of this verifier's platform
+    /// may run; `None` for a single-platform image. The document is read as what it says it
+    /// is (see `oci`).
+    async fn platform_digests(
         &self,
         image: &ImageRef,
         digest: &str,
         deadline: Instant,
-    ) -> Result<Option<String>, RegistryError> {
+    ) -> Result<Option<Vec<String>>, RegistryError> {
         let manifest = self
             .registry
             .manifest_by_digest(image, digest, deadline)
@@ -777,22 +790,12 @@ impl Verifier {
             what: format!("{}@{digest}", image.name()),
             detail,
         };
-        let index: serde_json::Value = serde_json::from_slice(&manifest)
-            .map_err(|e| invalid(format!("the manifest is not JSON: {e}")))?;
-        let Some(entries) = index.get("manifests").and_then(|m| m.as_array()) else {
-            return Ok(None);
-        };
-        entries
-            .iter()
-            .find(|m| self.platform.matches(&m["platform"]))
-            .and_then(|m| m["digest"].as_str())
-            .map(|d| Some(d.to_string()))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "the image index has no manifest for platform {}",
-                    self.platform
-                ))
-            })
+        match oci::classify(&manifest.bytes, manifest.content_type.as_deref()).map_err(invalid)? {
+            oci::Document::Image => Ok(None),
+            oci::Document::Index(entries) => {
+                self.platform.manifests(&entries).map(Some).map_err(invalid)
+            }
+        }
     }
 
     /// Checks one digest: cosign `.sig` / `.att` first, Sigstore bundles found as OCI
@@ -903,8 +906,7 @@ impl Verifier {
         let Some(index) = self.registry.referrers(image, digest, deadline).await? else {
             return Ok(Vec::new());
         };
-        let index: serde_json::Value = serde_json::from_slice(&index)
-            .map_err(|e| invalid(image, "referrers index", e.to_string()))?;
+        let index = strict::parse(&index).map_err(|e| invalid(image, "referrers index", e))?;
         let manifests: Vec<&str> = index["manifests"]
             .as_array()
             .map(Vec::as_slice)
@@ -930,7 +932,7 @@ impl Verifier {
                 .registry
                 .manifest_by_digest(image, manifest, deadline)
                 .await?;
-            let refs = cosign::parse_signature_manifest(&manifest)
+            let refs = cosign::parse_signature_manifest(&manifest.bytes)
                 .map_err(|detail| invalid(image, "bundle manifest", detail))?;
             for layer in refs.iter().take(1) {
                 let blob = self.registry.blob(image, &layer.digest, deadline).await?;
@@ -949,61 +951,6 @@ fn invalid(image: &ImageRef, what: &str, detail: String) -> RegistryError {
         host: image.registry.clone(),
         what: what.to_string(),
         detail,
-    }
-}
-
-/// The platform nodes run (`os/architecture[/variant]`), for choosing from image indexes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Default for Platform {
-    fn default() -> Self {
-        Self {
-            os: "linux".to_string(),
-            architecture: "amd64".to_string(),
-            variant: None,
-        }
-    }
-}
-
-impl std::str::FromStr for Platform {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Self {
-                os: (*os).to_string(),
-                architecture: (*arch).to_string(),
-                variant: parts.get(2).map(|v| (*v).to_string()),
-            }),
-            _ => Err(format!("{text:?} is not os/architecture[/variant]")),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        match &self.variant {
-            Some(v) => write!(f, "/{v}"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Platform {
-    /// Whether an index entry's `platform` object is this platform.
-    fn matches(&self, platform: &serde_json::Value) -> bool {
-        platform["os"] == self.os.as_str()
-            && platform["architecture"] == self.architecture.as_str()
-            && self
-                .variant
-                .as_ref()
-                .is_none_or(|v| platform["variant"] == v.as_str())
     }
 }
 
@@ -1096,36 +1043,43 @@ impl Candidate<'_> {
         }
     }
 
-    /// The in-toto statement of a DSSE envelope; `None` for a signature over a payload.
-    fn statement(self) -> Option<Statement> {
+    /// The in-toto statement of a DSSE envelope, or why the envelope is not an attestation;
+    /// `None` for a signature over a payload.
+    fn statement(self) -> Option<Result<Statement, String>> {
         match self {
             Self::Cosign(layer) => layer.statement(),
             Self::Bundle(bundle) => match &bundle.content {
-                sigstore_verify::types::SignatureContent::DsseEnvelope(envelope) => {
-                    Statement::parse(envelope.payload.as_bytes())
-                }
+                sigstore_verify::types::SignatureContent::DsseEnvelope(envelope) => Some(
+                    Statement::parse(&envelope.payload_type, envelope.payload.as_bytes()),
+                ),
                 _ => None,
             },
         }
     }
 
     /// Why this is not a signature of the image, if it is not one: a DSSE envelope in the
-    /// signature manifest, or a bundle of another statement than cosign's sign predicate.
+    /// signature manifest, or a bundle of anything but an in-toto statement of cosign's
+    /// sign predicate.
     fn not_a_signature(self) -> Option<Rejection> {
-        let detail = match self {
-            Self::Cosign(layer) if layer.dsse_payload_type.is_some() => {
-                "a DSSE envelope in the signature manifest is not a signature"
-            }
-            Self::Bundle(_)
-                if self
-                    .statement()
-                    .is_some_and(|s| s.predicate_type != COSIGN_SIGN_PREDICATE) =>
-            {
-                "the bundle is an attestation, not a signature"
-            }
-            _ => return None,
+        let (code, detail) = match self {
+            Self::Cosign(layer) if layer.dsse_payload_type.is_some() => (
+                ReasonCode::NoSignature,
+                "a DSSE envelope in the signature manifest is not a signature".to_string(),
+            ),
+            Self::Cosign(_) => return None,
+            Self::Bundle(_) => match self.statement()? {
+                Ok(s) if s.predicate_type == COSIGN_SIGN_PREDICATE => return None,
+                Ok(_) => (
+                    ReasonCode::NoSignature,
+                    "the bundle is an attestation, not a signature".to_string(),
+                ),
+                Err(why) => (
+                    ReasonCode::SignatureInvalid,
+                    format!("the bundle's DSSE envelope is not a cosign signature: {why}"),
+                ),
+            },
         };
-        Some(Rejection::new(ReasonCode::NoSignature, detail))
+        Some(Rejection::new(code, detail))
     }
 
     fn check(self, authority: &Authority, digest: &str) -> Result<Proof, Rejection> {
@@ -1226,8 +1180,13 @@ fn required_attestation(
                 continue;
             }
         };
-        let Some(statement) = candidate.statement() else {
-            continue;
+        let statement = match candidate.statement() {
+            None => continue,
+            Some(Ok(statement)) => statement,
+            Some(Err(why)) => {
+                seen_types.push(format!("(not an attestation: {why})"));
+                continue;
+            }
         };
         if statement.predicate_type != required.predicate_type {
             seen_types.push(statement.predicate_type);

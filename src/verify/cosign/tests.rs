@@ -317,3 +317,106 @@ fn gcp_manifest_has_a_kms_keyed_and_a_keyless_layer() {
         .expect("keyless verifies");
     assert_eq!(proof.rekor_log_index, Some(19_941_761));
 }
+
+fn unsigned(payload: &str, dsse_payload_type: Option<&str>) -> SignatureLayer {
+    SignatureLayer {
+        payload: payload.as_bytes().to_vec(),
+        signature: Vec::new(),
+        certificate: None,
+        bundle: None,
+        dsse_payload_type: dsse_payload_type.map(str::to_string),
+    }
+}
+
+/// cosign reads the simple-signing payload strictly; so does verdict: the type must be
+/// cosign's, the digest present, and no key may be read two ways.
+#[test]
+fn simple_signing_payloads_are_read_strictly() {
+    let d = format!("sha256:{}", "a".repeat(64));
+    let good = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"r"}},"image":{{"docker-manifest-digest":"{d}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    );
+    assert_eq!(check_payload_digest(&unsigned(&good, None), &d), Ok(()));
+    let other = format!("sha256:{}", "b".repeat(64));
+    let bad = [
+        good.replace("cosign container image signature", "atomic container signature"),
+        good.replace(r#","type":"cosign container image signature""#, ""),
+        good.replace(&format!(r#""docker-manifest-digest":"{d}""#), r#""x":1"#),
+        good.replace(r#""optional":null"#, &format!(r#""optional":null,"critical":{{"image":{{"docker-manifest-digest":"{other}"}},"type":"cosign container image signature"}}"#)),
+        good.replace(r#""optional":null"#, r#""optional":null,"Critical":{}"#),
+        good.replace(
+            &format!(r#""docker-manifest-digest":"{d}""#),
+            &format!(r#""docker-manifest-digest":"{other}","docker-manifest-digest":"{d}""#),
+        ),
+        "not json".to_string(),
+    ];
+    for payload in bad {
+        let rejection = check_payload_digest(&unsigned(&payload, None), &d).expect_err(&payload);
+        assert_eq!(
+            rejection.code,
+            ReasonCode::SignatureInvalid,
+            "{payload}: {rejection:?}"
+        );
+    }
+    let elsewhere = good.replace(&d, &other);
+    assert_eq!(
+        check_payload_digest(&unsigned(&elsewhere, None), &d).map_err(|r| r.code),
+        Err(ReasonCode::DigestMismatch)
+    );
+}
+
+#[test]
+fn only_in_toto_statements_are_attestations() {
+    let hex = "c".repeat(64);
+    let d = format!("sha256:{hex}");
+    let good = format!(
+        r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"a","digest":{{"sha256":"{hex}"}}}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{{}}}}"#
+    );
+    assert_eq!(
+        check_payload_digest(&unsigned(&good, Some(IN_TOTO_PAYLOAD_TYPE)), &d),
+        Ok(())
+    );
+    let v01 = good.replace("Statement/v1", "Statement/v0.1");
+    assert_eq!(
+        check_payload_digest(&unsigned(&v01, Some(IN_TOTO_PAYLOAD_TYPE)), &d),
+        Ok(())
+    );
+    let cases = [
+        (good.clone(), "text/plain"),
+        (
+            good.clone(),
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+        ),
+        (
+            good.replace(
+                "https://in-toto.io/Statement/v1",
+                "https://example.com/Statement",
+            ),
+            IN_TOTO_PAYLOAD_TYPE,
+        ),
+        (
+            good.replace(r#""_type":"https://in-toto.io/Statement/v1","#, ""),
+            IN_TOTO_PAYLOAD_TYPE,
+        ),
+        (
+            good.replace(
+                r#""predicate":{}"#,
+                r#""predicate":{},"predicateType":"https://evil.example""#,
+            ),
+            IN_TOTO_PAYLOAD_TYPE,
+        ),
+        (
+            good.replace(r#""predicate":{}"#, r#""predicate":{},"subject":[]"#),
+            IN_TOTO_PAYLOAD_TYPE,
+        ),
+    ];
+    for (payload, payload_type) in cases {
+        let layer = unsigned(&payload, Some(payload_type));
+        assert!(
+            layer.statement().is_some_and(|s| s.is_err()),
+            "{payload_type}: {payload}"
+        );
+        let rejection = check_payload_digest(&layer, &d).expect_err(&payload);
+        assert_eq!(rejection.code, ReasonCode::SignatureInvalid, "{payload}");
+    }
+}

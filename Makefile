@@ -65,13 +65,14 @@ soak:
 # Coverage-guided fuzzing (cargo fuzz, nightly toolchain), each target for FUZZ_SECONDS,
 # seeded from fuzz/seeds and the shared fixtures. A crash stops the run; make it a test.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS = review reference image_policy signature_manifest
+FUZZ_TARGETS = review reference registry_host image_policy signature_manifest signed_documents
 FIXTURES = ../shared/fixtures
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	for t in $(FUZZ_TARGETS); do mkdir -p fuzz/corpus/$$t; cp -r fuzz/seeds/$$t/. fuzz/corpus/$$t/ 2>/dev/null || true; done
 	cp $(FIXTURES)/admission/*/*.json fuzz/corpus/review/
 	for f in $(FIXTURES)/cosign/*/sig_manifest.json; do cp $$f fuzz/corpus/signature_manifest/$$(basename $$(dirname $$f)).json; done
+	for f in $(FIXTURES)/cosign/*/payload.json; do cp $$f fuzz/corpus/signed_documents/$$(basename $$(dirname $$f)).json; done
 	for t in $(FUZZ_TARGETS); do \
 		cargo +nightly fuzz run $$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 || exit 1; \
 	done

@@ -358,3 +358,30 @@ fn the_policies_configmap_and_its_mount_carry_the_whole_policies_folder() {
         }
     }
 }
+
+/// Every rendered Deployment starts `verdict serve` with flags it accepts (a flag renamed in
+/// `config.rs` but not in a template fails here), and the chart's values reach them.
+#[test]
+fn every_rendered_deployment_starts_verdict_with_flags_it_accepts() {
+    use clap::Parser as _;
+    let mut seen = 0;
+    for rendering in renderings() {
+        for doc in of_kind(&rendering, "Deployment") {
+            let deployment: Deployment = typed(&rendering, doc);
+            let pod = deployment.spec.template.spec.unwrap();
+            let args = pod.containers[0].args.clone().unwrap();
+            let argv = std::iter::once("verdict".to_string()).chain(args.iter().cloned());
+            if let Err(e) = verdict::cli::Cli::try_parse_from(argv) {
+                panic!("{}: {args:?}: {e}", rendering.name);
+            }
+            if rendering.name == "helm-cert-manager-monitoring" {
+                assert!(
+                    args.contains(&"--no-match-policy=deny".to_string()),
+                    "{args:?}"
+                );
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen > 0);
+}

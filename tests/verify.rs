@@ -872,17 +872,32 @@ async fn fetches_docker_hub_images_from_a_configured_mirror() {
             &[key.layer(payload("docker.io/acme/app", &digest))],
         )
         .await;
-    let mirror = format!("docker.io={}", registry.host);
+    registry.push_image("acme/unsigned", "v1").await;
+    // The mirror is configured under an alias of Docker Hub: it serves every spelling.
+    let mirror = format!("Index.Docker.IO={}", registry.host);
     let setup = Setup::with_registry(
         registry,
         &key_policy("hub", "docker.io/acme/**", "k.pub", ""),
         &[("k.pub", key.public_pem.clone())],
         &["--registry-mirror", &mirror],
     );
-    let body = setup.review(&["acme/app:v1"]).await;
-    assert!(allowed(&body), "{body}");
-    let report = setup.check(&["acme/app:v1"]).await;
-    assert_eq!(report["objects"][0]["images"][0]["digest"], digest);
+    for spelling in [
+        "acme/app:v1",
+        "docker.io/acme/app:v1",
+        "DOCKER.IO/acme/app:v1",
+        "index.docker.io/acme/app:v1",
+        "registry-1.docker.io:443/acme/app:v1",
+    ] {
+        let body = setup.review(&[spelling]).await;
+        assert!(allowed(&body), "{spelling}: {body}");
+        let report = setup.check(&[spelling]).await;
+        let facts = &report["objects"][0]["images"][0];
+        assert_eq!(facts["digest"], digest, "{spelling}");
+        assert_eq!(facts["registry"], "docker.io", "{spelling}");
+        let unsigned = spelling.replace("/app", "/unsigned");
+        let body = setup.review(&[&unsigned]).await;
+        assert_eq!(codes(&body), ["NO_SIGNATURE"], "{unsigned}: {body}");
+    }
 }
 
 #[tokio::test]

@@ -70,6 +70,7 @@ HELM_VALUES = {
             "mirrors": ["docker.io=registry.local:5000"],
         },
         "warnOnly": True,
+        "noMatchPolicy": "deny",
         "webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 15, "exemptNamespaces": ["kube-system", "monitoring"]},
     },
     "helm-provided-certificate": {

@@ -188,7 +188,9 @@ impl Registry {
                 host: endpoint.host,
                 what,
                 detail: format!(
-                    "its Docker-Content-Digest header says {claimed:?} but the manifest sent                      hashes to {digest}; verdict refuses a registry whose headers disagree with                      its bodies (check the registry and any proxy in front of it)"
+                    "its Docker-Content-Digest header says {claimed:?} but the manifest sent \
+                     hashes to {digest}; verdict refuses a registry whose headers disagree with \
+                     its bodies (check the registry and any proxy in front of it)"
                 ),
             }),
         }

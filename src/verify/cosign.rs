@@ -434,7 +434,7 @@ fn certificate_key(cert: &CertificateDer<'_>) -> Result<CosignVerificationKey, R
 /// `docker-manifest-digest`, or one of the in-toto statement's subjects. Both are read
 /// strictly, as cosign reads them: a simple-signing payload must say it is a cosign
 /// container image signature and name a digest.
-fn check_payload_digest(layer: &SignatureLayer, digest: &str) -> Result<(), Rejection> {
+pub fn check_payload_digest(layer: &SignatureLayer, digest: &str) -> Result<(), Rejection> {
     let not_valid = |why: String| Rejection::new(ReasonCode::SignatureInvalid, why);
     if let Some(statement) = layer.statement() {
         let statement = statement.map_err(not_valid)?;
@@ -518,7 +518,7 @@ fn check_tlog(
 /// The logged entry records this layer: `hashedrekord` / `rekord` 0.0.1 for signatures,
 /// `intoto` 0.0.2 / `dsse` 0.0.1 for attestations. Hash, signature and public key must all
 /// be this layer's.
-fn check_entry_body(
+pub fn check_entry_body(
     body_b64: &str,
     layer: &SignatureLayer,
     signer_der: &[u8],

@@ -11,32 +11,37 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 
 /// Sigstore's OID arc 1.3.6.1.4.1.57264.1 (see sigstore/fulcio docs/oid-info.md).
-/// `(name, v1 raw-string OID, v2 DER-UTF8String OID)`.
-const CLAIMS: &[(&str, &str, Option<&str>)] = &[
+/// `(name, legacy OID whose value is the raw string, v2 OID whose value is a DER
+/// UTF8String)`; Fulcio writes both for the claims that have both.
+const CLAIMS: &[(&str, Option<&str>, Option<&str>)] = &[
     (
         "issuer",
-        "1.3.6.1.4.1.57264.1.1",
+        Some("1.3.6.1.4.1.57264.1.1"),
         Some("1.3.6.1.4.1.57264.1.8"),
     ),
     (
         "workflow_trigger",
-        "1.3.6.1.4.1.57264.1.2",
+        Some("1.3.6.1.4.1.57264.1.2"),
         Some("1.3.6.1.4.1.57264.1.20"),
     ),
     (
         "workflow_sha",
-        "1.3.6.1.4.1.57264.1.3",
+        Some("1.3.6.1.4.1.57264.1.3"),
         Some("1.3.6.1.4.1.57264.1.13"),
     ),
-    ("workflow_name", "1.3.6.1.4.1.57264.1.4", None),
-    ("workflow_repository", "1.3.6.1.4.1.57264.1.5", None),
+    ("workflow_name", Some("1.3.6.1.4.1.57264.1.4"), None),
+    ("workflow_repository", Some("1.3.6.1.4.1.57264.1.5"), None),
     (
         "workflow_ref",
-        "1.3.6.1.4.1.57264.1.6",
+        Some("1.3.6.1.4.1.57264.1.6"),
         Some("1.3.6.1.4.1.57264.1.14"),
     ),
-    ("source_repository_uri", "1.3.6.1.4.1.57264.1.12", None),
-    ("build_signer_uri", "1.3.6.1.4.1.57264.1.9", None),
+    (
+        "source_repository_uri",
+        None,
+        Some("1.3.6.1.4.1.57264.1.12"),
+    ),
+    ("build_signer_uri", None, Some("1.3.6.1.4.1.57264.1.9")),
 ];
 
 /// The identity facts of a certificate.
@@ -80,7 +85,7 @@ impl CertIdentity {
         let subject = subject(tbs)?;
         let mut claims = BTreeMap::new();
         for (name, v1, v2) in CLAIMS {
-            if let Some(value) = claim(&raw, name, v1, *v2)? {
+            if let Some(value) = claim(&raw, name, *v1, *v2)? {
                 claims.insert((*name).to_string(), value);
             }
         }
@@ -133,14 +138,14 @@ fn subject(tbs: &x509_cert::TbsCertificate) -> Result<String, IdentityError> {
 fn claim(
     raw: &BTreeMap<String, Vec<u8>>,
     name: &str,
-    v1: &str,
+    v1: Option<&str>,
     v2: Option<&str>,
 ) -> Result<Option<String>, IdentityError> {
-    let v1_value = raw
-        .get(v1)
-        .map(|bytes| {
+    let v1_value = v1
+        .and_then(|oid| raw.get(oid).map(|bytes| (oid, bytes)))
+        .map(|(oid, bytes)| {
             String::from_utf8(bytes.clone()).map_err(|_| {
-                IdentityError::Unreadable(format!("its {name} extension {v1} is not UTF-8"))
+                IdentityError::Unreadable(format!("its {name} extension {oid} is not UTF-8"))
             })
         })
         .transpose()?;
@@ -158,7 +163,8 @@ fn claim(
         .transpose()?;
     match (v1_value, v2_value) {
         (Some(old), Some(new)) if old != new => Err(IdentityError::Ambiguous(format!(
-            "its {name} is {old:?} in extension {v1} but {new:?} in extension {}",
+            "its {name} is {old:?} in extension {} but {new:?} in extension {}",
+            v1.unwrap_or_default(),
             v2.unwrap_or_default()
         ))),
         (old, new) => Ok(new.or(old)),
@@ -361,6 +367,13 @@ mod tests {
             (id.subject.as_str(), id.issuer.as_deref()),
             (SUBJECT, Some(GITHUB))
         );
+        // v2-only claims are DER: the repository is derived from the source repository URI.
+        let v2 = certificate(
+            &[SUBJECT],
+            &[(8, utf8(GITHUB)), (12, utf8("https://github.com/acme/app"))],
+        );
+        let id = CertIdentity::from_der(&v2).expect("identity");
+        assert_eq!(id.claims["workflow_repository"], "acme/app");
         let legacy = certificate(&[SUBJECT], &[(1, GITHUB.into())]);
         assert_eq!(
             CertIdentity::from_der(&legacy)

@@ -26,6 +26,14 @@ pub enum Fault {
     Inflate(usize),
     /// Forward, but replace the body with bytes that are not what was asked for.
     Garble,
+    /// A lying registry: for requests whose path ends with one of `paths`, forward, but send
+    /// `body` instead of upstream's body under upstream's headers (`Content-Type` included);
+    /// `Docker-Content-Digest` becomes `digest` when given, else stays upstream's.
+    Lie {
+        paths: Vec<String>,
+        body: Vec<u8>,
+        digest: Option<String>,
+    },
 }
 
 pub struct FaultProxy {
@@ -123,6 +131,14 @@ async fn serve(
             tokio::time::sleep(d).await;
             forward(client, upstream, &head, &Fault::Pass).await
         }
+        Fault::Lie { paths, .. }
+            if !String::from_utf8_lossy(&head)
+                .split(' ')
+                .nth(1)
+                .is_some_and(|path| paths.iter().any(|p| path.ends_with(p.as_str()))) =>
+        {
+            forward(client, upstream, &head, &Fault::Pass).await
+        }
         other => forward(client, upstream, &head, &other).await,
     }
 }
@@ -193,6 +209,33 @@ async fn forward(
                 sent += n;
             }
             Ok(())
+        }
+        Fault::Lie {
+            body: lie, digest, ..
+        } => {
+            // Served as found, whatever upstream had under that path.
+            let head = match digest {
+                Some(digest) => resp_head
+                    .split("\r\n")
+                    .enumerate()
+                    .map(|(i, line)| {
+                        let lower = line.to_ascii_lowercase();
+                        if i == 0 {
+                            "HTTP/1.1 200 OK".to_string()
+                        } else if lower.starts_with("docker-content-digest:") {
+                            format!("Docker-Content-Digest: {digest}")
+                        } else {
+                            line.to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\r\n"),
+                None => resp_head.clone(),
+            };
+            client
+                .write_all(with_length(&head, lie.len()).as_bytes())
+                .await?;
+            client.write_all(lie).await
         }
         Fault::Garble => {
             let garbage = b"{\"this is\": not a manifest";

@@ -270,8 +270,13 @@ impl TestRegistry {
 impl TestRegistry {
     /// The size in bytes of the manifest (or index) `digest`.
     async fn manifest_size(&self, repo: &str, digest: &str) -> usize {
+        self.manifest_bytes(repo, digest).await.len()
+    }
+
+    /// The manifest (or index) `reference` (a tag or digest) as the registry serves it.
+    pub async fn manifest_bytes(&self, repo: &str, reference: &str) -> Vec<u8> {
         self.http
-            .get(self.url(&format!("/v2/{repo}/manifests/{digest}")))
+            .get(self.url(&format!("/v2/{repo}/manifests/{reference}")))
             .header(
                 "accept",
                 "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
@@ -282,7 +287,7 @@ impl TestRegistry {
             .bytes()
             .await
             .unwrap()
-            .len()
+            .to_vec()
     }
 
     /// Pushes a Sigstore bundle as cosign v3 does: an OCI artifact whose `subject` is
@@ -460,6 +465,8 @@ pub struct PrivateSigstore {
 pub struct Keyless<'a> {
     pub subject: &'a str,
     pub issuer: &'a str,
+    /// The legacy (v1) issuer extension, when it should differ from the v2 one.
+    pub legacy_issuer: Option<&'a str>,
     pub github_repository: Option<&'a str>,
     pub github_ref: Option<&'a str>,
     /// Seconds from now of the Rekor integrated time.
@@ -473,6 +480,7 @@ impl Default for Keyless<'_> {
         Self {
             subject: "https://github.com/acme/app/.github/workflows/release.yaml@refs/tags/v1.0.0",
             issuer: "https://token.actions.githubusercontent.com",
+            legacy_issuer: None,
             github_repository: Some("acme/app"),
             github_ref: Some("refs/tags/v1.0.0"),
             integrated_offset: -60,
@@ -549,7 +557,10 @@ impl PrivateSigstore {
         params.custom_extensions = vec![
             CustomExtension::from_oid_content(
                 &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
-                spec.issuer.as_bytes().to_vec(),
+                spec.legacy_issuer
+                    .unwrap_or(spec.issuer)
+                    .as_bytes()
+                    .to_vec(),
             ),
             CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 8], utf8(spec.issuer)),
         ];
@@ -643,10 +654,20 @@ impl PrivateSigstore {
     /// A cosign attestation layer (`.att`): a DSSE envelope of `statement` signed with a fresh
     /// certificate for `spec`, and a Rekor `intoto` 0.0.2 entry recording it.
     pub fn attest(&self, statement: &[u8], spec: &Keyless<'_>) -> SignatureLayer {
+        self.attest_as(IN_TOTO, statement, spec)
+    }
+
+    /// `attest`, with the envelope's `payloadType` (and the logged one) set to `payload_type`.
+    pub fn attest_as(
+        &self,
+        payload_type: &str,
+        statement: &[u8],
+        spec: &Keyless<'_>,
+    ) -> SignatureLayer {
         let (certificate_pem, key) = self.issue(spec);
-        let signature = key.sign(&pae(IN_TOTO, statement)).unwrap();
+        let signature = key.sign(&pae(payload_type, statement)).unwrap();
         let envelope = json!({
-            "payloadType": IN_TOTO,
+            "payloadType": payload_type,
             "payload": B64.encode(statement),
             "signatures": [{"keyid": "", "sig": B64.encode(&signature)}],
         });
@@ -655,7 +676,7 @@ impl PrivateSigstore {
             "apiVersion": "0.0.2",
             "kind": "intoto",
             "spec": {"content": {
-                "envelope": {"payloadType": IN_TOTO, "signatures": [{
+                "envelope": {"payloadType": payload_type, "signatures": [{
                     "publicKey": B64.encode(&certificate_pem),
                     "sig": B64.encode(B64.encode(&signature)),
                 }]},
@@ -682,11 +703,21 @@ impl PrivateSigstore {
     /// with a fresh certificate for `spec`, and a Rekor v1 `dsse` 0.0.1 entry with its SET and
     /// a one-leaf inclusion proof under a checkpoint signed by the log key.
     pub fn dsse_bundle(&self, statement: &[u8], spec: &Keyless<'_>) -> Value {
+        self.dsse_bundle_as(IN_TOTO, statement, spec)
+    }
+
+    /// `dsse_bundle`, with the envelope's `payloadType` set to `payload_type`.
+    pub fn dsse_bundle_as(
+        &self,
+        payload_type: &str,
+        statement: &[u8],
+        spec: &Keyless<'_>,
+    ) -> Value {
         let (certificate_pem, key) = self.issue(spec);
-        let signature = key.sign(&pae(IN_TOTO, statement)).unwrap();
+        let signature = key.sign(&pae(payload_type, statement)).unwrap();
         let envelope = json!({
             "payload": B64.encode(statement),
-            "payloadType": IN_TOTO,
+            "payloadType": payload_type,
             "signatures": [{"sig": B64.encode(&signature), "keyid": ""}],
         });
         let body = json!({

@@ -292,11 +292,46 @@ pub fn decode(raw: Node<'_>) -> Result<Decoded<'_>, NotAReview> {
              judge what it cannot see (register the webhook for CREATE and UPDATE only)",
         );
     }
+    if let Some(problem) = kind_disagreement(request) {
+        return refuse(subject, &problem);
+    }
     Ok(Decoded::Judge(Box::new(Review {
         raw,
         api_version,
         subject,
     })))
+}
+
+/// Why `request.kind` and the object's own `kind` / `apiVersion` disagree, if they do:
+/// images are found by the kind, so a review that says Deployment over a Pod object would
+/// be read as having none.
+fn kind_disagreement(request: &Node) -> Option<String> {
+    let object = &request["object"];
+    let said = &request["kind"];
+    if let (Some(said), Some(own)) = (said["kind"].as_str(), object["kind"].as_str()) {
+        if said != own {
+            return Some(format!(
+                "request.kind.kind is {said:?} but request.object.kind is {own:?}; a review \
+                 must describe the object it carries"
+            ));
+        }
+    }
+    let (Some(version), Some(own)) = (said["version"].as_str(), object["apiVersion"].as_str())
+    else {
+        return None;
+    };
+    let group = said["group"].as_str().unwrap_or_default();
+    let said_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    (said_version != own).then(|| {
+        format!(
+            "request.kind says {said_version:?} but request.object.apiVersion is {own:?}; a \
+             review must describe the object it carries"
+        )
+    })
 }
 
 fn subject_of(request: &Node) -> Subject {

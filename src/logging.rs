@@ -27,7 +27,10 @@ pub fn init(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if json { "info" } else { "warn" }));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if json {
-        builder.event_format(JsonLines).try_init()
+        builder
+            .event_format(JsonLines)
+            .with_writer(|| OutboxWriter(Vec::new()))
+            .try_init()
     } else {
         builder.with_writer(std::io::stderr).try_init()
     };
@@ -82,10 +85,50 @@ pub fn flush_decisions() {
 }
 
 /// Writes every decision line handed over and not yet written, after a batch the writer
-/// has started: `serve` calls it once its runtime has stopped, before exiting.
+/// has started: `serve` calls it once its runtime has stopped, before exiting. Gives up
+/// after `FINISH_LIMIT` when nobody reads stdout: an exit never hangs on the log.
 pub fn finish() {
-    if let Some(outbox) = OUTBOX.get() {
-        write_waiting(outbox, &mut String::new());
+    let Some(outbox) = OUTBOX.get() else { return };
+    let (done, finished) = std::sync::mpsc::channel();
+    let writer = std::thread::Builder::new()
+        .name("verdict-log-finish".into())
+        .spawn(move || {
+            write_waiting(outbox, &mut String::new());
+            let _ = done.send(());
+        });
+    if writer.is_ok() {
+        let _ = finished.recv_timeout(FINISH_LIMIT);
+    }
+}
+
+/// Counts the lines dropped because stdout was not read (`verdict_log_lines_dropped_total`):
+/// `serve` hands its counter over once at start.
+pub fn count_dropped_lines_in(counter: prometheus::IntCounter) {
+    let _ = DROPPED.set(counter);
+}
+
+static DROPPED: OnceLock<prometheus::IntCounter> = OnceLock::new();
+
+/// A `tracing` event's line, handed to the log writer like decision lines (never written by
+/// the thread that logged it, which would wait on a stdout nobody reads).
+struct OutboxWriter(Vec<u8>);
+
+impl std::io::Write for OutboxWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for OutboxWriter {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            hand_over(&mut String::from_utf8_lossy(&self.0).into_owned());
+        }
     }
 }
 
@@ -106,9 +149,11 @@ thread_local! {
 const BATCH: usize = 16 * 1024;
 /// How long the writer lets lines gather after the first one arrives.
 const LINGER: Duration = Duration::from_millis(10);
-/// Past this many bytes waiting for the writer (stdout is slower than the reviews), a
-/// worker writes its lines itself: it waits on stdout, as the pipe makes it.
+/// Past this many bytes waiting for the writer (stdout is not read, or slower than the
+/// reviews), further lines are dropped and counted: admission never waits on the log.
 const OUTBOX_LIMIT: usize = 1024 * 1024;
+/// How long `finish` waits for a stdout nobody reads.
+const FINISH_LIMIT: Duration = Duration::from_secs(2);
 
 /// Decision lines handed over by the workers, and the thread that writes them.
 struct Outbox {
@@ -133,13 +178,22 @@ fn outbox() -> &'static Outbox {
     })
 }
 
-/// Appends `text` to the writer's lines and empties it.
+/// Appends `text` to the writer's lines and empties it; drops and counts it when the
+/// writer is `OUTBOX_LIMIT` behind.
 fn hand_over(text: &mut String) {
     let outbox = outbox();
     let mut lines = lock(&outbox.lines);
-    if !outbox.running || lines.len() >= OUTBOX_LIMIT {
+    if !outbox.running {
         drop(lines);
         return write_out(&mut std::io::stdout().lock(), text);
+    }
+    if lines.len() >= OUTBOX_LIMIT {
+        drop(lines);
+        if let Some(dropped) = DROPPED.get() {
+            dropped.inc_by(text.matches('\n').count() as u64);
+        }
+        text.clear();
+        return;
     }
     let first = lines.is_empty();
     if first {

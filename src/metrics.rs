@@ -51,6 +51,8 @@ pub struct Metrics {
     pub verify_cache_hits: IntCounter,
     pub decision_cache_hits: IntCounter,
     pub decision_cache_misses: IntCounter,
+    /// Log lines dropped because stdout was not read fast enough.
+    pub log_lines_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -137,6 +139,11 @@ impl Metrics {
             "verdict_trust_root_expiry_timestamp_seconds",
             "When the first Fulcio CA certificate of the trust roots in use expires",
         )?;
+        let log_lines_dropped = IntCounter::new(
+            "verdict_log_lines_dropped_total",
+            "Log lines dropped because stdout was not read (more than 1 MiB waiting)",
+        )?;
+        registry.register(Box::new(log_lines_dropped.clone()))?;
         registry.register(Box::new(serving_cert_expiry.clone()))?;
         registry.register(Box::new(trust_root_expiry.clone()))?;
         for metric in [
@@ -162,6 +169,7 @@ impl Metrics {
             verify_cache_hits: verify_cache.with_label_values(&["hit"]),
             decision_cache_hits: decision_cache.with_label_values(&["hit"]),
             decision_cache_misses: decision_cache.with_label_values(&["miss"]),
+            log_lines_dropped,
             reviews,
             review_duration,
             policy_eval_duration,
@@ -183,6 +191,49 @@ impl Metrics {
     pub fn unregistered() -> Self {
         #[allow(clippy::expect_used)]
         Self::register(&Registry::new()).expect("a fresh registry accepts every metric once")
+    }
+}
+
+/// The `operation` label of a review: its operation if Kubernetes defines it, else `other`.
+/// Label values taken from requests map to closed sets, so no request mints series.
+pub fn operation_label(operation: &str) -> &'static str {
+    ["CREATE", "UPDATE", "DELETE", "CONNECT"]
+        .into_iter()
+        .find(|o| *o == operation)
+        .unwrap_or("other")
+}
+
+/// The `kind` label of a review: a kind verdict reads images from, else `other`.
+pub fn kind_label(kind: &str) -> &'static str {
+    crate::images::POD_SPEC_PATHS
+        .iter()
+        .map(|(k, _)| *k)
+        .find(|k| *k == kind)
+        .unwrap_or("other")
+}
+
+/// The `host` label of registry requests: the first `MAX_HOST_LABELS` hosts seen keep their
+/// name, later ones are `other` (hosts come from Pod specs: a bound, not a closed set).
+#[derive(Debug, Default)]
+pub struct HostLabels(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// How many registry hosts get a label of their own.
+pub const MAX_HOST_LABELS: usize = 64;
+
+impl HostLabels {
+    pub fn label(&self, host: &str) -> String {
+        let mut hosts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if hosts.contains(host) {
+            return host.to_string();
+        }
+        if hosts.len() < MAX_HOST_LABELS {
+            hosts.insert(host.to_string());
+            return host.to_string();
+        }
+        "other".to_string()
     }
 }
 

@@ -170,7 +170,17 @@ impl Reviewer {
         started: Instant,
         deadline: Instant,
     ) -> Verdict {
-        let occurrences = images::extract(&review.subject.kind, review.object());
+        let occurrences = match images::extract(&review.subject.kind, review.object()) {
+            Ok(occurrences) => occurrences,
+            Err(malformed) => {
+                let timings = Timings {
+                    total_us: micros(started.elapsed()),
+                    ..Timings::default()
+                };
+                let findings = crate::admission::refusal(&malformed.to_string());
+                return Verdict::from_parts(findings, Vec::new(), timings);
+            }
+        };
         let extracted = Instant::now();
         let facts = self
             .verifier

@@ -66,35 +66,74 @@ pub const POD_SPEC_PATHS: &[(&str, &[&str])] = &[
     ("EphemeralContainers", &[]),
 ];
 
+/// A pod spec that is not the shape Kubernetes defines: it cannot be judged, so it is never
+/// read as "no images".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path} {problem}: a {kind} is judged by the images of its pod spec, and this one cannot be read")]
+pub struct MalformedSpec {
+    pub kind: String,
+    /// The field, e.g. `spec.template.spec.containers[1].image`.
+    pub path: String,
+    pub problem: &'static str,
+}
+
 /// Every image of `object`, a Kubernetes object of `kind`, in document order:
-/// init containers, containers, then ephemeral containers.
-/// Kinds that carry no pod spec yield nothing.
-pub fn extract(kind: &str, object: &Node) -> Vec<ImageOccurrence> {
+/// init containers, containers, then ephemeral containers. Kinds that carry no pod spec
+/// yield nothing; a pod spec of another shape than Kubernetes defines (null or not an
+/// object, a container list that is not a list of objects, a name or image that is not a
+/// string) is an error naming the field.
+pub fn extract(kind: &str, object: &Node) -> Result<Vec<ImageOccurrence>, MalformedSpec> {
     let Some((_, path)) = POD_SPEC_PATHS.iter().find(|(k, _)| *k == kind) else {
-        return Vec::new();
+        return Ok(Vec::new());
+    };
+    let malformed = |path: String, problem| MalformedSpec {
+        kind: kind.to_string(),
+        path,
+        problem,
     };
     let mut spec = object;
-    for key in *path {
-        match spec.get(key) {
-            Some(next) => spec = next,
-            None => return Vec::new(),
-        }
+    for (depth, key) in path.iter().enumerate() {
+        let here = || path[..=depth].join(".");
+        spec = match spec.get(key) {
+            Some(next) if next.is_object() => next,
+            Some(_) => return Err(malformed(here(), "is not an object")),
+            None => return Err(malformed(here(), "is missing")),
+        };
     }
     let prefix = path.join(".");
     let mut found = Vec::new();
     for (list, container_kind) in ContainerKind::LISTS {
-        let Some(containers) = spec.get(list).and_then(Node::as_array) else {
-            continue;
+        let list_path = || {
+            if prefix.is_empty() {
+                list.to_string()
+            } else {
+                format!("{prefix}.{list}")
+            }
+        };
+        let containers = match spec.get(list) {
+            None => continue,
+            Some(value) => value
+                .as_array()
+                .ok_or_else(|| malformed(list_path(), "is not a list of containers"))?,
         };
         for (i, container) in containers.iter().enumerate() {
+            let at = |field: &str| format!("{}[{i}]{field}", list_path());
+            if !container.is_object() {
+                return Err(malformed(at(""), "is not a container object"));
+            }
             let Some(image) = container.get("image") else {
                 continue;
             };
-            let reference = image.as_str().unwrap_or_default().to_string();
-            let name = container
-                .get("name")
-                .and_then(Node::as_str)
-                .unwrap_or_default();
+            let reference = image
+                .as_str()
+                .ok_or_else(|| malformed(at(".image"), "is not a string"))?
+                .to_string();
+            let name = match container.get("name") {
+                None => "",
+                Some(name) => name
+                    .as_str()
+                    .ok_or_else(|| malformed(at(".name"), "is not a string"))?,
+            };
             // Built piece by piece: `format!` costs more than the rest of extraction.
             let mut path = String::with_capacity(prefix.len() + list.len() + 12);
             if !prefix.is_empty() {
@@ -113,7 +152,7 @@ pub fn extract(kind: &str, object: &Node) -> Vec<ImageOccurrence> {
             });
         }
     }
-    found
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -142,7 +181,7 @@ mod tests {
     fn extracts_every_list_of_every_kind_in_document_order() {
         for (kind, path) in POD_SPEC_PATHS {
             let object = wrap(path, pod_spec());
-            let found = extract(kind, &Node::from(&object));
+            let found = extract(kind, &Node::from(&object)).expect("well formed");
             let names: Vec<_> = found.iter().map(|o| o.container.as_str()).collect();
             assert_eq!(names, ["init", "app", "sidecar", "debug"], "kind {kind}");
             let kinds: Vec<_> = found.iter().map(|o| o.kind).collect();
@@ -173,7 +212,7 @@ mod tests {
     fn cronjob_path_goes_through_job_template() {
         let object = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {
             "containers": [{"name": "c", "image": "alpine:3"}]}}}}}});
-        let found = extract("CronJob", &Node::from(&object));
+        let found = extract("CronJob", &Node::from(&object)).expect("well formed");
         assert_eq!(
             found[0].path,
             "spec.jobTemplate.spec.template.spec.containers[0].image"
@@ -183,27 +222,83 @@ mod tests {
 
     #[test]
     fn kinds_without_pod_specs_have_no_images() {
-        assert!(extract(
-            "Service",
-            &Node::from(&json!({"spec": {"containers": [{"image": "x"}]}}))
-        )
-        .is_empty());
-        assert!(extract("ConfigMap", &Node::from(&json!({"data": {}}))).is_empty());
-        assert!(extract("Deployment", &Node::from(&json!({"spec": {}}))).is_empty());
-        assert!(extract("Pod", &Node::from(&json!({"spec": {"containers": "oops"}}))).is_empty());
+        let no_images = |kind: &str, object: Value| extract(kind, &Node::from(&object));
+        assert_eq!(
+            no_images("Service", json!({"spec": {"containers": [{"image": "x"}]}})),
+            Ok(Vec::new())
+        );
+        assert_eq!(no_images("ConfigMap", json!({"data": {}})), Ok(Vec::new()));
+        assert_eq!(no_images("Pod", json!({"spec": {}})), Ok(Vec::new()));
+    }
+
+    /// A pod spec Kubernetes would not accept is never "no images": the field is named.
+    #[test]
+    fn malformed_pod_specs_name_the_field() {
+        let cases = [
+            ("Pod", json!({}), "spec is missing"),
+            ("Pod", json!({"spec": null}), "spec is not an object"),
+            (
+                "Pod",
+                json!({"spec": {"containers": "nginx:latest"}}),
+                "spec.containers is not a list",
+            ),
+            (
+                "Pod",
+                json!({"spec": {"containers": null}}),
+                "spec.containers is not a list",
+            ),
+            (
+                "Pod",
+                json!({"spec": {"containers": ["nginx:latest"]}}),
+                "spec.containers[0] is not a container",
+            ),
+            (
+                "Pod",
+                json!({"spec": {"initContainers": [{"name": "i", "image": 42}]}}),
+                "spec.initContainers[0].image is not a string",
+            ),
+            (
+                "Pod",
+                json!({"spec": {"containers": [{"name": 7, "image": "x"}]}}),
+                "spec.containers[0].name is not a string",
+            ),
+            (
+                "Deployment",
+                json!({"spec": {}}),
+                "spec.template is missing",
+            ),
+            (
+                "Deployment",
+                json!({"spec": {"template": null}}),
+                "spec.template is not an object",
+            ),
+            (
+                "CronJob",
+                json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": []}}}}}),
+                "spec.jobTemplate.spec.template.spec is not an object",
+            ),
+            (
+                "EphemeralContainers",
+                json!({"ephemeralContainers": {}}),
+                "ephemeralContainers is not a list",
+            ),
+        ];
+        for (kind, object, want) in cases {
+            let err = extract(kind, &Node::from(&object)).expect_err(want);
+            assert!(err.to_string().starts_with(want), "{kind}: {err}");
+        }
     }
 
     #[test]
-    fn keeps_unparseable_and_non_string_images_as_errors() {
+    fn keeps_unparseable_images_as_errors() {
         let object = json!({"spec": {"containers": [
             {"name": "bad", "image": "UPPER/case"},
-            {"name": "num", "image": 42},
+            {"name": "empty", "image": ""},
             {"name": "none"}
         ]}});
-        let found = extract("Pod", &Node::from(&object));
+        let found = extract("Pod", &Node::from(&object)).expect("well formed");
         assert_eq!(found.len(), 2);
         assert!(found[0].parse().is_err());
-        assert_eq!(found[1].reference, "");
         assert_eq!(found[1].parse(), Err(ReferenceError::Empty));
     }
 }

@@ -318,7 +318,8 @@ warn contains msg if {
     ) -> (String, Option<Object<'_>>) {
         match decoded {
             Ok(Decoded::Judge(review)) => {
-                let found = crate::images::extract(&review.subject.kind, review.object());
+                let found = crate::images::extract(&review.subject.kind, review.object())
+                    .expect("well formed");
                 let raw = review.raw.as_object().cloned().unwrap_or_default();
                 (
                     format!(

@@ -97,6 +97,7 @@ pub struct Registry {
     metrics: Metrics,
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    host_labels: crate::metrics::HostLabels,
 }
 
 impl std::fmt::Debug for Registry {
@@ -138,6 +139,7 @@ impl Registry {
             metrics,
             tokens: Mutex::default(),
             limits: Mutex::default(),
+            host_labels: crate::metrics::HostLabels::default(),
         })
     }
 
@@ -434,7 +436,7 @@ impl Registry {
         };
         self.metrics
             .registry_requests
-            .with_label_values(&[&endpoint.host, &status])
+            .with_label_values(&[&self.host_labels.label(&endpoint.host), &status])
             .inc();
         match sent {
             Ok(Ok(response)) => Ok(response),

@@ -7,7 +7,7 @@ use crate::decision::{Decision, Findings};
 use crate::metrics::{self, Metrics};
 use crate::report;
 use crate::review::Reviewer;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -81,7 +81,7 @@ async fn validate(
     };
     let body = async {
         require_json(request.headers())?;
-        read_body(request.into_body(), received, state.read_timeout).await
+        read_body(request, received, state.read_timeout).await
     };
     let body = match body.await {
         Ok(body) => body,
@@ -120,7 +120,7 @@ async fn check(
     let received = Instant::now();
     let timeout = admission::parse_timeout(query_param(query.as_deref(), "timeout").as_deref());
     let text = query_param(query.as_deref(), "format").as_deref() == Some("text");
-    let body = match read_body(request.into_body(), received, state.read_timeout).await {
+    let body = match read_body(request, received, state.read_timeout).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
@@ -190,14 +190,28 @@ fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
     }
 }
 
-/// Reads the whole body within the size limit and within `timeout` of `received`.
-async fn read_body(body: Body, received: Instant, timeout: Duration) -> Result<Bytes, HttpError> {
+/// Reads the whole body within the size limit and within `timeout` of `received`. A
+/// `Content-Length` over the limit is refused at once, unread.
+async fn read_body(
+    request: Request,
+    received: Instant,
+    timeout: Duration,
+) -> Result<Bytes, HttpError> {
     let too_large = || {
         HttpError(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body is larger than {MAX_BODY_BYTES} bytes"),
         )
     };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let body = request.into_body();
     let collected = tokio::time::timeout_at(
         (received + timeout).into(),
         Limited::new(body, MAX_BODY_BYTES).collect(),
@@ -245,7 +259,11 @@ fn record(metrics: &Metrics, subject: &Subject, findings: &Findings, elapsed: Du
     };
     metrics
         .reviews
-        .with_label_values(&[decision, &subject.operation, &subject.kind])
+        .with_label_values(&[
+            decision,
+            metrics::operation_label(&subject.operation),
+            metrics::kind_label(&subject.kind),
+        ])
         .inc();
     metrics.validate_duration.observe(elapsed.as_secs_f64());
     crate::logging::decision(&crate::logging::Decision {

@@ -47,6 +47,7 @@ pub struct State {
 pub fn build_state(config: &ServeConfig) -> anyhow::Result<State> {
     let registry = Registry::new();
     let metrics = Metrics::register(&registry).context("registering metrics")?;
+    crate::logging::count_dropped_lines_in(metrics.log_lines_dropped.clone());
     let certs = Arc::new(
         CertStore::load(&config.tls_cert, &config.tls_key)
             .context("loading the serving certificate")?,

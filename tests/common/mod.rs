@@ -66,6 +66,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub ca_pem: String,
     logs: Arc<Mutex<String>>,
+    /// While true, nobody reads the server's stdout (see `pause_stdout`).
+    stdout_paused: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
 pub struct Options {
@@ -117,14 +119,25 @@ impl Server {
             .spawn()
             .unwrap();
         let logs = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
+        let stdout_paused = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        for (stream, gate) in [
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+                Some(stdout_paused.clone()),
+            ),
+            (Box::new(child.stderr.take().unwrap()), None),
         ] {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     logs.lock().unwrap().push_str(&(line + "\n"));
+                    if let Some(gate) = &gate {
+                        let (paused, resumed) = &**gate;
+                        let mut paused = paused.lock().unwrap();
+                        while *paused {
+                            paused = resumed.wait(paused).unwrap();
+                        }
+                    }
                 }
             });
         }
@@ -159,7 +172,20 @@ impl Server {
             dir,
             ca_pem,
             logs,
+            stdout_paused,
         }
+    }
+
+    /// Stops reading the server's stdout (after the line being read): its pipe fills up, as
+    /// when a node's log reader stalls.
+    pub fn pause_stdout(&self) {
+        *self.stdout_paused.0.lock().unwrap() = true;
+    }
+
+    /// Reads the server's stdout again.
+    pub fn resume_stdout(&self) {
+        *self.stdout_paused.0.lock().unwrap() = false;
+        self.stdout_paused.1.notify_all();
     }
 
     pub fn policies(&self) -> PathBuf {
@@ -255,6 +281,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.resume_stdout();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

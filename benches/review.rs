@@ -19,7 +19,7 @@ use support::pod;
 use verdict::admission::{self, Decoded};
 use verdict::config::{PolicyConfig, RegistryConfig};
 use verdict::metrics::Metrics;
-use verdict::review::Reviewer;
+use verdict::review::{Placement, Reviewer};
 
 fn reviewer(policies: PathBuf, insecure: Vec<String>, metrics: Metrics) -> Reviewer {
     let policy = PolicyConfig {
@@ -50,7 +50,12 @@ async fn judge(reviewer: &Reviewer, body: &[u8]) -> Vec<u8> {
         unreachable!()
     };
     let verdict = reviewer
-        .judge(&review, policy, Instant::now() + Duration::from_secs(10))
+        .judge(
+            &review,
+            policy,
+            Instant::now() + Duration::from_secs(10),
+            Placement::InlineFirst,
+        )
         .await;
     let response = admission::respond(review.api_version, &review.subject, &verdict.messages);
     serde_json::to_vec(&response).unwrap()

@@ -212,7 +212,7 @@ impl<'de> Deserialize<'de> for UserInfo {
 pub fn parse_body<'a>(body: &'a [u8], policy: &PolicySet) -> Result<Node<'a>, NotAReview> {
     policy
         .parse_review(body)
-        .map_err(|e| NotAReview::Json(e.to_string()))
+        .map_err(|e| NotAReview::Json(crate::json::explain(&e)))
 }
 
 /// The fields kube's `AdmissionRequest` reads, which the envelope check needs whole.
@@ -369,7 +369,7 @@ fn subject_of(request: &Node) -> Subject {
 /// without building one.
 pub fn respond<'a>(api_version: &'a str, subject: &'a Subject, findings: &Findings) -> Answer<'a> {
     let denied = findings.denials().next().is_some();
-    let warnings: Vec<String> = findings.warnings().map(|f| f.display()).collect();
+    let warnings = findings.warning_texts();
     Answer {
         api_version,
         kind: "AdmissionReview",
@@ -789,7 +789,7 @@ mod tests {
                         .audit_annotations
                         .insert("reasons".to_string(), findings.denial_codes().join(","));
                 }
-                let warnings: Vec<String> = findings.warnings().map(|f| f.display()).collect();
+                let warnings = findings.warning_texts();
                 if !warnings.is_empty() {
                     response.warnings = Some(warnings);
                 }

@@ -27,6 +27,18 @@ pub struct ServeConfig {
     /// A client must send its whole request body within this.
     #[arg(long, env = "VERDICT_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub read_timeout: Duration,
+    /// Connections open at once on --listen; past it, new ones wait in the kernel's backlog
+    /// until one closes. API servers keep a few long-lived HTTP/2 connections.
+    #[arg(long, env = "VERDICT_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// TLS handshakes in progress at once on --listen; more wait their turn (within the 10 s
+    /// a client has to complete one).
+    #[arg(long, env = "VERDICT_MAX_HANDSHAKES", default_value_t = 64)]
+    pub max_handshakes: usize,
+    /// A connection on which nothing moves, or whose oldest answer the client does not take,
+    /// for this long is closed. HTTP/2 keep-alive pings go out at half of it.
+    #[arg(long, env = "VERDICT_STALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
     /// How long in-flight reviews may take to finish after SIGTERM.
     #[arg(long, env = "VERDICT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

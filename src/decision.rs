@@ -61,6 +61,8 @@ pub enum ReasonCode {
     ImageNotFound,
     /// No image policy matches the image, and `--no-match-policy` is `deny` (or `warn`).
     NoMatchingPolicy,
+    /// The object has more images than verdict judges in one review (`MAX_IMAGES`).
+    TooManyImages,
     /// A code chosen by a policy (`{"code": "...", "msg": "..."}`).
     Custom(String),
 }
@@ -93,6 +95,7 @@ impl ReasonCode {
             Self::RegistryAuth => "REGISTRY_AUTH",
             Self::ImageNotFound => "IMAGE_NOT_FOUND",
             Self::NoMatchingPolicy => "NO_MATCHING_POLICY",
+            Self::TooManyImages => "TOO_MANY_IMAGES",
             Self::Custom(code) => code,
         }
     }
@@ -198,11 +201,35 @@ impl Findings {
         codes
     }
 
-    /// The text for `status.message`: what was denied, each reason on its own line.
+    /// The text for `status.message`: what was denied, each reason on its own line, at most
+    /// `MAX_LISTED` of them and how many more (an answer stays small whatever the policies
+    /// find).
     pub fn denial_message(&self, subject: &str) -> String {
-        let reasons: Vec<String> = self.denials().map(Finding::display).collect();
+        let reasons = listed(self.denials().map(Finding::display), self.denials().count());
         format!("verdict denied {subject}:\n- {}", reasons.join("\n- "))
     }
+
+    /// The admission warnings: at most `MAX_LISTED`, and how many more.
+    pub fn warning_texts(&self) -> Vec<String> {
+        listed(
+            self.warnings().map(Finding::display),
+            self.warnings().count(),
+        )
+    }
+}
+
+/// How many denials or warnings an answer lists; the rest are counted.
+pub const MAX_LISTED: usize = 50;
+
+fn listed(texts: impl Iterator<Item = String>, total: usize) -> Vec<String> {
+    let mut out: Vec<String> = texts.take(MAX_LISTED).collect();
+    if total > MAX_LISTED {
+        out.push(format!(
+            "... and {} more (run a dry run, POST /v1/check, for all of them)",
+            total - MAX_LISTED
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -234,6 +261,32 @@ mod tests {
             findings.denial_message("Pod default/web"),
             "verdict denied Pod default/web:\n- [INVALID_IMAGE_REF] bad ref\n- [INVALID_IMAGE_REF] worse ref"
         );
+    }
+
+    #[test]
+    fn answers_list_at_most_fifty_reasons_and_count_the_rest() {
+        let mut findings = Findings::default();
+        for i in 0..120 {
+            findings.push(Finding::builtin(
+                Severity::Deny,
+                ReasonCode::PolicyDenied,
+                format!("d{i}"),
+            ));
+            findings.push(Finding::builtin(
+                Severity::Warn,
+                ReasonCode::PolicyWarning,
+                format!("w{i}"),
+            ));
+        }
+        let message = findings.denial_message("Pod a/b");
+        assert_eq!(message.lines().count(), 1 + MAX_LISTED + 1);
+        assert!(
+            message.ends_with("- ... and 70 more (run a dry run, POST /v1/check, for all of them)"),
+            "{message}"
+        );
+        let warnings = findings.warning_texts();
+        assert_eq!(warnings.len(), MAX_LISTED + 1);
+        assert!(warnings[MAX_LISTED].starts_with("... and 70 more"));
     }
 
     #[test]

@@ -11,6 +11,65 @@ use serde_json::{Error, Number, Value};
 use std::borrow::Cow;
 use std::fmt;
 
+/// How many levels of objects and lists a JSON or YAML body may nest, counted from the
+/// root (`[]` is one level): serde_json's own limit for what it builds, applied to the
+/// parts it skips and to YAML too, so every body has the same one. Real Kubernetes
+/// objects nest about 10 levels (a Pod) and rarely more than 40 (CRD schemas).
+pub const MAX_DEPTH: usize = 127;
+
+/// The error for a body past [`MAX_DEPTH`].
+pub fn too_deep() -> String {
+    format!("the body nests more than {MAX_DEPTH} levels of objects and lists, verdict's limit for JSON and YAML")
+}
+
+/// serde_json's error, with its recursion limit named as verdict's.
+pub fn explain(e: &Error) -> String {
+    let text = e.to_string();
+    if text.starts_with("recursion limit exceeded") {
+        format!("{} ({text})", too_deep())
+    } else {
+        text
+    }
+}
+
+/// Whether `text`, valid JSON, nests more than `budget` levels deep. Linear in its length:
+/// string contents are skipped with `memchr`, and a text too short to nest that deep is not
+/// read at all.
+pub fn nests_deeper_than(text: &[u8], budget: usize) -> bool {
+    if text.len() < 2 * (budget + 1) {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &text[i..]) {
+                        Some(j) if text[i + j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j;
+                            break;
+                        }
+                        None => return false,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > budget {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// A JSON value whose strings may borrow from the text it was parsed from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node<'a> {

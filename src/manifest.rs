@@ -15,6 +15,37 @@ pub enum ManifestError {
     NotAnObject { index: usize },
     #[error("no documents found")]
     Empty,
+    #[error("document {index}, line {line}: {}", crate::json::too_deep())]
+    TooDeep { index: usize, line: usize },
+}
+
+/// The most objects one `/v1/check` dry run judges, and the most images in all of them:
+/// what a person reads in one report; past either the body is refused (413) unjudged, so
+/// a dry run's work and report stay bounded. `verdict check` has no such limit.
+pub const MAX_DRY_RUN_OBJECTS: usize = 1000;
+pub const MAX_DRY_RUN_IMAGES: usize = 2000;
+
+/// Why a dry run is too large to judge, if it is.
+pub fn too_large(reviews: &[Value]) -> Option<String> {
+    if reviews.len() > MAX_DRY_RUN_OBJECTS {
+        return Some(format!(
+            "the dry run holds {} objects; POST /v1/check judges at most {MAX_DRY_RUN_OBJECTS} at once (split it, or use verdict check)",
+            reviews.len()
+        ));
+    }
+    let images: usize = reviews
+        .iter()
+        .map(|r| {
+            let kind = r["request"]["kind"]["kind"].as_str().unwrap_or_default();
+            let object = crate::json::Node::from(&r["request"]["object"]);
+            crate::images::extract(kind, &object).map_or(0, |found| found.len())
+        })
+        .sum();
+    (images > MAX_DRY_RUN_IMAGES).then(|| {
+        format!(
+            "the dry run holds {images} images; POST /v1/check judges at most {MAX_DRY_RUN_IMAGES} at once (split it, or use verdict check)"
+        )
+    })
 }
 
 /// Every document of `body` as an AdmissionReview, in order.
@@ -45,13 +76,14 @@ fn documents(text: &str) -> Result<Vec<Value>, ManifestError> {
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Parse {
             index: 0,
-            message: e.to_string(),
+            message: crate::json::explain(&e),
         })?;
         return Ok(match value {
             Value::Array(items) => items,
             other => vec![other],
         });
     }
+    check_yaml_depth(text)?;
     let mut docs = Vec::new();
     for (index, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| ManifestError::Parse {
@@ -63,6 +95,48 @@ fn documents(text: &str) -> Result<Vec<Value>, ManifestError> {
         }
     }
     Ok(docs)
+}
+
+/// Refuses YAML nested past `MAX_DEPTH` before libyaml reads it: libyaml's scanner does
+/// work in proportion to the flow nesting (`[[[...`) for every token, so a deep flow
+/// collection cost quadratic time. yaml-rust2's parser is walked instead, event by event,
+/// and stopped at the first level too deep: linear in the text. A text it cannot read is
+/// refused too (it reads YAML 1.2, of which Kubernetes manifests use a small part).
+fn check_yaml_depth(text: &str) -> Result<(), ManifestError> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    let (mut index, mut depth) = (0, 0usize);
+    loop {
+        let (event, marker) = parser.next_token().map_err(|e| {
+            // yaml-rust2 stops deep flow nesting itself, a little past ours.
+            if e.info().starts_with("recursion limit") {
+                ManifestError::TooDeep {
+                    index,
+                    line: e.marker().line(),
+                }
+            } else {
+                ManifestError::Parse {
+                    index,
+                    message: e.to_string(),
+                }
+            }
+        })?;
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > crate::json::MAX_DEPTH {
+                    return Err(ManifestError::TooDeep {
+                        index,
+                        line: marker.line(),
+                    });
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::DocumentEnd => index += 1,
+            Event::StreamEnd => return Ok(()),
+            _ => {}
+        }
+    }
 }
 
 fn flatten(doc: Value, index: usize, out: &mut Vec<Value>) -> Result<(), ManifestError> {
@@ -139,6 +213,46 @@ mod tests {
         );
         assert_eq!(reviews[1]["request"]["namespace"], "default");
         assert_eq!(reviews[1]["request"]["resource"]["resource"], "deployments");
+    }
+
+    /// Deep nesting, flow or block, JSON or YAML, is refused naming the limit, in time
+    /// linear in the text (a 100,000-deep flow sequence took libyaml 17 s).
+    #[test]
+    fn refuses_nesting_past_the_limit_quickly() {
+        let limit = crate::json::MAX_DEPTH;
+        let flow = |n: usize| format!("x: {}{}\n", "[".repeat(n), "]".repeat(n));
+        let maps = |n: usize| format!("x: {}1{}\n", "{a: ".repeat(n), "}".repeat(n));
+        let block = |n: usize| {
+            (0..n)
+                .map(|i| format!("{}a:\n", " ".repeat(i)))
+                .collect::<String>()
+                + &" ".repeat(n)
+                + "1\n"
+        };
+        let json = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        for (name, text) in [
+            ("flow", flow(100_000)),
+            ("maps", maps(100_000)),
+            ("flow 1M", flow(1_000_000)),
+            ("block", block(2_000)),
+            ("json", json(100_000)),
+        ] {
+            let err = reviews(text.as_bytes()).expect_err(name);
+            assert!(
+                err.to_string()
+                    .contains(&format!("more than {limit} levels")),
+                "{name}: {err}"
+            );
+        }
+        // At the limit (the document itself is one level), documents are read as before.
+        assert!(matches!(
+            reviews(flow(limit - 1).as_bytes()),
+            Err(ManifestError::NotAnObject { .. })
+        ));
+        assert!(matches!(
+            reviews(json(limit).as_bytes()),
+            Err(ManifestError::NotAnObject { .. })
+        ));
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct Metrics {
     pub decision_cache_misses: IntCounter,
     /// Log lines dropped because stdout was not read fast enough.
     pub log_lines_dropped: IntCounter,
+    /// Connections open on the admission port.
+    pub connections: IntGauge,
+    /// TLS handshakes in progress on the admission port.
+    pub handshakes: IntGauge,
 }
 
 impl Metrics {
@@ -144,6 +148,16 @@ impl Metrics {
             "Log lines dropped because stdout was not read (more than 1 MiB waiting)",
         )?;
         registry.register(Box::new(log_lines_dropped.clone()))?;
+        let connections = IntGauge::new(
+            "verdict_connections_open",
+            "Connections open on the admission port",
+        )?;
+        let handshakes = IntGauge::new(
+            "verdict_tls_handshakes_in_progress",
+            "TLS handshakes in progress on the admission port",
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(handshakes.clone()))?;
         registry.register(Box::new(serving_cert_expiry.clone()))?;
         registry.register(Box::new(trust_root_expiry.clone()))?;
         for metric in [
@@ -170,6 +184,8 @@ impl Metrics {
             decision_cache_hits: decision_cache.with_label_values(&["hit"]),
             decision_cache_misses: decision_cache.with_label_values(&["miss"]),
             log_lines_dropped,
+            connections,
+            handshakes,
             reviews,
             review_duration,
             policy_eval_duration,

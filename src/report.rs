@@ -4,7 +4,7 @@
 use crate::admission::{self, Decoded, Subject};
 use crate::decision::{Decision, Origin, Severity};
 use crate::manifest::{self, ManifestError};
-use crate::review::{Reviewer, Timings, Verdict};
+use crate::review::{Placement, Reviewer, Timings, Verdict};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -29,18 +29,35 @@ pub struct Report {
     pub policy_revision: u64,
 }
 
-/// Judges every document of a dry-run body with the same path as `/validate`.
+/// Judges every document of a dry-run body with the same path as `/validate` (Rego on the
+/// blocking pool only: [`Placement::Offloaded`]).
 pub async fn check(
     reviewer: &Reviewer,
     body: &[u8],
     deadline: Instant,
 ) -> Result<Report, ManifestError> {
+    Ok(judge(reviewer, manifest::reviews(body)?, deadline).await)
+}
+
+/// Judges dry-run reviews (from [`manifest::reviews`]) with the same path as `/validate`.
+pub async fn judge(
+    reviewer: &Reviewer,
+    reviews: Vec<serde_json::Value>,
+    deadline: Instant,
+) -> Report {
     let mut objects = Vec::new();
-    for review in manifest::reviews(body)? {
+    for review in reviews {
+        // Between objects, the worker may serve others.
+        tokio::task::yield_now().await;
         let (subject, verdict) = match admission::decode(crate::json::Node::from(&review)) {
             Ok(Decoded::Judge(review)) => {
                 let verdict = reviewer
-                    .judge(&review, reviewer.policies().current(), deadline)
+                    .judge(
+                        &review,
+                        reviewer.policies().current(),
+                        deadline,
+                        Placement::Offloaded,
+                    )
                     .await;
                 (review.subject, verdict)
             }
@@ -61,7 +78,7 @@ pub async fn check(
     let allowed = objects
         .iter()
         .all(|o| o.verdict.decision == Decision::Allow);
-    Ok(Report {
+    Report {
         decision: if allowed {
             Decision::Allow
         } else {
@@ -70,7 +87,7 @@ pub async fn check(
         allowed,
         objects,
         policy_revision: reviewer.policies().status().revision,
-    })
+    }
 }
 
 fn refused(problem: &str) -> Verdict {

@@ -117,14 +117,17 @@ impl Reviewer {
 
     /// Judges `review` with `policy` (the set its body was parsed for: the same set judges
     /// the whole review, even if a reload lands meanwhile) and answers by `deadline`
-    /// whatever happens.
+    /// whatever happens. Dry runs place Rego [`Placement::Offloaded`].
     pub async fn judge(
         &self,
         review: &Review<'_>,
         policy: Arc<PolicySet>,
         deadline: Instant,
+        placement: Placement,
     ) -> Verdict {
-        let verdict = self.judge_strictly(review, policy, deadline).await;
+        let verdict = self
+            .judge_strictly(review, policy, deadline, placement)
+            .await;
         if self.warn_only {
             return verdict.into_warnings();
         }
@@ -136,11 +139,12 @@ impl Reviewer {
         review: &Review<'_>,
         policy: Arc<PolicySet>,
         deadline: Instant,
+        placement: Placement,
     ) -> Verdict {
         let started = Instant::now();
         let judged = tokio::time::timeout_at(
             deadline.into(),
-            self.judge_within(review, policy, started, deadline),
+            self.judge_within(review, policy, started, deadline, placement),
         )
         .await;
         judged.unwrap_or_else(|_| {
@@ -169,16 +173,37 @@ impl Reviewer {
         policy: Arc<PolicySet>,
         started: Instant,
         deadline: Instant,
+        placement: Placement,
     ) -> Verdict {
+        let refuse = |finding: Finding| {
+            let timings = Timings {
+                total_us: micros(started.elapsed()),
+                ..Timings::default()
+            };
+            let mut findings = Findings::default();
+            findings.push(finding);
+            Verdict::from_parts(findings, Vec::new(), timings)
+        };
         let occurrences = match images::extract(&review.subject.kind, review.object()) {
+            Ok(occurrences) if occurrences.len() > MAX_IMAGES => {
+                return refuse(Finding::builtin(
+                    Severity::Deny,
+                    ReasonCode::TooManyImages,
+                    format!(
+                        "{} has {} images; verdict judges at most {MAX_IMAGES} in one object, \
+                         which bounds the work and memory of a review. Split the workload",
+                        review.subject.describe(),
+                        occurrences.len()
+                    ),
+                ))
+            }
             Ok(occurrences) => occurrences,
             Err(malformed) => {
-                let timings = Timings {
-                    total_us: micros(started.elapsed()),
-                    ..Timings::default()
-                };
-                let findings = crate::admission::refusal(&malformed.to_string());
-                return Verdict::from_parts(findings, Vec::new(), timings);
+                return refuse(Finding::builtin(
+                    Severity::Deny,
+                    ReasonCode::InvalidRequest,
+                    malformed.to_string(),
+                ))
             }
         };
         let extracted = Instant::now();
@@ -197,7 +222,7 @@ impl Reviewer {
         let verified = Instant::now();
 
         for finding in self
-            .evaluate_policies(review, &facts, policy, deadline)
+            .evaluate_policies(review, &facts, policy, deadline, placement)
             .await
         {
             messages.push(finding);
@@ -232,6 +257,7 @@ impl Reviewer {
         facts: &[Arc<ImageFacts>],
         policy: Arc<PolicySet>,
         deadline: Instant,
+        placement: Placement,
     ) -> Vec<Finding> {
         let empty = crate::json::Object::default();
         let raw = review.raw.as_object().unwrap_or(&empty);
@@ -261,15 +287,17 @@ impl Reviewer {
             self.policy_timeout
                 .min(deadline.saturating_duration_since(now))
         };
-        let quick = INLINE_EVALUATION.min(limit(Instant::now()));
-        let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            policy.evaluate(input.clone(), quick)
-        }));
-        match evaluated {
-            Ok(Err(EvalError::Timeout { .. })) if quick == INLINE_EVALUATION => {}
-            Ok(Ok(findings)) => return remember(findings),
-            Ok(Err(e)) => return vec![e.into_finding()],
-            Err(_) => return vec![internal_error("policy evaluation crashed".to_string())],
+        if placement == Placement::InlineFirst {
+            let quick = INLINE_EVALUATION.min(limit(Instant::now()));
+            let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                policy.evaluate(input.clone(), quick)
+            }));
+            match evaluated {
+                Ok(Err(EvalError::Timeout { .. })) if quick == INLINE_EVALUATION => {}
+                Ok(Ok(findings)) => return remember(findings),
+                Ok(Err(e)) => return vec![e.into_finding()],
+                Err(_) => return vec![internal_error("policy evaluation crashed".to_string())],
+            }
         }
         let Ok(_permit) = self.evaluation_slots.clone().acquire_owned().await else {
             return vec![internal_error(
@@ -284,6 +312,22 @@ impl Reviewer {
             Err(e) => vec![internal_error(format!("policy evaluation crashed: {e}"))],
         }
     }
+}
+
+/// The most images (containers, init and ephemeral containers) of one object verdict
+/// judges: far more than any real Pod has, few enough that one review's facts, Rego input
+/// and answer stay a few MiB. More is denied with `TOO_MANY_IMAGES`.
+pub const MAX_IMAGES: usize = 256;
+
+/// Where Rego runs for a review (see `Reviewer::evaluate_policies`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On the request's thread first, on the blocking pool past `INLINE_EVALUATION`: the
+    /// API server's reviews, nearly all judged in microseconds.
+    InlineFirst,
+    /// On the blocking pool only: dry runs, which must never take an async worker from the
+    /// API server's reviews.
+    Offloaded,
 }
 
 /// How long Rego may run on a request's own thread (see `Reviewer::evaluate_policies`).

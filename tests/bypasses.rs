@@ -315,12 +315,7 @@ async fn only_in_toto_statements_are_attestations() {
 #[tokio::test]
 async fn disagreeing_issuer_extensions_match_no_identity() {
     let sigstore = PrivateSigstore::new("acme");
-    let setup = Setup::new(
-        &keyless_policy(RELEASE_IDENTITY, "enforce"),
-        &trust_files(&sigstore),
-        &[],
-    )
-    .await;
+    let setup = Setup::keyless(&sigstore).await;
     for (repo, spec) in [
         (
             "keyless/legacy-evil",
@@ -373,27 +368,36 @@ async fn disagreeing_issuer_extensions_match_no_identity() {
     ));
 }
 
+/// A registry behind a proxy that can lie, and a server with a key policy for the proxy's
+/// `repos` (a glob below its host), with `extra` flags.
+async fn behind_a_proxy(
+    key: &TestKey,
+    repos: &str,
+    policy_extra: &str,
+    extra: &[&str],
+) -> (Setup, FaultProxy) {
+    let registry = TestRegistry::start().await;
+    let proxy = FaultProxy::start(&registry.host).await;
+    let policy = key_policy(
+        "signed",
+        &format!("{}/{repos}", proxy.host),
+        "keys/cosign.pub",
+        "",
+    )
+    .replace("  authorities:", &format!("{policy_extra}  authorities:"));
+    let mut flags = vec!["--insecure-registry", proxy.host.as_str()];
+    flags.extend_from_slice(extra);
+    let setup = Setup::with_registry(registry, &policy, &key_files(key), &flags);
+    (setup, proxy)
+}
+
 /// CVE-2021-41190: an image manifest that also lists `manifests` is not an index, however
 /// well signed the platform manifest it lists is. docker-registry refuses to store such a
 /// document, so a registry that lies (the proxy) serves it.
 #[tokio::test]
 async fn an_image_manifest_is_never_read_as_an_index() {
     let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
-    let registry = TestRegistry::start().await;
-    let proxy = FaultProxy::start(&registry.host).await;
-    let policy = key_policy(
-        "signed",
-        &format!("{}/multi/**", proxy.host),
-        "keys/cosign.pub",
-        "",
-    )
-    .replace("  authorities:", "  multiArch: platform\n  authorities:");
-    let setup = Setup::with_registry(
-        registry,
-        &policy,
-        &key_files(&key),
-        &["--insecure-registry", &proxy.host],
-    );
+    let (setup, proxy) = behind_a_proxy(&key, "multi/**", "  multiArch: platform\n", &[]).await;
     let repo = "multi/app";
     let signer = |digest: &str| key.layer(payload(&format!("{}/{repo}", proxy.host), digest));
     let signed = setup.registry.push_image(repo, "v1").await;
@@ -453,20 +457,7 @@ async fn an_image_manifest_is_never_read_as_an_index() {
 #[tokio::test]
 async fn a_digest_header_that_disagrees_with_the_body_is_refused() {
     let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
-    let registry = TestRegistry::start().await;
-    let proxy = FaultProxy::start(&registry.host).await;
-    let policy = key_policy(
-        "signed",
-        &format!("{}/**", proxy.host),
-        "keys/cosign.pub",
-        "",
-    );
-    let setup = Setup::with_registry(
-        registry,
-        &policy,
-        &key_files(&key),
-        &["--insecure-registry", &proxy.host, "--tag-cache-ttl", "0"],
-    );
+    let (setup, proxy) = behind_a_proxy(&key, "**", "", &["--tag-cache-ttl", "0"]).await;
     let repo = "lying/app";
     let digest = setup.registry.push_image(repo, "v1").await;
     let layer = key.layer(payload(&format!("{}/{repo}", proxy.host), &digest));
@@ -506,12 +497,7 @@ async fn a_digest_header_that_disagrees_with_the_body_is_refused() {
 #[tokio::test]
 async fn an_expired_certificate_is_cert_expired_in_a_bundle_too() {
     let sigstore = PrivateSigstore::new("acme");
-    let setup = Setup::new(
-        &keyless_policy(RELEASE_IDENTITY, "enforce"),
-        &trust_files(&sigstore),
-        &[],
-    )
-    .await;
+    let setup = Setup::keyless(&sigstore).await;
     let expired = Keyless {
         validity: (-7200, -6600),
         integrated_offset: -60,

@@ -14,7 +14,7 @@
 use crate::json::{FieldName, Node, NodeVisitor, Numeric, Object};
 use regorus::Value;
 use ring::digest::Context;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -90,7 +90,7 @@ impl Reads {
             <serde_json::Error as serde::de::Error>::custom(format!("the text is not UTF-8: {e}"))
         })?;
         let mut parser = serde_json::Deserializer::from_str(text);
-        let value = Pruned(self).deserialize(&mut parser)?;
+        let value = Pruned(self, 0).deserialize(&mut parser)?;
         parser.end()?;
         Ok(value)
     }
@@ -109,8 +109,9 @@ impl Reads {
     }
 }
 
-/// Parses a JSON value keeping what `.0` reads (see [`Reads::parse`]).
-struct Pruned<'a>(&'a Reads);
+/// Parses a JSON value keeping what `.0` reads (see [`Reads::parse`]), `.1` levels below
+/// the root.
+struct Pruned<'a>(&'a Reads, usize);
 
 impl<'de> DeserializeSeed<'de> for Pruned<'_> {
     type Value = Node<'de>;
@@ -118,13 +119,15 @@ impl<'de> DeserializeSeed<'de> for Pruned<'_> {
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
         match self.0 {
             Reads::All => Node::deserialize(deserializer),
-            Reads::Fields(fields) => deserializer.deserialize_any(PrunedVisitor(fields)),
+            Reads::Fields(fields) => deserializer.deserialize_any(PrunedVisitor(fields, self.1)),
         }
     }
 }
 
 /// An object keeps the fields in `.0`; any other value is kept whole, as [`Node`] reads it.
-struct PrunedVisitor<'a>(&'a BTreeMap<String, Reads>);
+/// `.1` is its depth: what it skips may nest `MAX_DEPTH` levels below the root, as what
+/// serde_json builds may.
+struct PrunedVisitor<'a>(&'a BTreeMap<String, Reads>, usize);
 
 impl<'de> Visitor<'de> for PrunedVisitor<'_> {
     type Value = Node<'de>;
@@ -179,10 +182,15 @@ impl<'de> Visitor<'de> for PrunedVisitor<'_> {
                 .find(|(field, _)| field.as_str() == name.as_ref());
             match wanted.map(|(_, reads)| reads) {
                 Some(reads) => {
-                    kept.push((name, entries.next_value_seed(Pruned(reads))?));
+                    kept.push((name, entries.next_value_seed(Pruned(reads, self.1 + 1))?));
                 }
                 None => {
-                    entries.next_value::<IgnoredAny>()?;
+                    // Skipped without recursion (and without a depth limit) by serde_json.
+                    let skipped: &serde_json::value::RawValue = entries.next_value()?;
+                    let budget = crate::json::MAX_DEPTH.saturating_sub(self.1 + 1);
+                    if crate::json::nests_deeper_than(skipped.get().as_bytes(), budget) {
+                        return Err(serde::de::Error::custom(crate::json::too_deep()));
+                    }
                 }
             }
         }

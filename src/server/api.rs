@@ -6,7 +6,7 @@ use crate::admission::{self, Decoded, Subject};
 use crate::decision::{Decision, Findings};
 use crate::metrics::{self, Metrics};
 use crate::report;
-use crate::review::Reviewer;
+use crate::review::{Placement, Reviewer};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -29,7 +29,15 @@ pub struct AppState {
     pub registry: Registry,
     /// A client that takes longer than this to send its body is cut off.
     pub read_timeout: Duration,
+    /// Dry runs judged at once; more are answered 429 (see `check`).
+    pub dry_runs: Arc<tokio::sync::Semaphore>,
+    /// Large reviews judged at once (see `validate`).
+    pub large_reviews: Arc<tokio::sync::Semaphore>,
 }
+
+/// Dry runs (`/v1/check`) judged at once: a person's tool, never to take the cores the
+/// API server's reviews need.
+pub const MAX_DRY_RUNS: usize = 2;
 
 /// The admission router, served over TLS.
 pub fn admission_router(state: AppState) -> Router {
@@ -87,14 +95,45 @@ async fn validate(
         Ok(body) => body,
         Err(e) => return refuse(e),
     };
+    if body.len() < LARGE_BODY {
+        return answer(&state, &body, received, deadline)
+            .await
+            .unwrap_or_else(refuse);
+    }
+    // A large review is parsed and judged off the async workers, few at a time: its CPU
+    // never delays the small reviews that are nearly all of them, and its memory is bounded.
+    let Ok(Ok(_permit)) =
+        tokio::time::timeout_at(deadline.into(), state.large_reviews.clone().acquire_owned()).await
+    else {
+        return refuse(HttpError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_LARGE_REVIEWS} reviews over {LARGE_BODY} bytes were being judged until the deadline; retry"),
+        ));
+    };
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| handle.block_on(answer(&state, &body, received, deadline)))
+        .unwrap_or_else(refuse)
+}
+
+/// Bodies from this size on are large reviews (see `validate`); an ordinary Pod review
+/// is a few KiB, one with `managedFields` tens.
+pub const LARGE_BODY: usize = 256 * 1024;
+/// Large reviews judged at once.
+pub const MAX_LARGE_REVIEWS: usize = 2;
+
+/// Parses, judges and answers one review body.
+async fn answer(
+    state: &AppState,
+    body: &[u8],
+    received: Instant,
+    deadline: Instant,
+) -> Result<Response, HttpError> {
     // The body is parsed for the policy set live once it has arrived, which then judges it.
     // The review borrows its strings from the body.
     let policy = state.reviewer.policies().current();
-    let decoded = admission::parse_body(&body, &policy).and_then(admission::decode);
-    let decoded = match decoded {
-        Ok(decoded) => decoded,
-        Err(e) => return refuse(bad_request(e)),
-    };
+    let decoded = admission::parse_body(body, &policy)
+        .and_then(admission::decode)
+        .map_err(bad_request)?;
     let _in_flight = InFlight::start(&state.metrics);
     let (api_version, subject, findings) = match decoded {
         Decoded::Refuse {
@@ -103,13 +142,16 @@ async fn validate(
             problem,
         } => (api_version, subject, admission::refusal(&problem)),
         Decoded::Judge(review) => {
-            let verdict = state.reviewer.judge(&review, policy, deadline).await;
+            let verdict = state
+                .reviewer
+                .judge(&review, policy, deadline, Placement::InlineFirst)
+                .await;
             (review.api_version, review.subject, verdict.messages)
         }
     };
     let elapsed = received.elapsed();
     record(&state.metrics, &subject, &findings, elapsed);
-    Json(admission::respond(api_version, &subject, &findings)).into_response()
+    Ok(Json(admission::respond(api_version, &subject, &findings)).into_response())
 }
 
 async fn check(
@@ -120,15 +162,44 @@ async fn check(
     let received = Instant::now();
     let timeout = admission::parse_timeout(query_param(query.as_deref(), "timeout").as_deref());
     let text = query_param(query.as_deref(), "format").as_deref() == Some("text");
+    // A dry run takes a slot for its whole course, or is turned away at once.
+    let Ok(_slot) = state.dry_runs.clone().try_acquire_owned() else {
+        let mut response = HttpError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_DRY_RUNS} dry runs are being judged; retry in a moment"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
     let body = match read_body(request, received, state.read_timeout).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
     let _in_flight = InFlight::start(&state.metrics);
-    let report = match report::check(&state.reviewer, &body, received + timeout).await {
-        Ok(report) => report,
-        Err(e) => return bad_request(e).into_response(),
+    // Parsing (YAML especially) is CPU work of the size of the body: off the async workers.
+    let parsed = tokio::task::spawn_blocking(move || {
+        let reviews = crate::manifest::reviews(&body).map_err(bad_request)?;
+        match crate::manifest::too_large(&reviews) {
+            Some(why) => Err(HttpError(StatusCode::PAYLOAD_TOO_LARGE, why)),
+            None => Ok(reviews),
+        }
+    })
+    .await;
+    let reviews = match parsed {
+        Ok(Ok(reviews)) => reviews,
+        Ok(Err(e)) => return e.into_response(),
+        Err(_) => {
+            return HttpError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the dry run crashed".into(),
+            )
+            .into_response()
+        }
     };
+    let report = report::judge(&state.reviewer, reviews, received + timeout).await;
     state
         .metrics
         .check_duration

@@ -8,12 +8,18 @@
 //! - **A stall.** hyper writes without a time limit. A client that sends requests and
 //!   never reads the answers (or an HTTP/2 client that never opens its flow-control
 //!   window) stops the connection once the socket buffers are full, and held it for good.
+//! - **An answer never taken.** An HTTP/2 client that keeps its flow-control window at 0
+//!   but answers the keep-alive pings keeps bytes moving while an answer waits forever.
+//!   Every answer is [`Tracked`] while it waits to be taken.
 //!
 //! [`Guarded`] ends such a connection with a `TimedOut` error.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -32,6 +38,8 @@ const OPENING_BYTES: usize = 24;
 /// moving. An idle HTTP/1.1 connection is closed sooner by hyper's header read timeout.
 pub struct Guarded<S> {
     inner: S,
+    /// The connection's answers not yet taken by the client.
+    answers: Arc<Answers>,
     /// Opening bytes still missing; 0 once they have arrived.
     missing: usize,
     /// The opening's deadline; after it, the end of the current stall period.
@@ -42,9 +50,10 @@ pub struct Guarded<S> {
 }
 
 impl<S> Guarded<S> {
-    pub fn new(inner: S, opening_by: Instant, stall: Duration) -> Self {
+    pub fn new(inner: S, opening_by: Instant, stall: Duration, answers: Arc<Answers>) -> Self {
         Self {
             inner,
+            answers,
             missing: OPENING_BYTES,
             deadline: Box::pin(tokio::time::sleep_until(opening_by)),
             stall,
@@ -66,6 +75,19 @@ impl<S> Guarded<S> {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("nothing moved on the connection for {:?}", self.stall),
+                ));
+            }
+            if self
+                .answers
+                .waiting_since()
+                .is_some_and(|since| since.elapsed() >= self.stall)
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "an answer waited {:?} for the client to take it",
+                        self.stall
+                    ),
                 ));
             }
             self.next_period();
@@ -163,6 +185,78 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     }
 }
 
+/// The answers of one connection that the client has not taken yet, each with the time it
+/// last made progress.
+#[derive(Debug, Default)]
+pub struct Answers {
+    next: AtomicU64,
+    waiting: Mutex<BTreeMap<u64, Instant>>,
+}
+
+impl Answers {
+    /// When the answer that has waited longest without progress last made some.
+    fn waiting_since(&self) -> Option<Instant> {
+        self.lock().values().min().copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Instant>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A response body, counted among its connection's waiting [`Answers`] from its creation
+/// until it has been read to its end (or dropped); each piece read is progress. hyper reads
+/// an HTTP/2 body only as the client's flow-control window lets it send.
+pub struct Tracked<B> {
+    inner: B,
+    answers: Arc<Answers>,
+    id: u64,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, answers: Arc<Answers>) -> Self {
+        let id = answers.next.fetch_add(1, Ordering::Relaxed);
+        answers.lock().insert(id, Instant::now());
+        Self { inner, answers, id }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                self.answers.lock().insert(self.id, Instant::now());
+            }
+            Poll::Ready(_) => {
+                self.answers.lock().remove(&self.id);
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.answers.lock().remove(&self.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +265,12 @@ mod tests {
     const LIMIT: Duration = Duration::from_millis(200);
 
     fn guarded(server: tokio::io::DuplexStream) -> Guarded<tokio::io::DuplexStream> {
-        Guarded::new(server, Instant::now() + LIMIT, LIMIT * 2)
+        Guarded::new(
+            server,
+            Instant::now() + LIMIT,
+            LIMIT * 2,
+            Arc::new(Answers::default()),
+        )
     }
 
     fn timed_out<T: std::fmt::Debug>(result: io::Result<T>) -> bool {
@@ -251,5 +350,40 @@ mod tests {
         // One stall period after the opening arrived.
         assert!(started.elapsed() >= LIMIT * 2);
         assert!(started.elapsed() < LIMIT * 4);
+    }
+
+    /// Bytes moving (pings) do not keep a connection whose answer nobody takes.
+    #[tokio::test]
+    async fn an_answer_never_taken_ends_the_connection_however_much_else_moves() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let answers = Arc::new(Answers::default());
+        let mut guarded = Guarded::new(server, Instant::now() + LIMIT, LIMIT * 2, answers.clone());
+        client.write_all(&[b'x'; 30]).await.expect("write");
+        guarded.read_exact(&mut [0u8; 30]).await.expect("opening");
+        let waiting = Tracked::new(
+            http_body_util::Empty::<bytes::Bytes>::new(),
+            answers.clone(),
+        );
+        let pinger = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LIMIT / 2).await;
+                if client.write_all(b"p").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let started = Instant::now();
+        let ended = loop {
+            match guarded.read(&mut [0u8; 8]).await {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(ended.kind(), io::ErrorKind::TimedOut, "{ended}");
+        assert!(ended.to_string().contains("answer"), "{ended}");
+        assert!(started.elapsed() >= LIMIT * 2);
+        drop(waiting);
+        assert_eq!(answers.waiting_since(), None);
+        pinger.abort();
     }
 }

@@ -11,7 +11,7 @@ use crate::policy::{PolicyStore, ReloadOutcome};
 use anyhow::Context as _;
 use api::AppState;
 use axum::Router;
-use guard::Guarded;
+use guard::{Answers, Guarded, Tracked};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tls::CertStore;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 /// How often the policies folder and certificate files are looked at.
@@ -30,10 +30,8 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
 /// A client must finish its TLS handshake and send the opening bytes of its first request
 /// within this of connecting, and each later request's headers within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection on which no byte has moved either way for this long is closed (see
-/// `guard`): longer than any answer takes (the API server waits at most 30 s) and than the
-/// HTTP/2 keep-alive interval.
-const STALL_LIMIT: Duration = Duration::from_secs(60);
+/// Connections open at once on the metrics port (probes and scrapes need a few).
+const MAX_METRICS_CONNECTIONS: usize = 64;
 
 /// Everything a running server shares.
 pub struct State {
@@ -62,6 +60,8 @@ pub fn build_state(config: &ServeConfig) -> anyhow::Result<State> {
             metrics,
             registry,
             read_timeout: config.read_timeout,
+            dry_runs: Arc::new(tokio::sync::Semaphore::new(api::MAX_DRY_RUNS)),
+            large_reviews: Arc::new(tokio::sync::Semaphore::new(api::MAX_LARGE_REVIEWS)),
         },
         policies,
         certs,
@@ -95,12 +95,22 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     ));
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = Limits {
+        connections: Arc::new(Semaphore::new(config.max_connections.max(1))),
+        handshakes: Arc::new(Semaphore::new(config.max_handshakes.max(1))),
+        stall: config.stall_timeout.max(Duration::from_secs(1)),
+        gauges: Some((
+            state.app.metrics.connections.clone(),
+            state.app.metrics.handshakes.clone(),
+        )),
+    };
     let admission_loop = tokio::spawn(accept_loop(
         admission,
         Some(tls),
         api::admission_router(state.app.clone()),
         graceful.clone(),
         stop_rx.clone(),
+        limits.clone(),
     ));
     let metrics_loop = tokio::spawn(accept_loop(
         metrics_listener,
@@ -108,6 +118,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
         api::metrics_router(state.app),
         graceful.clone(),
         stop_rx,
+        Limits {
+            connections: Arc::new(Semaphore::new(MAX_METRICS_CONNECTIONS)),
+            gauges: None,
+            ..limits
+        },
     ));
 
     shutdown.await;
@@ -130,12 +145,46 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> a
     Ok(())
 }
 
+/// Bounds on the connections of one listener.
+#[derive(Clone)]
+struct Limits {
+    /// One permit per open connection.
+    connections: Arc<Semaphore>,
+    /// One permit per TLS handshake in progress.
+    handshakes: Arc<Semaphore>,
+    /// See `ServeConfig::stall_timeout`.
+    stall: Duration,
+    /// Gauges of open connections and handshakes in progress.
+    gauges: Option<(prometheus::IntGauge, prometheus::IntGauge)>,
+}
+
+/// Holds one up on a gauge while it lives.
+struct Counted(Option<prometheus::IntGauge>);
+
+impl Counted {
+    fn new(gauge: Option<&prometheus::IntGauge>) -> Self {
+        if let Some(gauge) = gauge {
+            gauge.inc();
+        }
+        Self(gauge.cloned())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.0 {
+            gauge.dec();
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
+    limits: Limits,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -145,8 +194,16 @@ async fn accept_loop(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(limits.stall / 2));
     loop {
+        // At the cap, nothing is accepted: new connections wait in the kernel's backlog.
+        let permit = tokio::select! {
+            permit = limits.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -161,20 +218,34 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-        let (router, builder, watcher, tls) = (
+        let (router, builder, watcher, tls, limits) = (
             router.clone(),
             builder.clone(),
             graceful.watcher(),
             tls.clone(),
+            limits.clone(),
         );
         tokio::spawn(async move {
+            let _connection = (permit, Counted::new(limits.gauges.as_ref().map(|g| &g.0)));
+            let stall = limits.stall;
             let result = match tls {
-                Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_http(stream, deadline, router, &builder, watcher).await,
-                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                },
-                None => serve_http(stream, deadline, router, &builder, watcher).await,
+                Some(tls) => {
+                    let handshake = async {
+                        let _turn = limits.handshakes.acquire().await;
+                        let _counted = Counted::new(limits.gauges.as_ref().map(|g| &g.1));
+                        tls.accept(stream).await
+                    };
+                    match tokio::time::timeout_at(deadline, handshake).await {
+                        Ok(Ok(stream)) => {
+                            serve_http(stream, deadline, stall, router, &builder, watcher).await
+                        }
+                        Ok(Err(e)) => {
+                            return tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_http(stream, deadline, stall, router, &builder, watcher).await,
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -184,10 +255,12 @@ async fn accept_loop(
 }
 
 /// Serves HTTP on an accepted connection (after its TLS handshake, if any) under the
-/// connection guard, until it ends or the server shuts down.
+/// connection guard, until it ends or the server shuts down. Every answer is tracked until
+/// the client takes it (see `guard`).
 async fn serve_http<S>(
     stream: S,
     opening_by: tokio::time::Instant,
+    stall: Duration,
     router: Router,
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
@@ -195,7 +268,15 @@ async fn serve_http<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let stream = TokioIo::new(Guarded::new(stream, opening_by, STALL_LIMIT));
+    type Request = axum::http::Request<hyper::body::Incoming>;
+    let answers = Arc::new(Answers::default());
+    let stream = TokioIo::new(Guarded::new(stream, opening_by, stall, answers.clone()));
+    let router = tower::ServiceExt::<Request>::map_response(
+        router,
+        move |response: axum::response::Response| {
+            response.map(|body| axum::body::Body::new(Tracked::new(body, answers.clone())))
+        },
+    );
     let service = TowerToHyperService::new(router);
     watcher
         .watch(builder.serve_connection(stream, service).into_owned())

@@ -49,6 +49,17 @@ impl Setup {
         }
     }
 
+    /// A registry, and a server whose policies folder holds the keyless release policy and
+    /// the trust material of `sigstore`.
+    pub async fn keyless(sigstore: &PrivateSigstore) -> Self {
+        Self::new(
+            &keyless_policy(RELEASE_IDENTITY, "enforce"),
+            &trust_files(sigstore),
+            &[],
+        )
+        .await
+    }
+
     pub fn policies_dir(&self) -> &std::path::Path {
         self._policies.path()
     }

@@ -17,6 +17,8 @@ pub enum ManifestError {
     Empty,
     #[error("document {index}, line {line}: {}", crate::json::too_deep())]
     TooDeep { index: usize, line: usize },
+    #[error("the dry run holds more than {max} objects; POST /v1/check judges at most {max} at once (split it, or use verdict check)")]
+    TooMany { max: usize },
 }
 
 /// The most objects one `/v1/check` dry run judges, and the most images in all of them:
@@ -25,14 +27,9 @@ pub enum ManifestError {
 pub const MAX_DRY_RUN_OBJECTS: usize = 1000;
 pub const MAX_DRY_RUN_IMAGES: usize = 2000;
 
-/// Why a dry run is too large to judge, if it is.
+/// Why a dry run (read with `reviews_at_most(MAX_DRY_RUN_OBJECTS)`) is too large to
+/// judge, if it is.
 pub fn too_large(reviews: &[Value]) -> Option<String> {
-    if reviews.len() > MAX_DRY_RUN_OBJECTS {
-        return Some(format!(
-            "the dry run holds {} objects; POST /v1/check judges at most {MAX_DRY_RUN_OBJECTS} at once (split it, or use verdict check)",
-            reviews.len()
-        ));
-    }
     let images: usize = reviews
         .iter()
         .map(|r| {
@@ -50,10 +47,19 @@ pub fn too_large(reviews: &[Value]) -> Option<String> {
 
 /// Every document of `body` as an AdmissionReview, in order.
 pub fn reviews(body: &[u8]) -> Result<Vec<Value>, ManifestError> {
+    reviews_at_most(body, usize::MAX)
+}
+
+/// [`reviews`], refused with `TooMany` as soon as more than `max` objects have been read:
+/// a dry run past its limit costs no more than reading that many.
+pub fn reviews_at_most(body: &[u8], max: usize) -> Result<Vec<Value>, ManifestError> {
     let text = std::str::from_utf8(body).map_err(|_| ManifestError::NotText)?;
     let mut objects = Vec::new();
-    for (index, doc) in documents(text)?.into_iter().enumerate() {
+    for (index, doc) in documents(text, max)?.into_iter().enumerate() {
         flatten(doc, index, &mut objects)?;
+        if objects.len() > max {
+            return Err(ManifestError::TooMany { max });
+        }
     }
     if objects.is_empty() {
         return Err(ManifestError::Empty);
@@ -71,13 +77,19 @@ pub fn reviews(body: &[u8]) -> Result<Vec<Value>, ManifestError> {
         .collect())
 }
 
-fn documents(text: &str) -> Result<Vec<Value>, ManifestError> {
+fn documents(text: &str, max: usize) -> Result<Vec<Value>, ManifestError> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Parse {
-            index: 0,
-            message: crate::json::explain(&e),
-        })?;
+        let mut parser = serde_json::Deserializer::from_str(text);
+        let value = serde::de::DeserializeSeed::deserialize(AtMost(max), &mut parser)
+            .and_then(|v| parser.end().map(|()| v))
+            .map_err(|e| match e.to_string() {
+                m if m.starts_with(TOO_MANY) => ManifestError::TooMany { max },
+                _ => ManifestError::Parse {
+                    index: 0,
+                    message: crate::json::explain(&e),
+                },
+            })?;
         return Ok(match value {
             Value::Array(items) => items,
             other => vec![other],
@@ -93,8 +105,71 @@ fn documents(text: &str) -> Result<Vec<Value>, ManifestError> {
         if !value.is_null() {
             docs.push(value);
         }
+        if docs.len() > max {
+            return Err(ManifestError::TooMany { max });
+        }
     }
     Ok(docs)
+}
+
+const TOO_MANY: &str = "more documents than";
+
+/// A JSON document, or a list of at most `.0` of them, read without building the rest.
+struct AtMost(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for AtMost {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AtMost {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object or a list of them")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Value>()? {
+            items.push(item);
+            if items.len() > self.0 {
+                return Err(serde::de::Error::custom(format!("{TOO_MANY} {}", self.0)));
+            }
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
 }
 
 /// Refuses YAML nested past `MAX_DEPTH` before libyaml reads it: libyaml's scanner does

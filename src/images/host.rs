@@ -22,8 +22,10 @@ const HTTPS_PORT: u16 = 443;
 
 /// The canonical form of a registry `host[:port]`: the host lower-cased, an IP address in
 /// its standard text (IPv4-mapped IPv6 and the numeric forms a resolver reads as IPv4
-/// folded into dotted IPv4), `:443` and leading zeros of a port dropped, Docker Hub's
-/// aliases folded into `docker.io`. Canonicalizing a canonical host gives it back.
+/// folded into dotted IPv4), `:443` and leading zeros of a port dropped (`:443` is kept on
+/// a one-label name other than `localhost`, which without a port would read as a Docker
+/// Hub namespace), Docker Hub's aliases folded into `docker.io`. Canonicalizing a canonical
+/// host gives it back.
 pub fn canonical_host(registry: &str) -> Result<String, ReferenceError> {
     let invalid = || ReferenceError::InvalidRegistry(registry.to_string());
     let (host, port) = split_port(registry).ok_or_else(invalid)?;
@@ -33,13 +35,16 @@ pub fn canonical_host(registry: &str) -> Result<String, ReferenceError> {
             // Go reads `:005000` as port 5000, however many zeros lead.
             match p.trim_start_matches('0').parse::<u16>() {
                 Ok(0) | Err(_) => return Err(invalid()),
-                Ok(HTTPS_PORT) => None,
                 Ok(n) => Some(n),
             }
         }
         Some(_) => return Err(invalid()),
     };
     let host = canonical_name(host).ok_or_else(invalid)?;
+    // `:443` goes, unless the host would then no longer read as a registry: `name/app` is
+    // Docker Hub's `docker.io/name/app`, while `name:443/app` is the registry `name`.
+    let reads_as_registry = host.contains(['.', ':']) || host == "localhost";
+    let port = port.filter(|p| *p != HTTPS_PORT || !reads_as_registry);
     let host = if DOCKER_HUB_ALIASES.contains(&host.as_str()) {
         DOCKER_HUB.to_string()
     } else {
@@ -208,6 +213,9 @@ mod tests {
     #[test]
     fn keeps_what_is_another_endpoint() {
         for host in [
+            // Found by `make fuzz` (registry_host): `joo:443/x` is the registry `joo`;
+            // `joo/x` would be Docker Hub's `docker.io/joo/x`.
+            "joo:443",
             "ghcr.io:80",
             "ghcr.io:8443",
             "docker.io:5000",

@@ -282,6 +282,22 @@ mod tests {
         assert_eq!(r.digest.as_deref(), Some(D));
     }
 
+    /// Found by `make fuzz` (target `registry_host`): dropping `:443` from a one-label host
+    /// made `JoO:443/a/b` print as `joo/a/b`, which reads as Docker Hub's `docker.io/joo/a/b`.
+    #[test]
+    fn a_one_label_host_keeps_its_port_so_it_stays_a_registry() {
+        let parsed = ImageRef::parse("JoO:443/a/b").expect("parses");
+        assert_eq!(parsed.registry, "joo:443");
+        assert_eq!(parsed.to_string(), "joo:443/a/b:latest");
+        assert_eq!(
+            ImageRef::parse(&parsed.to_string()),
+            Ok(ImageRef {
+                implied_latest: false,
+                ..parsed
+            })
+        );
+    }
+
     /// Found by `make fuzz` (target `reference`): short enough as written, too long once
     /// `docker.io/` is added, so the normalized form did not parse again.
     #[test]

@@ -35,9 +35,9 @@ pub struct AppState {
     pub large_reviews: Arc<tokio::sync::Semaphore>,
 }
 
-/// Dry runs (`/v1/check`) judged at once: a person's tool, never to take the cores the
-/// API server's reviews need.
-pub const MAX_DRY_RUNS: usize = 2;
+/// Dry runs (`/v1/check`) judged at once: a person's tool, which may take at most one core
+/// from the API server's reviews (the blocking threads it runs on share the cores).
+pub const MAX_DRY_RUNS: usize = 1;
 
 /// The admission router, served over TLS.
 pub fn admission_router(state: AppState) -> Router {
@@ -166,7 +166,7 @@ async fn check(
     let Ok(_slot) = state.dry_runs.clone().try_acquire_owned() else {
         let mut response = HttpError(
             StatusCode::TOO_MANY_REQUESTS,
-            format!("{MAX_DRY_RUNS} dry runs are being judged; retry in a moment"),
+            format!("{MAX_DRY_RUNS} dry run(s) being judged already; retry in a moment"),
         )
         .into_response();
         response
@@ -181,7 +181,13 @@ async fn check(
     let _in_flight = InFlight::start(&state.metrics);
     // Parsing (YAML especially) is CPU work of the size of the body: off the async workers.
     let parsed = tokio::task::spawn_blocking(move || {
-        let reviews = crate::manifest::reviews(&body).map_err(bad_request)?;
+        let max = crate::manifest::MAX_DRY_RUN_OBJECTS;
+        let reviews = crate::manifest::reviews_at_most(&body, max).map_err(|e| match e {
+            crate::manifest::ManifestError::TooMany { .. } => {
+                HttpError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
+            e => bad_request(e),
+        })?;
         match crate::manifest::too_large(&reviews) {
             Some(why) => Err(HttpError(StatusCode::PAYLOAD_TOO_LARGE, why)),
             None => Ok(reviews),

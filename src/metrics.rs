@@ -261,3 +261,27 @@ pub fn render(registry: &Registry) -> String {
     }
     String::from_utf8(buffer).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Label values taken from requests fall into closed or bounded sets.
+    #[test]
+    fn label_values_from_requests_stay_in_bounded_sets() {
+        assert_eq!(operation_label("CREATE"), "CREATE");
+        assert_eq!(operation_label("create"), "other");
+        assert_eq!(kind_label("Deployment"), "Deployment");
+        assert_eq!(kind_label("Kind123"), "other");
+        let hosts = HostLabels::default();
+        let labels: std::collections::HashSet<String> = (0..10_000)
+            .map(|i| hosts.label(&format!("registry{i}.example.com")))
+            .collect();
+        assert_eq!(labels.len(), MAX_HOST_LABELS + 1);
+        assert!(labels.contains("other"));
+        assert_eq!(
+            hosts.label("registry0.example.com"),
+            "registry0.example.com"
+        );
+    }
+}

@@ -17,7 +17,8 @@ static POLICY: LazyLock<PolicySet> = LazyLock::new(|| {
 fuzz_target!(|data: &[u8]| {
     if let Ok(raw) = admission::parse_body(data, &POLICY) {
         if let Ok(Decoded::Judge(review)) = admission::decode(raw) {
-            for image in verdict::images::extract(&review.subject.kind, review.object()) {
+            let found = verdict::images::extract(&review.subject.kind, review.object());
+            for image in found.into_iter().flatten() {
                 let _ = image.parse();
             }
             let _ = review.subject.describe();

@@ -19,39 +19,18 @@ fn main() {
 /// A Pod review just under 3 MiB: 256 containers (the most verdict judges), each with 11 KiB
 /// of environment.
 fn worst_review(uid: usize) -> Vec<u8> {
-    let containers: Vec<Value> = (0..256)
-        .map(|i| {
-            let env: Vec<Value> = (0..85)
-                .map(|e| json!({"name": format!("VAR_{e}"), "value": "x".repeat(100)}))
-                .collect();
-            json!({"name": format!("c{i}"), "image": format!("registry.example.com/app{i}:1.0"), "env": env})
-        })
+    let env: Vec<Value> = (0..85)
+        .map(|e| json!({"name": format!("VAR_{e}"), "value": "x".repeat(100)}))
         .collect();
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": format!("worst-{uid}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "team-a",
-            "operation": "CREATE", "userInfo": {"username": "bench"},
-            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("w{uid}"), "namespace": "team-a"},
-                       "spec": {"containers": containers}}}
-    }))
-    .unwrap()
+    let containers = (0..256)
+        .map(|i| json!({"name": format!("c{i}"), "image": format!("registry.example.com/app{i}:1.0"), "env": env}))
+        .collect();
+    support::pod_of(containers, uid)
 }
 
-/// A Pod review of 30,000 containers (1.3 MiB).
+/// A Pod review of 30,000 containers (1.2 MiB).
 fn many_containers(uid: usize) -> Vec<u8> {
-    let containers: Vec<Value> = (0..30_000)
-        .map(|i| json!({"name": format!("c{i}"), "image": "nginx:latest"}))
-        .collect();
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": format!("many-{uid}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "team-a",
-            "operation": "CREATE", "userInfo": {"username": "bench"},
-            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "m", "namespace": "team-a"},
-                       "spec": {"containers": containers}}}
-    }))
-    .unwrap()
+    support::pod(&vec!["nginx:latest".to_string(); 30_000], uid)
 }
 
 /// Samples RSS every 5 ms while `work` runs; returns (peak KiB, its result).

@@ -217,6 +217,11 @@ pub fn pod(images: &[String], uid: usize) -> Vec<u8> {
         .enumerate()
         .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
         .collect();
+    pod_of(containers, uid)
+}
+
+/// An AdmissionReview for a Pod with these `containers`.
+pub fn pod_of(containers: Vec<Value>, uid: usize) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": format!("bench-{uid}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},

@@ -207,7 +207,8 @@ fn verify_bundle(args: &VerifyBundleArgs) -> anyhow::Result<ExitCode> {
     let signer = match (&args.key, &args.certificate_identity) {
         (Some(path), _) => {
             let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            keys = crate::imagepolicy::public_keys(&pem, None).map_err(anyhow::Error::msg)?;
+            keys =
+                crate::verify::imagepolicy::public_keys(&pem, None).map_err(anyhow::Error::msg)?;
             Signer::Keys {
                 keys: &keys,
                 tlog: true,

@@ -6,7 +6,6 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod decision;
-pub mod imagepolicy;
 pub mod images;
 pub mod json;
 pub mod logging;

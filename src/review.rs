@@ -5,10 +5,10 @@
 use crate::admission::Review;
 use crate::config::NoMatchPolicy;
 use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
-use crate::imagepolicy::Mode;
 use crate::images;
 use crate::metrics::Metrics;
 use crate::policy::{EvalError, PolicySet, PolicyStore};
+use crate::verify::imagepolicy::Mode;
 use crate::verify::{ImageFacts, Verifier};
 use serde::Serialize;
 use std::sync::Arc;

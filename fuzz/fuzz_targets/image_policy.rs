@@ -11,6 +11,6 @@ fuzz_target!(|data: &[u8]| {
     let trust = Arc::new(TrustRoot::default());
     for doc in yaml_serde::Deserializer::from_str(text).take(8) {
         let Ok(value) = serde_json::Value::deserialize(doc) else { return };
-        let _ = verdict::imagepolicy::parse(value, "fuzz.yaml", std::path::Path::new("/nonexistent"), &trust);
+        let _ = verdict::verify::imagepolicy::parse(value, "fuzz.yaml", std::path::Path::new("/nonexistent"), &trust);
     }
 });

@@ -15,8 +15,8 @@ pub use sources::{PolicySources, SourceFile};
 pub use store::{PolicyStatus, PolicyStore, ReloadOutcome};
 
 use crate::decision::{Finding, Origin, ReasonCode, Severity};
-use crate::imagepolicy::{self, ImagePolicy};
 use crate::json::{Node, Object};
+use crate::verify::imagepolicy::{self, ImagePolicy};
 use crate::verify::trust::TrustRoot;
 use regorus::{Engine, Value};
 use serde::Deserialize as _;

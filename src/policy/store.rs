@@ -62,8 +62,10 @@ impl PolicyStore {
             .iter()
             .flat_map(|p| &p.authorities)
             .filter_map(|a| match &a.kind {
-                crate::imagepolicy::AuthorityKind::Keyless { trust, .. } => trust.earliest_expiry(),
-                crate::imagepolicy::AuthorityKind::Key { .. } => None,
+                crate::verify::imagepolicy::AuthorityKind::Keyless { trust, .. } => {
+                    trust.earliest_expiry()
+                }
+                crate::verify::imagepolicy::AuthorityKind::Key { .. } => None,
             });
         self.trust.earliest_expiry().into_iter().chain(named).min()
     }

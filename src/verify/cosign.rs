@@ -5,7 +5,11 @@
 //! here, including the two the sigstore crate skips on this path (the signature over the
 //! payload with the certificate's key, and the Rekor entry body matching this signature).
 
-use super::identity::{CertIdentity, IdentityError, IdentityRule};
+use super::identity::IdentityRule;
+pub use super::proof::{
+    accepted_identity, stage, NotAnAttestation, Proof, PublicKey, Rejection, Statement,
+    IN_TOTO_PAYLOAD_TYPE, STATEMENT_TYPES,
+};
 use super::trust::TrustRoot;
 use crate::decision::ReasonCode;
 use base64::Engine as _;
@@ -22,13 +26,6 @@ pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 /// `critical.type` of cosign's simple-signing payload.
 pub const SIMPLE_SIGNING_TYPE: &str = "cosign container image signature";
-/// The DSSE `payloadType` of an in-toto statement: the only one an attestation has.
-pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
-/// The `_type`s of an in-toto Statement (v0.1 and v1).
-pub const STATEMENT_TYPES: [&str; 2] = [
-    "https://in-toto.io/Statement/v0.1",
-    "https://in-toto.io/Statement/v1",
-];
 /// Extended key usage Fulcio puts on signing certificates: id-kp-codeSigning.
 const CODE_SIGNING_EKU: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 
@@ -127,59 +124,6 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// An in-toto statement, read strictly: its predicate type, predicate and subjects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Statement {
-    pub predicate_type: String,
-    pub predicate: serde_json::Value,
-    subjects: Vec<serde_json::Value>,
-}
-
-impl Statement {
-    /// The statement of a DSSE envelope, or why the envelope is not an attestation: its
-    /// `payloadType` must be in-toto's and its payload an in-toto Statement (v0.1 or v1)
-    /// without repeated keys, with a predicate type and a list of subjects.
-    pub fn parse(payload_type: &str, payload: &[u8]) -> Result<Self, String> {
-        if payload_type != IN_TOTO_PAYLOAD_TYPE {
-            return Err(format!(
-                "the DSSE payloadType is {payload_type:?}, not {IN_TOTO_PAYLOAD_TYPE:?}"
-            ));
-        }
-        let json = super::strict::parse(payload)
-            .map_err(|e| format!("the in-toto statement is not valid JSON: {e}"))?;
-        let statement_type = json.get("_type").and_then(|t| t.as_str());
-        if !statement_type.is_some_and(|t| STATEMENT_TYPES.contains(&t)) {
-            return Err(format!(
-                "the payload's _type is {statement_type:?}, not an in-toto Statement ({})",
-                STATEMENT_TYPES.join(" or ")
-            ));
-        }
-        let predicate_type = json
-            .get("predicateType")
-            .and_then(|t| t.as_str())
-            .ok_or("the in-toto statement has no predicateType")?
-            .to_string();
-        let subjects = json
-            .get("subject")
-            .and_then(|s| s.as_array())
-            .ok_or("the in-toto statement has no subject list")?
-            .clone();
-        Ok(Self {
-            predicate_type,
-            predicate: json.get("predicate").cloned().unwrap_or_default(),
-            subjects,
-        })
-    }
-
-    /// The digests of `algorithm` that the statement's subjects name.
-    fn subject_digests(&self, algorithm: &str) -> Vec<&str> {
-        self.subjects
-            .iter()
-            .filter_map(|s| s.get("digest")?.get(algorithm)?.as_str())
-            .collect()
-    }
-}
-
 impl SignatureLayer {
     /// Builds a layer from its annotations and payload bytes (already digest-checked).
     pub fn new(layer: &LayerRef, payload: Vec<u8>) -> Result<Self, Rejection> {
@@ -256,64 +200,17 @@ impl SignatureLayer {
     }
 
     /// The in-toto statement of an attestation layer; `None` for a simple signature.
-    pub fn statement(&self) -> Option<Result<Statement, String>> {
+    pub fn statement(&self) -> Option<Result<Statement, NotAnAttestation>> {
         let payload_type = self.dsse_payload_type.as_deref()?;
         Some(Statement::parse(payload_type, &self.payload))
     }
 }
 
-/// Why a layer does not satisfy an authority. `stage` orders rejections by how many checks
-/// passed, so the most telling reason of several layers is reported.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub code: ReasonCode,
-    pub detail: String,
-}
-
-impl Rejection {
-    pub fn new(code: ReasonCode, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-        }
-    }
-
-    /// Later stages mean more checks passed before this one failed.
-    pub fn stage(&self) -> u8 {
-        stage(&self.code)
-    }
-}
-
-/// How far verification got before failing with `code`: rejections (and cached
-/// judgements) are compared by it, so the most telling reason of several is reported.
-pub fn stage(code: &ReasonCode) -> u8 {
-    match code {
-        ReasonCode::SignatureInvalid | ReasonCode::UntrustedKey => 1,
-        ReasonCode::DigestMismatch => 2,
-        ReasonCode::TlogMissing => 3,
-        ReasonCode::TlogInvalid => 4,
-        ReasonCode::TlogMismatch => 5,
-        ReasonCode::UntrustedRoot | ReasonCode::CertExpired => 6,
-        ReasonCode::IdentityMismatch => 7,
-        _ => 0,
-    }
-}
-
-/// What a satisfied check proves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proof {
-    pub identity: String,
-    pub rekor_log_index: Option<i64>,
-    pub rekor_integrated_time: Option<i64>,
-}
-
-impl Proof {
-    fn new(identity: String, entry: Option<&RekorPayload>) -> Self {
-        Self {
-            identity,
-            rekor_log_index: entry.map(|e| e.log_index),
-            rekor_integrated_time: entry.map(|e| e.integrated_time),
-        }
+fn proven(identity: String, entry: Option<&RekorPayload>) -> Proof {
+    Proof {
+        identity,
+        rekor_log_index: entry.map(|e| e.log_index),
+        rekor_integrated_time: entry.map(|e| e.integrated_time),
     }
 }
 
@@ -339,7 +236,7 @@ pub fn check_with_keys(
         Some(trust) => Some(check_tlog(layer, trust, &key.spki_der)?),
         None => None,
     };
-    Ok(Proof::new(key.name.clone(), entry.as_ref()))
+    Ok(proven(key.name.clone(), entry.as_ref()))
 }
 
 /// A keyless authority: a Fulcio certificate for one of `identities`, logged in Rekor.
@@ -368,40 +265,7 @@ pub fn check_keyless(
     let entry = check_tlog(layer, trust, cert.as_ref())?;
     check_chain(cert, trust, entry.integrated_time)?;
     let name = accepted_identity(cert, identities)?;
-    Ok(Proof::new(name, Some(&entry)))
-}
-
-/// The certificate's identity if one of the rules accepts it, as `subject (issuer)`.
-pub fn accepted_identity(cert_der: &[u8], rules: &[IdentityRule]) -> Result<String, Rejection> {
-    let identity = CertIdentity::from_der(cert_der).map_err(|e| match e {
-        IdentityError::Unreadable(_) => Rejection::new(ReasonCode::UntrustedRoot, e.to_string()),
-        IdentityError::Ambiguous(_) => Rejection::new(ReasonCode::IdentityMismatch, e.to_string()),
-    })?;
-    if !rules.iter().any(|rule| rule.matches(&identity)) {
-        let wanted: Vec<String> = rules.iter().map(IdentityRule::describe).collect();
-        return Err(Rejection::new(
-            ReasonCode::IdentityMismatch,
-            format!(
-                "signed by subject {:?} from issuer {:?}, but the policy accepts {}",
-                identity.subject,
-                identity.issuer.as_deref().unwrap_or("(none)"),
-                wanted.join(" or ")
-            ),
-        ));
-    }
-    Ok(format!(
-        "{} ({})",
-        identity.subject,
-        identity.issuer.unwrap_or_default()
-    ))
-}
-
-/// A public key of an authority, with the name reports use.
-#[derive(Debug, Clone)]
-pub struct PublicKey {
-    pub name: String,
-    pub key: CosignVerificationKey,
-    pub spki_der: Vec<u8>,
+    Ok(proven(name, Some(&entry)))
 }
 
 fn certificate_key(cert: &CertificateDer<'_>) -> Result<CosignVerificationKey, Rejection> {
@@ -437,7 +301,7 @@ fn certificate_key(cert: &CertificateDer<'_>) -> Result<CosignVerificationKey, R
 pub fn check_payload_digest(layer: &SignatureLayer, digest: &str) -> Result<(), Rejection> {
     let not_valid = |why: String| Rejection::new(ReasonCode::SignatureInvalid, why);
     if let Some(statement) = layer.statement() {
-        let statement = statement.map_err(not_valid)?;
+        let statement = statement.map_err(|e| not_valid(e.to_string()))?;
         let (algorithm, hex) = digest.split_once(':').unwrap_or(("", digest));
         let named = statement.subject_digests(algorithm);
         return if named.contains(&hex) {

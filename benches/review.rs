@@ -45,7 +45,7 @@ fn reviewer(policies: PathBuf, insecure: Vec<String>, metrics: Metrics) -> Revie
 
 async fn judge(reviewer: &Reviewer, body: &[u8]) -> Vec<u8> {
     let policy = reviewer.policies().current();
-    let raw = admission::parse_body(body, &policy).unwrap();
+    let raw = admission::parse_body(body, policy.review_reads()).unwrap();
     let Decoded::Judge(review) = admission::decode(raw).unwrap() else {
         unreachable!()
     };

@@ -4,8 +4,7 @@
 
 use crate::decision::{Findings, ReasonCode, Severity};
 use crate::images;
-use crate::json::Node;
-use crate::policy::PolicySet;
+use crate::json::{Node, Reads};
 use kube::core::admission::Operation;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -208,10 +207,11 @@ impl<'de> Deserialize<'de> for UserInfo {
     }
 }
 
-/// Parses a request body into a JSON value holding what verdict and `policy` read of it.
-pub fn parse_body<'a>(body: &'a [u8], policy: &PolicySet) -> Result<Node<'a>, NotAReview> {
-    policy
-        .parse_review(body)
+/// Parses a request body into a JSON value holding what is read of it: `reads` are the
+/// policies' reads and [`own_reads`] (see `PolicySet::review_reads`).
+pub fn parse_body<'a>(body: &'a [u8], reads: &Reads) -> Result<Node<'a>, NotAReview> {
+    reads
+        .parse(body)
         .map_err(|e| NotAReview::Json(crate::json::explain(&e)))
 }
 
@@ -232,25 +232,24 @@ const ENVELOPE: [&str; 13] = [
     "options",
 ];
 
-/// Every path of a review that verdict itself reads, whatever the policies read: the
-/// review's type, the request envelope, the object's kind and names, and the container
-/// lists of every kind that has a pod spec (`request.oldObject` is not among them).
+/// Every path of a review that verdict's own code reads, whatever the policies read: the
+/// review's type (`decode`), the request envelope (`AdmissionRequest`), and of the object
+/// what `kind_disagreement`, `subject_of` and `images::extract` read (`request.oldObject`
+/// is not among them). A body is parsed into these and the policies' reads only, so a read
+/// missing here is a field verdict silently does not see:
+/// `own_reads_keep_all_that_verdict_reads` holds each reader to its list.
 pub fn own_reads() -> Vec<Vec<&'static str>> {
     let mut paths = vec![vec!["apiVersion"], vec!["kind"]];
     paths.extend(ENVELOPE.iter().map(|field| vec!["request", field]));
-    for field in ["apiVersion", "kind"] {
-        paths.push(vec!["request", "object", field]);
-    }
-    for field in ["name", "namespace", "generateName"] {
-        paths.push(vec!["request", "object", "metadata", field]);
-    }
-    for (_, spec) in images::POD_SPEC_PATHS {
-        for (list, _) in images::ContainerKind::LISTS {
-            let mut path = vec!["request", "object"];
-            path.extend_from_slice(spec);
-            path.push(list);
-            paths.push(path);
-        }
+    let object = KIND_READS
+        .iter()
+        .chain(&SUBJECT_READS)
+        .map(|path| path.to_vec())
+        .chain(images::reads());
+    for path in object {
+        let mut full = vec!["request", "object"];
+        full.extend(path);
+        paths.push(full);
     }
     paths
 }
@@ -305,6 +304,9 @@ pub fn decode(raw: Node<'_>) -> Result<Decoded<'_>, NotAReview> {
 /// Why `request.kind` and the object's own `kind` / `apiVersion` disagree, if they do:
 /// images are found by the kind, so a review that says Deployment over a Pod object would
 /// be read as having none.
+/// What [`kind_disagreement`] reads of `request.object`, beside the envelope.
+const KIND_READS: [&[&str]; 2] = [&["kind"], &["apiVersion"]];
+
 fn kind_disagreement(request: &Node) -> Option<String> {
     let object = &request["object"];
     let said = &request["kind"];
@@ -333,6 +335,14 @@ fn kind_disagreement(request: &Node) -> Option<String> {
         )
     })
 }
+
+/// What [`subject_of`] reads of `request.object`, beside the envelope.
+const SUBJECT_READS: [&[&str]; 4] = [
+    &["kind"],
+    &["metadata", "name"],
+    &["metadata", "namespace"],
+    &["metadata", "generateName"],
+];
 
 fn subject_of(request: &Node) -> Subject {
     let text = |v: &Node| v.as_str().unwrap_or_default().to_string();
@@ -496,6 +506,98 @@ fn parse_go_duration(text: &str) -> Option<Duration> {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    /// What verdict's own code reads, as the pruned parse takes it.
+    fn own_reads_tree() -> Reads {
+        let mut reads = Reads::Fields(BTreeMap::new());
+        for path in own_reads() {
+            reads.add(&path);
+        }
+        reads
+    }
+
+    /// Reviews whose objects carry far more than verdict reads: every admission fixture
+    /// from real clusters, and each kind with a pod spec wrapped around a full Pod's spec
+    /// and metadata.
+    fn rich_reviews() -> Vec<Value> {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission");
+        let mut reviews: Vec<Value> = Vec::new();
+        for dir in std::fs::read_dir(root).expect("fixtures") {
+            for file in std::fs::read_dir(dir.expect("dir").path()).expect("fixtures") {
+                let path = file.expect("file").path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    let text = std::fs::read_to_string(&path).expect("fixture");
+                    reviews.push(serde_json::from_str(&text).expect("json"));
+                }
+            }
+        }
+        let pod = reviews
+            .iter()
+            .find(|r| r["request"]["object"]["kind"] == "Pod")
+            .map(|r| r["request"]["object"].clone())
+            .expect("a Pod fixture");
+        for (kind, path) in images::POD_SPEC_PATHS {
+            let mut object = wrap_spec(path, &pod);
+            object["kind"] = json!(kind);
+            object["apiVersion"] = json!("v1");
+            object["metadata"] = pod["metadata"].clone();
+            reviews.push(review(
+                "admission.k8s.io/v1",
+                json!({
+                    "uid": "u", "kind": {"group": "", "version": "v1", "kind": kind},
+                    "resource": {"group": "", "version": "v1", "resource": "r"},
+                    "operation": "CREATE", "userInfo": {"username": "alice"},
+                    "object": object,
+                }),
+            ));
+        }
+        reviews
+    }
+
+    /// An object whose `path` (ending in `spec`) leads to the Pod's spec, with the Pod's
+    /// metadata beside every field on the way.
+    fn wrap_spec(path: &[&str], pod: &Value) -> Value {
+        match path {
+            [] => pod["spec"].clone(),
+            [field, rest @ ..] => {
+                json!({*field: wrap_spec(rest, pod), "metadata": pod["metadata"].clone()})
+            }
+        }
+    }
+
+    /// verdict's own readers see the same through the pruned parse as through the whole
+    /// body: a reader that starts reading a field missing from its declared reads fails
+    /// here (the rich reviews carry labels, annotations, volumes, resources, ...).
+    #[test]
+    fn own_reads_keep_all_that_verdict_reads() {
+        let reads = own_reads_tree();
+        let reviews = rich_reviews();
+        assert!(reviews.len() > images::POD_SPEC_PATHS.len());
+        let mut judged_with_images = 0;
+        for review in &reviews {
+            let body = serde_json::to_vec(review).expect("json");
+            let pruned = parse_body(&body, &reads).expect("parses");
+            let whole = Node::from(review);
+            let describe = |raw: Node<'_>| match decode(raw) {
+                Err(e) => format!("not a review: {e}"),
+                Ok(Decoded::Judge(r)) => {
+                    let kind = r.subject.kind.clone();
+                    let found = images::extract(&kind, r.object());
+                    format!("judge {:?} {found:?}", r.subject)
+                }
+                Ok(Decoded::Refuse {
+                    subject, problem, ..
+                }) => format!("refuse {subject:?} {problem}"),
+            };
+            let (pruned, whole) = (describe(pruned), describe(whole));
+            assert_eq!(pruned, whole);
+            if pruned.starts_with("judge") && pruned.contains("ImageOccurrence") {
+                judged_with_images += 1;
+            }
+        }
+        assert!(judged_with_images > images::POD_SPEC_PATHS.len());
+    }
 
     /// `decode` of a review given as a `serde_json::Value`.
     fn decoded(review: &Value) -> Result<Decoded<'_>, NotAReview> {
@@ -803,16 +905,12 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_review() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        let policy = PolicySet::load(&root, &Default::default()).expect("shipped policies");
+        let reads = own_reads_tree();
         for body in [
             &b"{nope"[..],
             b"{\"kind\": \"AdmissionReview\", \"x\": [1,]}",
         ] {
-            assert!(matches!(
-                parse_body(body, &policy),
-                Err(NotAReview::Json(_))
-            ));
+            assert!(matches!(parse_body(body, &reads), Err(NotAReview::Json(_))));
         }
         for body in [
             json!({"kind": "Pod"}),

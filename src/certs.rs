@@ -1,5 +1,6 @@
-//! `verdict certs`: a development CA and a serving certificate signed by it.
-//! For clusters, use cert-manager or your own PKI; these are for `make run` and tests.
+//! Certificates: `verdict certs` (a development CA and a serving certificate signed by it;
+//! for clusters, use cert-manager or your own PKI, these are for `make run` and tests),
+//! and reading when a certificate expires, for the served one and for trust roots alike.
 
 use anyhow::Context as _;
 use rcgen::{
@@ -9,6 +10,19 @@ use rcgen::{
 use std::net::IpAddr;
 use std::path::Path;
 use time::{Duration, OffsetDateTime};
+
+/// A certificate's notAfter in Unix seconds.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    use x509_cert::der::Decode as _;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let seconds = cert
+        .tbs_certificate()
+        .validity()
+        .not_after
+        .to_unix_duration()
+        .as_secs();
+    i64::try_from(seconds).ok()
+}
 
 /// The PEM files written by [`generate`].
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod decision_key;
 pub mod images;
 pub mod json;
 pub mod logging;

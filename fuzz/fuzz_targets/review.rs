@@ -15,7 +15,7 @@ static POLICY: LazyLock<PolicySet> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(raw) = admission::parse_body(data, &POLICY) {
+    if let Ok(raw) = admission::parse_body(data, POLICY.review_reads()) {
         if let Ok(Decoded::Judge(review)) = admission::decode(raw) {
             let found = verdict::images::extract(&review.subject.kind, review.object());
             for image in found.into_iter().flatten() {

@@ -77,6 +77,20 @@ pub struct MalformedSpec {
     pub problem: &'static str,
 }
 
+/// What [`extract`] reads of an object: the container lists of every kind that has a pod
+/// spec, whole (paths from the object's root).
+pub fn reads() -> Vec<Vec<&'static str>> {
+    let mut paths = Vec::new();
+    for (_, spec) in POD_SPEC_PATHS {
+        for (list, _) in ContainerKind::LISTS {
+            let mut path = spec.to_vec();
+            path.push(list);
+            paths.push(path);
+        }
+    }
+    paths
+}
+
 /// Every image of `object`, a Kubernetes object of `kind`, in document order:
 /// init containers, containers, then ephemeral containers. Kinds that carry no pod spec
 /// yield nothing; a pod spec of another shape than Kubernetes defines (null or not an

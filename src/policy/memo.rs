@@ -6,8 +6,8 @@
 //! with the same digest, so they are looked up instead of evaluated again: Pods of one
 //! Deployment differ in name and uid, which the shipped policies never read.
 
-use super::input::Key;
 use crate::decision::Finding;
+use crate::decision_key::Key;
 use crate::slots::Slots;
 use std::sync::Arc;
 

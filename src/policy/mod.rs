@@ -9,13 +9,12 @@ mod store;
 mod syntax;
 pub mod testing;
 
-use input::Reads;
-pub use input::{text_digest, Image, Key};
 pub use sources::{PolicySources, SourceFile};
 pub use store::{PolicyStatus, PolicyStore, ReloadOutcome};
 
 use crate::decision::{Finding, Origin, ReasonCode, Severity};
-use crate::json::{Node, Object};
+use crate::decision_key::{self, Image, Key};
+use crate::json::{Node, Object, Reads};
 use crate::verify::imagepolicy::{self, ImagePolicy};
 use crate::verify::trust::TrustRoot;
 use regorus::{Engine, Value};
@@ -152,12 +151,12 @@ impl PolicySet {
         })
     }
 
-    /// A review body parsed into what verdict and these policies read of it: each object
-    /// holds only those fields, the rest is checked as JSON but not built (most of a Pod's
-    /// text, `managedFields` and all, is read by neither). The input and key of the review
-    /// are the same as from the whole body.
-    pub fn parse_review<'a>(&self, body: &'a [u8]) -> serde_json::Result<Node<'a>> {
-        self.review_reads.parse(body)
+    /// What is parsed of a review body: what verdict and these policies read of it. Each
+    /// object holds only those fields, the rest is checked as JSON but not built (most of
+    /// a Pod's text, `managedFields` and all, is read by neither). The input and key of the
+    /// review are the same as from the whole body.
+    pub fn review_reads(&self) -> &Reads {
+        &self.review_reads
     }
 
     /// The input for one review: the review as received plus `images`, holding only what the
@@ -178,7 +177,7 @@ impl PolicySet {
     /// set's answers may change between calls.
     pub fn key(&self, review: &Object, images: &[impl Image]) -> Option<Key> {
         self.decisions.as_ref()?;
-        input::key(&self.reads, review, images)
+        decision_key::key(&self.reads, review, images)
     }
 
     /// The findings of an earlier evaluation of the input with this key.

@@ -6,7 +6,7 @@
 //! path. Any other use of `input` (as a value, as an index, under a variable key, in `with`)
 //! reads all of it.
 
-use super::input::Reads;
+use crate::json::Reads;
 use regorus::Engine;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::collections::{BTreeMap, BTreeSet};

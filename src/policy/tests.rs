@@ -336,7 +336,7 @@ warn contains msg if {
     for set in [&shipped, &reader] {
         for body in &bodies {
             let whole: Node = serde_json::from_slice(body).expect("fixture is JSON");
-            let parsed = set.parse_review(body).expect("parses");
+            let parsed = set.review_reads().parse(body).expect("parses");
             let (whole, whole_raw) = show(decode(whole));
             let (parsed, parsed_raw) = show(decode(parsed));
             assert_eq!(parsed, whole);
@@ -363,7 +363,7 @@ warn contains msg if {
 }
 
 fn set_findings(set: &PolicySet, i: usize, bodies: &[Vec<u8>]) -> Vec<String> {
-    let parsed = set.parse_review(&bodies[i]).expect("parses");
+    let parsed = set.review_reads().parse(&bodies[i]).expect("parses");
     let raw = parsed.as_object().cloned().unwrap_or_default();
     let images: Vec<serde_json::Value> = Vec::new();
     set.evaluate(set.input(&raw, &images).expect("input"), SECOND)

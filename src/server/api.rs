@@ -131,7 +131,7 @@ async fn answer(
     // The body is parsed for the policy set live once it has arrived, which then judges it.
     // The review borrows its strings from the body.
     let policy = state.reviewer.policies().current();
-    let decoded = admission::parse_body(body, &policy)
+    let decoded = admission::parse_body(body, policy.review_reads())
         .and_then(admission::decode)
         .map_err(bad_request)?;
     let _in_flight = InFlight::start(&state.metrics);

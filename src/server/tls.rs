@@ -79,21 +79,8 @@ impl CertStore {
     /// When the served certificate expires (Unix seconds).
     pub fn not_after(&self) -> Option<i64> {
         let key = self.current.load();
-        not_after(key.cert.first()?)
+        crate::certs::not_after(key.cert.first()?)
     }
-}
-
-/// A certificate's notAfter in Unix seconds.
-pub fn not_after(der: &[u8]) -> Option<i64> {
-    use x509_cert::der::Decode as _;
-    let cert = x509_cert::Certificate::from_der(der).ok()?;
-    let seconds = cert
-        .tbs_certificate()
-        .validity()
-        .not_after
-        .to_unix_duration()
-        .as_secs();
-    i64::try_from(seconds).ok()
 }
 
 impl ResolvesServerCert for CertStore {

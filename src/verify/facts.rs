@@ -7,6 +7,7 @@ use super::identity;
 use super::imagepolicy::{AuthorityKind, ImagePolicy, Mode};
 use super::proof::Rejection;
 use crate::decision::ReasonCode;
+use crate::decision_key;
 use crate::images::{ContainerKind, ImageOccurrence, ImageRef};
 use serde::Serialize;
 
@@ -94,14 +95,12 @@ pub struct ImageFacts {
     /// The SHA-256 of the JSON text, once a decision key needed it: the same facts serve
     /// every review of the image while its judgements stay cached.
     #[serde(skip)]
-    text_digest: std::sync::OnceLock<Option<crate::policy::Key>>,
+    text_digest: decision_key::Memo,
 }
 
-impl crate::policy::Image for ImageFacts {
-    fn text_digest(&self) -> Option<crate::policy::Key> {
-        *self
-            .text_digest
-            .get_or_init(|| crate::policy::text_digest(self))
+impl decision_key::Image for ImageFacts {
+    fn text_digest(&self) -> Option<decision_key::Key> {
+        self.text_digest.of(self)
     }
 }
 
@@ -137,7 +136,7 @@ impl ImageFacts {
             attestations: Vec::new(),
             policies: Vec::new(),
             errors,
-            text_digest: std::sync::OnceLock::new(),
+            text_digest: decision_key::Memo::default(),
         }
     }
 }

@@ -206,7 +206,7 @@ impl TrustRoot {
             .iter()
             .filter(|ca| ca.validity.end.is_none())
             .flat_map(|ca| std::iter::once(&ca.root).chain(&ca.intermediates))
-            .filter_map(|cert| crate::server::tls::not_after(cert))
+            .filter_map(|cert| crate::certs::not_after(cert))
             .min()
     }
 

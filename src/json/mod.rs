@@ -5,6 +5,9 @@
 //! verdict and the policies see does not change. Building and dropping a review as a
 //! `serde_json::Value` took a third of the CPU of a review whose findings are remembered.
 
+mod reads;
+pub use reads::Reads;
+
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Error, Number, Value};

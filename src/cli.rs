@@ -126,28 +126,27 @@ pub fn main() -> ExitCode {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(crate::logging::flush_decisions)
-        .on_thread_stop(crate::logging::flush_decisions)
         .build()
         .context("starting the async runtime")
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<ExitCode> {
-    crate::logging::init(true);
+    let log = crate::logging::DecisionLog::start();
+    crate::logging::init(Some(&log));
     let runtime = runtime()?;
     let served = runtime.block_on(crate::server::serve(
         config,
+        log.clone(),
         crate::server::shutdown_signal(),
     ));
-    // The workers hand over their last decision lines as they stop.
     drop(runtime);
-    crate::logging::finish();
+    log.finish();
     served?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    crate::logging::init(false);
+    crate::logging::init(None);
     let mut body = Vec::new();
     for file in &args.files {
         let text = if file == "-" {
@@ -179,7 +178,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
-    crate::logging::init(false);
+    crate::logging::init(None);
     let results = testing::run(&args.dir)?;
     print!("{}", testing::render(&results, args.verbose));
     let all_passed = results.iter().all(|r| r.outcome == testing::Outcome::Pass);

@@ -7,11 +7,10 @@
 //! adaptor that re-validates every piece as UTF-8, which cost a sixth of a remembered
 //! review's CPU.
 
-use crate::admission::Subject;
-use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::{StdoutLock, Write as _};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -20,26 +19,32 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Installs the global subscriber: JSON lines on stdout (at `info` unless `RUST_LOG` says
-/// otherwise) or text on stderr (at `warn`).
-pub fn init(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if json { "info" } else { "warn" }));
+/// Installs the global subscriber: JSON lines handed to `log` (at `info` unless `RUST_LOG`
+/// says otherwise), or text on stderr (at `warn`) when there is no decision log.
+pub fn init(log: Option<&DecisionLog>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if log.is_some() { "info" } else { "warn" })
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder
-            .event_format(JsonLines)
-            .with_writer(|| OutboxWriter(Vec::new()))
-            .try_init()
-    } else {
-        builder.with_writer(std::io::stderr).try_init()
+    let _ = match log {
+        Some(log) => {
+            let log = log.clone();
+            builder
+                .event_format(JsonLines)
+                .with_writer(move || OutboxWriter(log.clone(), Vec::new()))
+                .try_init()
+        }
+        None => builder.with_writer(std::io::stderr).try_init(),
     };
 }
 
 /// One review's decision, for the decision log.
 pub struct Decision<'a> {
-    /// Who was judged: uid, namespace, kind, name and operation are written.
-    pub subject: &'a Subject,
+    pub uid: &'a str,
+    pub namespace: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub operation: &'a str,
     /// `allow` or `deny`.
     pub decision: &'a str,
     /// Reason codes of the denials, comma-separated.
@@ -48,74 +53,113 @@ pub struct Decision<'a> {
     pub duration: std::time::Duration,
 }
 
-/// Writes the decision log line of one review: the line an `info!` event with target
-/// `verdict::decision`, message `decision` and these fields would give through
-/// [`JsonLines`] (`decision_lines_are_the_events_lines` holds them equal), if `RUST_LOG`
-/// lets that event through (only `serve` judges reviews, and it writes JSON lines). Not
-/// through tracing's dispatch and field visitors, which took half of the line's cost:
-/// there is one per review.
-///
-/// Lines wait in a buffer of the thread that judged the review. When its runtime worker
-/// runs out of work ([`flush_decisions`], on every park) or they reach `BATCH` bytes, they
-/// are handed to the log writer thread, which writes what has gathered `LINGER` after the
-/// first line arrived: a worker never waits on stdout, and under load one `write` carries
-/// hundreds of reviews.
-pub fn decision(line: &Decision) {
-    if !tracing::enabled!(target: "verdict::decision", tracing::Level::INFO) {
-        return;
-    }
-    with_pending(|text| {
-        let written = text.len();
-        if write_decision(&mut *text, line, SystemTime::now()).is_err() {
-            text.truncate(written);
-        } else if text.len() >= BATCH {
-            hand_over(text);
-        }
-    });
-}
+/// The decision log of `serve`: JSON lines on stdout, one per review and one per `tracing`
+/// event, written by a thread of its own so that no review ever waits on stdout. Lines are
+/// appended to an outbox; the writer thread writes what has gathered `LINGER` after the
+/// first line arrived, so under load one `write` carries hundreds of reviews. Past
+/// `OUTBOX_LIMIT` bytes waiting (stdout is not read, or slower than the reviews), further
+/// lines are dropped and counted: admission never waits on the log. The server owns it and
+/// hands it to where lines are written; clones share one outbox.
+#[derive(Clone)]
+pub struct DecisionLog(Arc<Outbox>);
 
-/// Hands this thread's waiting decision lines to the log writer (see [`decision`]). The
-/// runtime calls it whenever a worker parks and when a worker stops.
-pub fn flush_decisions() {
-    with_pending(|text| {
-        if !text.is_empty() {
-            hand_over(text);
-        }
-    });
-}
-
-/// Writes every decision line handed over and not yet written, after a batch the writer
-/// has started: `serve` calls it once its runtime has stopped, before exiting. Gives up
-/// after `FINISH_LIMIT` when nobody reads stdout: an exit never hangs on the log.
-pub fn finish() {
-    let Some(outbox) = OUTBOX.get() else { return };
-    let (done, finished) = std::sync::mpsc::channel();
-    let writer = std::thread::Builder::new()
-        .name("verdict-log-finish".into())
-        .spawn(move || {
-            write_waiting(outbox, &mut String::new());
-            let _ = done.send(());
+impl DecisionLog {
+    /// The log and its writer thread.
+    pub fn start() -> Self {
+        let outbox = Arc::new(Outbox {
+            lines: Mutex::new(String::new()),
+            arrived: Condvar::new(),
+            running: std::sync::atomic::AtomicBool::new(false),
+            dropped: OnceLock::new(),
         });
-    if writer.is_ok() {
-        let _ = finished.recv_timeout(FINISH_LIMIT);
+        let writer = outbox.clone();
+        let running = std::thread::Builder::new()
+            .name("verdict-log".into())
+            .spawn(move || write_forever(&writer))
+            .is_ok();
+        outbox.running.store(running, Ordering::Release);
+        Self(outbox)
+    }
+
+    /// Counts the lines dropped because stdout was not read in `counter`
+    /// (`verdict_log_lines_dropped_total`).
+    pub fn count_dropped_lines_in(&self, counter: prometheus::IntCounter) {
+        let _ = self.0.dropped.set(counter);
+    }
+
+    /// Writes the decision log line of one review: the line an `info!` event with target
+    /// `verdict::decision`, message `decision` and these fields would give through
+    /// [`JsonLines`] (`decision_lines_are_the_events_lines` holds them equal), if `RUST_LOG`
+    /// lets that event through. Not through tracing's dispatch and field visitors, which
+    /// took half of the line's cost: there is one per review.
+    pub fn decision(&self, line: &Decision) {
+        if !tracing::enabled!(target: "verdict::decision", tracing::Level::INFO) {
+            return;
+        }
+        let now = SystemTime::now();
+        self.append(|lines| write_decision(lines, line, now));
+    }
+
+    /// Writes every line handed over and not yet written, after a batch the writer has
+    /// started: `serve` calls it once its runtime has stopped, before exiting. Gives up
+    /// after `FINISH_LIMIT` when nobody reads stdout: an exit never hangs on the log.
+    pub fn finish(&self) {
+        let (done, finished) = std::sync::mpsc::channel();
+        let outbox = self.0.clone();
+        let writer = std::thread::Builder::new()
+            .name("verdict-log-finish".into())
+            .spawn(move || {
+                write_waiting(&outbox, &mut String::new());
+                let _ = done.send(());
+            });
+        if writer.is_ok() {
+            let _ = finished.recv_timeout(FINISH_LIMIT);
+        }
+    }
+
+    /// Appends what `write` writes to the outbox, whole lines or nothing; drops and counts
+    /// them when the writer is `OUTBOX_LIMIT` behind.
+    fn append(&self, write: impl FnOnce(&mut String) -> fmt::Result) {
+        let outbox = &*self.0;
+        let mut lines = lock(&outbox.lines);
+        let before = lines.len();
+        if before >= OUTBOX_LIMIT {
+            drop(lines);
+            if let Some(dropped) = outbox.dropped.get() {
+                dropped.inc();
+            }
+            return;
+        }
+        if write(&mut lines).is_err() {
+            lines.truncate(before);
+            return;
+        }
+        if !outbox.running.load(Ordering::Acquire) {
+            let mut text = std::mem::take(&mut *lines);
+            drop(lines);
+            return write_out(&mut std::io::stdout().lock(), &mut text);
+        }
+        drop(lines);
+        if before == 0 {
+            outbox.arrived.notify_one();
+        }
     }
 }
 
-/// Counts the lines dropped because stdout was not read (`verdict_log_lines_dropped_total`):
-/// `serve` hands its counter over once at start.
-pub fn count_dropped_lines_in(counter: prometheus::IntCounter) {
-    let _ = DROPPED.set(counter);
-}
+/// How long the writer lets lines gather after the first one arrives.
+const LINGER: Duration = Duration::from_millis(10);
+/// Past this many bytes waiting for the writer, further lines are dropped and counted.
+const OUTBOX_LIMIT: usize = 1024 * 1024;
+/// How long `finish` waits for a stdout nobody reads.
+const FINISH_LIMIT: Duration = Duration::from_secs(2);
 
-static DROPPED: OnceLock<prometheus::IntCounter> = OnceLock::new();
-
-/// A `tracing` event's line, handed to the log writer like decision lines (never written by
-/// the thread that logged it, which would wait on a stdout nobody reads).
-struct OutboxWriter(Vec<u8>);
+/// A `tracing` event's line, handed to the decision log like decision lines (never written
+/// by the thread that logged it, which would wait on a stdout nobody reads).
+struct OutboxWriter(DecisionLog, Vec<u8>);
 
 impl std::io::Write for OutboxWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
+        self.1.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -126,86 +170,23 @@ impl std::io::Write for OutboxWriter {
 
 impl Drop for OutboxWriter {
     fn drop(&mut self) {
-        if !self.0.is_empty() {
-            hand_over(&mut String::from_utf8_lossy(&self.0).into_owned());
+        if !self.1.is_empty() {
+            let text = String::from_utf8_lossy(&self.1);
+            self.0.append(|lines| lines.write_str(&text));
         }
     }
 }
 
-/// This thread's waiting decision lines, unless the thread is ending or they are in use.
-fn with_pending(f: impl FnOnce(&mut String)) {
-    let _ = PENDING.try_with(|pending| {
-        if let Ok(mut text) = pending.try_borrow_mut() {
-            f(&mut text);
-        }
-    });
-}
-
-thread_local! {
-    static PENDING: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-/// Decision lines handed to the writer at once when this many bytes wait (about 50 lines).
-const BATCH: usize = 16 * 1024;
-/// How long the writer lets lines gather after the first one arrives.
-const LINGER: Duration = Duration::from_millis(10);
-/// Past this many bytes waiting for the writer (stdout is not read, or slower than the
-/// reviews), further lines are dropped and counted: admission never waits on the log.
-const OUTBOX_LIMIT: usize = 1024 * 1024;
-/// How long `finish` waits for a stdout nobody reads.
-const FINISH_LIMIT: Duration = Duration::from_secs(2);
-
-/// Decision lines handed over by the workers, and the thread that writes them.
+/// Lines waiting for the writer thread.
 struct Outbox {
     lines: Mutex<String>,
     /// Signalled when `lines` stops being empty.
     arrived: Condvar,
-    /// Whether the writer thread runs; if it could not be started, workers write.
-    running: bool,
-}
-
-static OUTBOX: OnceLock<Outbox> = OnceLock::new();
-
-/// The outbox, and its writer thread started on first use.
-fn outbox() -> &'static Outbox {
-    OUTBOX.get_or_init(|| Outbox {
-        lines: Mutex::new(String::new()),
-        arrived: Condvar::new(),
-        running: std::thread::Builder::new()
-            .name("verdict-log".into())
-            .spawn(|| write_forever(outbox()))
-            .is_ok(),
-    })
-}
-
-/// Appends `text` to the writer's lines and empties it; drops and counts it when the
-/// writer is `OUTBOX_LIMIT` behind.
-fn hand_over(text: &mut String) {
-    let outbox = outbox();
-    let mut lines = lock(&outbox.lines);
-    if !outbox.running {
-        drop(lines);
-        return write_out(&mut std::io::stdout().lock(), text);
-    }
-    if lines.len() >= OUTBOX_LIMIT {
-        drop(lines);
-        if let Some(dropped) = DROPPED.get() {
-            dropped.inc_by(text.matches('\n').count() as u64);
-        }
-        text.clear();
-        return;
-    }
-    let first = lines.is_empty();
-    if first {
-        std::mem::swap(&mut *lines, text);
-    } else {
-        lines.push_str(text);
-        text.clear();
-    }
-    drop(lines);
-    if first {
-        outbox.arrived.notify_one();
-    }
+    /// Whether the writer thread runs; if it could not be started, lines are written at
+    /// once.
+    running: std::sync::atomic::AtomicBool,
+    /// `verdict_log_lines_dropped_total`, once the server has registered it.
+    dropped: OnceLock<prometheus::IntCounter>,
 }
 
 /// The writer thread: waits for lines, lets more gather for `LINGER`, writes them all.
@@ -226,8 +207,8 @@ fn write_forever(outbox: &Outbox) {
 }
 
 /// Takes the waiting lines into `batch` and writes them. Stdout's lock is taken first and
-/// held until they are written, so [`finish`], which takes it too, comes after a batch
-/// taken out, never between taking and writing it.
+/// held until they are written, so `finish`, which takes it too, comes after a batch taken
+/// out, never between taking and writing it.
 fn write_waiting(outbox: &Outbox, batch: &mut String) {
     let mut stdout = std::io::stdout().lock();
     std::mem::swap(batch, &mut *lock(&outbox.lines));
@@ -248,13 +229,12 @@ fn write_decision(w: &mut impl fmt::Write, line: &Decision, now: SystemTime) -> 
     w.write_str("{\"timestamp\":\"")?;
     write_timestamp(w, now)?;
     w.write_str("\",\"level\":\"INFO\",\"message\":\"decision\"")?;
-    let subject = line.subject;
     for (name, value) in [
-        ("uid", subject.uid.as_str()),
-        ("namespace", subject.namespace.as_str()),
-        ("kind", subject.kind.as_str()),
-        ("name", subject.name.as_str()),
-        ("operation", subject.operation.as_str()),
+        ("uid", line.uid),
+        ("namespace", line.namespace),
+        ("kind", line.kind),
+        ("name", line.name),
+        ("operation", line.operation),
         ("decision", line.decision),
         ("reasons", line.reasons),
     ] {
@@ -540,15 +520,12 @@ mod tests {
     #[test]
     fn decision_lines_are_the_events_lines() {
         let tricky = "quote \" backslash \\ newline \n nul \0 é 🦀";
-        let subject = Subject {
-            uid: "u-1".into(),
-            namespace: tricky.into(),
-            kind: "Pod".into(),
-            name: "web-*".into(),
-            operation: "CREATE".into(),
-        };
         let line = Decision {
-            subject: &subject,
+            uid: "u-1",
+            namespace: tricky,
+            kind: "Pod",
+            name: "web-*",
+            operation: "CREATE",
             decision: "deny",
             reasons: "IMAGE_UNSIGNED,POLICY_DENIED",
             warnings: 2,
@@ -562,11 +539,11 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(
                 target: "verdict::decision",
-                uid = subject.uid.as_str(),
-                namespace = subject.namespace.as_str(),
-                kind = subject.kind.as_str(),
-                name = subject.name.as_str(),
-                operation = subject.operation.as_str(),
+                uid = line.uid,
+                namespace = line.namespace,
+                kind = line.kind,
+                name = line.name,
+                operation = line.operation,
                 decision = line.decision,
                 reasons = line.reasons,
                 warnings = line.warnings,

@@ -4,6 +4,7 @@
 
 use crate::admission::{self, Decoded, Subject};
 use crate::decision::{Decision, Findings};
+use crate::logging::DecisionLog;
 use crate::metrics::{self, Metrics};
 use crate::report;
 use crate::review::{Placement, Reviewer};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub reviewer: Arc<Reviewer>,
     pub metrics: Metrics,
     pub registry: Registry,
+    /// Where each review's decision line goes.
+    pub log: DecisionLog,
     /// A client that takes longer than this to send its body is cut off.
     pub read_timeout: Duration,
     /// Dry runs judged at once; more are answered 429 (see `check`).
@@ -150,7 +153,7 @@ async fn answer(
         }
     };
     let elapsed = received.elapsed();
-    record(&state.metrics, &subject, &findings, elapsed);
+    record(&state, &subject, &findings, elapsed);
     Ok(Json(admission::respond(api_version, &subject, &findings)).into_response())
 }
 
@@ -329,7 +332,8 @@ impl Drop for InFlight<'_> {
 }
 
 /// Metrics and the one structured log line per decision.
-fn record(metrics: &Metrics, subject: &Subject, findings: &Findings, elapsed: Duration) {
+fn record(state: &AppState, subject: &Subject, findings: &Findings, elapsed: Duration) {
+    let metrics = &state.metrics;
     let decision = match findings.decision() {
         Decision::Allow => "allow",
         Decision::Deny => "deny",
@@ -343,8 +347,12 @@ fn record(metrics: &Metrics, subject: &Subject, findings: &Findings, elapsed: Du
         ])
         .inc();
     metrics.validate_duration.observe(elapsed.as_secs_f64());
-    crate::logging::decision(&crate::logging::Decision {
-        subject,
+    state.log.decision(&crate::logging::Decision {
+        uid: &subject.uid,
+        namespace: &subject.namespace,
+        kind: &subject.kind,
+        name: &subject.name,
+        operation: &subject.operation,
         decision,
         reasons: &findings.denial_codes().join(","),
         warnings: findings.warnings().count(),

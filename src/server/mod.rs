@@ -6,6 +6,7 @@ mod guard;
 pub mod tls;
 
 use crate::config::ServeConfig;
+use crate::logging::DecisionLog;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, ReloadOutcome};
 use anyhow::Context as _;
@@ -42,10 +43,10 @@ pub struct State {
 
 /// Loads policies and certificates and builds the judge. Fails on anything unusable:
 /// the server never starts half-configured.
-pub fn build_state(config: &ServeConfig) -> anyhow::Result<State> {
+pub fn build_state(config: &ServeConfig, log: DecisionLog) -> anyhow::Result<State> {
     let registry = Registry::new();
     let metrics = Metrics::register(&registry).context("registering metrics")?;
-    crate::logging::count_dropped_lines_in(metrics.log_lines_dropped.clone());
+    log.count_dropped_lines_in(metrics.log_lines_dropped.clone());
     let certs = Arc::new(
         CertStore::load(&config.tls_cert, &config.tls_key)
             .context("loading the serving certificate")?,
@@ -59,6 +60,7 @@ pub fn build_state(config: &ServeConfig) -> anyhow::Result<State> {
             reviewer,
             metrics,
             registry,
+            log,
             read_timeout: config.read_timeout,
             dry_runs: Arc::new(tokio::sync::Semaphore::new(api::MAX_DRY_RUNS)),
             large_reviews: Arc::new(tokio::sync::Semaphore::new(api::MAX_LARGE_REVIEWS)),
@@ -70,9 +72,13 @@ pub fn build_state(config: &ServeConfig) -> anyhow::Result<State> {
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
 /// finish within `config.shutdown_timeout`, and returns.
-pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    config: ServeConfig,
+    log: DecisionLog,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let state = build_state(&config)?;
+    let state = build_state(&config, log)?;
     let admission = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

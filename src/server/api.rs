@@ -153,7 +153,7 @@ async fn answer(
         }
     };
     let elapsed = received.elapsed();
-    record(&state, &subject, &findings, elapsed);
+    record(state, &subject, &findings, elapsed);
     Ok(Json(admission::respond(api_version, &subject, &findings)).into_response())
 }
 

@@ -1,9 +1,11 @@
 //! Finding container images in Kubernetes objects. Owns where images live in
 //! each kind and how references are parsed; not what is done with them.
 
+mod digest;
 mod host;
 mod reference;
 
+pub use digest::{Digest, InvalidDigest};
 pub use host::{canonical_host, DOCKER_HUB};
 pub use reference::{ImageRef, ReferenceError};
 

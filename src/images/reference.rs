@@ -1,6 +1,7 @@
 //! Container image references: parsing by the Docker reference grammar
 //! (distribution/reference) and normalization to a fully qualified name.
 
+use super::digest::Digest;
 use super::host::{canonical_host, DOCKER_HUB};
 use serde::Serialize;
 use std::fmt;
@@ -42,7 +43,7 @@ pub struct ImageRef {
     pub registry: String,
     pub repository: String,
     pub tag: Option<String>,
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// True when the reference named no tag and no digest and `latest` was implied.
     pub implied_latest: bool,
 }
@@ -183,35 +184,8 @@ fn parse_tag(tag: &str) -> Result<String, ReferenceError> {
     }
 }
 
-/// `algorithm:hex`; known algorithms must have their exact hex length.
-fn parse_digest(digest: &str) -> Result<String, ReferenceError> {
-    let invalid = || ReferenceError::InvalidDigest(digest.to_string());
-    let (algorithm, hex) = digest.split_once(':').ok_or_else(invalid)?;
-    let algorithm_ok = !algorithm.is_empty()
-        && algorithm.split(['+', '.', '-', '_']).all(|c| {
-            c.starts_with(|ch: char| ch.is_ascii_alphabetic())
-                && c.bytes().all(|b| b.is_ascii_alphanumeric())
-        });
-    let expected_len = match algorithm {
-        "sha256" => Some(64),
-        "sha384" => Some(96),
-        "sha512" => Some(128),
-        _ => None,
-    };
-    let hex_ok = match expected_len {
-        Some(n) => {
-            hex.len() == n
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        }
-        None => hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
-    };
-    if algorithm_ok && hex_ok {
-        Ok(digest.to_string())
-    } else {
-        Err(invalid())
-    }
+fn parse_digest(digest: &str) -> Result<Digest, ReferenceError> {
+    Digest::parse(digest).map_err(|e| ReferenceError::InvalidDigest(e.0))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 pub mod auth;
 
 use crate::decision::ReasonCode;
-use crate::images::ImageRef;
+use crate::images::{Digest, ImageRef};
 use crate::metrics::Metrics;
 use auth::{Challenge, DockerConfig, TokenResponse};
 use reqwest::header::{
@@ -176,16 +176,19 @@ impl Registry {
         &self,
         image: &ImageRef,
         deadline: Instant,
-    ) -> Result<String, RegistryError> {
+    ) -> Result<Digest, RegistryError> {
         let endpoint = self.endpoint(image);
         let tag = image.tag.as_deref().unwrap_or("latest");
         let what = format!("{}:{tag}", image.name());
         let url = format!("{}/manifests/{tag}", endpoint.base);
         let manifest = self.manifest(&endpoint, &url, &what, deadline).await?;
-        let digest = sha256_digest(&manifest.bytes);
+        let digest = Digest::sha256_of(&manifest.bytes);
+        let told = |claimed: &str| {
+            Digest::parse(claimed).is_ok_and(|claimed| claimed.is_digest_of(&manifest.bytes))
+        };
         match manifest.digest_header {
             None => Ok(digest),
-            Some(claimed) if digest_of(&claimed, &manifest.bytes) => Ok(digest),
+            Some(claimed) if told(&claimed) => Ok(digest),
             Some(claimed) => Err(RegistryError::Invalid {
                 host: endpoint.host,
                 what,
@@ -237,12 +240,12 @@ impl Registry {
     pub async fn companion_manifest(
         &self,
         image: &ImageRef,
-        digest: &str,
+        digest: &Digest,
         suffix: &str,
         deadline: Instant,
     ) -> Result<Option<Vec<u8>>, RegistryError> {
         let endpoint = self.endpoint(image);
-        let tag = format!("{}{suffix}", digest.replace(':', "-"));
+        let tag = format!("{}-{}{suffix}", digest.algorithm(), digest.hex());
         let what = format!("{}:{tag}", image.name());
         let url = format!("{}/manifests/{tag}", endpoint.base);
         found(self.manifest(&endpoint, &url, &what, deadline).await).map(|m| m.map(|m| m.bytes))
@@ -252,14 +255,14 @@ impl Registry {
     pub async fn manifest_by_digest(
         &self,
         image: &ImageRef,
-        digest: &str,
+        digest: &Digest,
         deadline: Instant,
     ) -> Result<Manifest, RegistryError> {
         let endpoint = self.endpoint(image);
         let what = format!("{}@{digest}", image.name());
         let url = format!("{}/manifests/{digest}", endpoint.base);
         let body = self.manifest(&endpoint, &url, &what, deadline).await?;
-        if sha256_digest(&body.bytes) != digest {
+        if Digest::sha256_of(&body.bytes) != *digest {
             return Err(RegistryError::Invalid {
                 host: endpoint.host,
                 what,
@@ -274,7 +277,7 @@ impl Registry {
     pub async fn referrers(
         &self,
         image: &ImageRef,
-        digest: &str,
+        digest: &Digest,
         deadline: Instant,
     ) -> Result<Option<Vec<u8>>, RegistryError> {
         let endpoint = self.endpoint(image);
@@ -290,7 +293,7 @@ impl Registry {
     pub async fn blob(
         &self,
         image: &ImageRef,
-        digest: &str,
+        digest: &Digest,
         deadline: Instant,
     ) -> Result<Vec<u8>, RegistryError> {
         let endpoint = self.endpoint(image);
@@ -307,7 +310,7 @@ impl Registry {
             deadline,
         )
         .await?;
-        if sha256_digest(&body) != digest {
+        if Digest::sha256_of(&body) != *digest {
             return Err(RegistryError::Invalid {
                 host: endpoint.host,
                 what: what.clone(),
@@ -644,24 +647,3 @@ async fn read_limited(
     }
 }
 
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
-    )
-}
-
-/// Whether `claimed` (`sha256:<hex>` or `sha512:<hex>`) is the digest of `bytes`.
-fn digest_of(claimed: &str, bytes: &[u8]) -> bool {
-    let algorithm = match claimed.split_once(':') {
-        Some(("sha256", _)) => &ring::digest::SHA256,
-        Some(("sha512", _)) => &ring::digest::SHA512,
-        _ => return false,
-    };
-    let (name, _) = claimed.split_once(':').unwrap_or_default();
-    claimed
-        == format!(
-            "{name}:{}",
-            hex::encode(ring::digest::digest(algorithm, bytes))
-        )
-}

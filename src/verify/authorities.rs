@@ -10,7 +10,7 @@ use super::imagepolicy::{AttestationRequirement, Authority, AuthorityKind, Image
 use super::proof::{NotAnAttestation, Proof, Rejection, Statement, COSIGN_SIGN_PREDICATE};
 use super::trust;
 use crate::decision::ReasonCode;
-use crate::images::ImageRef;
+use crate::images::{Digest, ImageRef};
 
 /// Any authority satisfied satisfies the policy (as in policy-controller). An authority
 /// without `attestations` needs a signature; one with them needs a verified attestation of
@@ -18,7 +18,7 @@ use crate::images::ImageRef;
 pub(super) fn check_policy(
     policy: &ImagePolicy,
     image: &ImageRef,
-    digest: &str,
+    digest: &Digest,
     evidence: &Evidence,
 ) -> Judgement {
     if evidence.is_empty() {
@@ -123,7 +123,7 @@ impl Candidate<'_> {
         Some(Rejection::new(code, detail))
     }
 
-    fn check(self, authority: &Authority, digest: &str) -> Result<Proof, Rejection> {
+    fn check(self, authority: &Authority, digest: &Digest) -> Result<Proof, Rejection> {
         match self {
             Self::Cosign(layer) => check_authority(authority, layer, digest),
             Self::Bundle(bundle) => check_bundle(authority, bundle, digest).map(Proof::from),
@@ -136,7 +136,7 @@ impl Candidate<'_> {
 fn signature_fact(
     authority: &Authority,
     name: &str,
-    digest: &str,
+    digest: &Digest,
     evidence: &Evidence,
 ) -> Result<SignatureFact, Rejection> {
     let layers = evidence
@@ -168,7 +168,7 @@ fn signature_fact(
 fn attestation_fact(
     authority: &Authority,
     name: &str,
-    digest: &str,
+    digest: &Digest,
     evidence: &Evidence,
 ) -> Result<SignatureFact, Rejection> {
     let mut found = Vec::new();
@@ -190,7 +190,7 @@ fn required_attestation(
     authority: &Authority,
     name: &str,
     required: &AttestationRequirement,
-    digest: &str,
+    digest: &Digest,
     evidence: &Evidence,
 ) -> Result<(Proof, AttestationFact), Rejection> {
     let mut best = Best::default();
@@ -200,7 +200,7 @@ fn required_attestation(
         predicate: statement.predicate,
         signer: proof.identity.clone(),
         authority: name.to_string(),
-        digest: digest.to_string(),
+        digest: digest.clone(),
         format,
     };
     // Unreadable attestation layers count as rejections; unreadable bundles may be anything.
@@ -272,7 +272,7 @@ static KEY_ONLY: std::sync::LazyLock<Option<BundleTrust>> = std::sync::LazyLock:
 fn check_bundle(
     authority: &Authority,
     bundle: &sigstore_verify::types::Bundle,
-    digest: &str,
+    digest: &Digest,
 ) -> Result<BundleProof, Rejection> {
     let artifact = bundle::digest_artifact(digest)
         .map_err(|e| Rejection::new(ReasonCode::DigestMismatch, e))?;
@@ -297,13 +297,13 @@ fn check_bundle(
     }
 }
 
-fn fact(authority: &str, proof: Proof, digest: &str, format: &'static str) -> SignatureFact {
+fn fact(authority: &str, proof: Proof, digest: &Digest, format: &'static str) -> SignatureFact {
     SignatureFact {
         authority: authority.to_string(),
         identity: proof.identity,
         rekor_log_index: proof.rekor_log_index,
         rekor_integrated_time: proof.rekor_integrated_time,
-        digest: digest.to_string(),
+        digest: digest.clone(),
         format,
         attestations: Vec::new(),
     }
@@ -312,7 +312,7 @@ fn fact(authority: &str, proof: Proof, digest: &str, format: &'static str) -> Si
 fn check_authority(
     authority: &Authority,
     layer: &SignatureLayer,
-    digest: &str,
+    digest: &Digest,
 ) -> Result<Proof, Rejection> {
     match &authority.kind {
         AuthorityKind::Key { keys, tlog } => {

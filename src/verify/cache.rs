@@ -5,7 +5,7 @@
 
 use super::facts::{AttestationFact, ImageError, ImageFacts, Judgement, SignatureFact};
 use super::imagepolicy::ImagePolicy;
-use crate::images::{ImageOccurrence, ImageRef};
+use crate::images::{Digest, ImageOccurrence, ImageRef};
 use crate::registry::RegistryError;
 use prometheus::IntCounter;
 use std::future::Future;
@@ -60,7 +60,7 @@ pub(super) struct CachedFact {
 }
 
 pub(super) struct Extra {
-    other_digest: Option<String>,
+    other_digest: Option<Digest>,
     attestations: Vec<AttestationFact>,
 }
 
@@ -96,12 +96,12 @@ impl Interner {
 
 fn compact(
     policy: &ImagePolicy,
-    digest: &str,
+    digest: &Digest,
     judgement: Judgement,
     identities: &Interner,
 ) -> Cached {
     let fact = judgement.map_err(|e| Box::new((e, Instant::now())))?;
-    let other_digest = (fact.digest != digest).then_some(fact.digest);
+    let other_digest = (fact.digest != *digest).then_some(fact.digest);
     let extra = (other_digest.is_some() || !fact.attestations.is_empty()).then(|| {
         Box::new(Extra {
             other_digest,
@@ -126,7 +126,7 @@ fn compact(
     })
 }
 
-pub(super) fn expand(policy: &ImagePolicy, digest: &str, cached: &Cached) -> Judgement {
+pub(super) fn expand(policy: &ImagePolicy, digest: &Digest, cached: &Cached) -> Judgement {
     let fact = match cached {
         Err(rejection) => return Err(rejection.0.clone()),
         Ok(fact) => fact,
@@ -146,9 +146,9 @@ pub(super) fn expand(policy: &ImagePolicy, digest: &str, cached: &Cached) -> Jud
         rekor_log_index: present(fact.rekor[0]),
         rekor_integrated_time: present(fact.rekor[1]),
         digest: extra
-            .and_then(|e| e.other_digest.as_deref())
+            .and_then(|e| e.other_digest.as_ref())
             .unwrap_or(digest)
-            .to_string(),
+            .clone(),
         format: if fact.bundle { "bundle" } else { "cosign" },
         attestations: extra.map(|e| e.attestations.clone()).unwrap_or_default(),
     })
@@ -184,7 +184,7 @@ fn is_stale(cached: &Cached, rejected_ttl: Duration) -> bool {
 /// be mistaken for another image's), and the policy's fingerprint.
 pub(super) type OutcomeKey = ([u8; 32], u64);
 
-pub(super) fn outcome_key(image: &ImageRef, digest: &str, policy: &ImagePolicy) -> OutcomeKey {
+pub(super) fn outcome_key(image: &ImageRef, digest: &Digest, policy: &ImagePolicy) -> OutcomeKey {
     let mut name = ring::digest::Context::new(&ring::digest::SHA256);
     for part in [&image.registry, "/", &image.repository, "@", digest] {
         name.update(part.as_bytes());
@@ -288,7 +288,7 @@ impl Assembled {
         &self,
         occurrence: &ImageOccurrence,
         policies: u64,
-        digest: &str,
+        digest: &Digest,
         judged: &[(u64, Arc<Cached>)],
         fresh_until: Instant,
     ) -> Option<Arc<ImageFacts>> {
@@ -333,7 +333,7 @@ pub(super) struct Caches {
     /// Facts recently assembled from cached judgements.
     assembled: Assembled,
     /// `registry/repository:tag` → digest, and when it was looked up.
-    tags: moka::future::Cache<String, (String, Instant)>,
+    tags: moka::future::Cache<String, (Digest, Instant)>,
     identities: Interner,
     tag_ttl: Duration,
     verified_ttl: Duration,
@@ -375,7 +375,7 @@ impl Caches {
         &self,
         occurrence: &ImageOccurrence,
         policies: u64,
-        digest: &str,
+        digest: &Digest,
         judged: &[(u64, Arc<Cached>)],
         fresh_until: Instant,
     ) -> Option<Arc<ImageFacts>> {
@@ -398,8 +398,8 @@ impl Caches {
     pub async fn digest(
         &self,
         image: &ImageRef,
-        lookup: impl Future<Output = Result<(String, Instant), RegistryError>>,
-    ) -> Result<(String, Instant), RegistryError> {
+        lookup: impl Future<Output = Result<(Digest, Instant), RegistryError>>,
+    ) -> Result<(Digest, Instant), RegistryError> {
         let fresh = |(digest, looked_up)| (digest, later(looked_up, self.tag_ttl));
         if self.tag_ttl.is_zero() {
             return lookup.await.map(fresh);
@@ -417,7 +417,7 @@ impl Caches {
     pub async fn judgement<E: Send + Sync + 'static>(
         &self,
         image: &ImageRef,
-        digest: &str,
+        digest: &Digest,
         policy: &ImagePolicy,
         judge: impl Future<Output = Result<Judgement, E>>,
     ) -> Result<(Arc<Cached>, Lookup), Arc<E>> {
@@ -480,8 +480,8 @@ mod tests {
     #[test]
     fn the_compact_cache_form_gives_back_the_same_judgement() {
         let policy = policy();
-        let admitted = format!("sha256:{}", "a".repeat(64));
-        let platform = format!("sha256:{}", "b".repeat(64));
+        let admitted = digest('a');
+        let platform = digest('b');
         for digest in [&admitted, &platform] {
             let fact = SignatureFact {
                 authority: "release/second".to_string(),
@@ -519,6 +519,10 @@ mod tests {
         assert!(is_stale(&cached, Duration::ZERO));
     }
 
+    fn digest(hex: char) -> Digest {
+        Digest::parse(&format!("sha256:{}", hex.to_string().repeat(64))).expect("a digest")
+    }
+
     fn occurrence(container: &str, reference: &str) -> ImageOccurrence {
         ImageOccurrence {
             container: container.to_string(),
@@ -532,7 +536,7 @@ mod tests {
     fn assembled_facts_hold_while_fresh_then_only_from_the_same_cache_entries() {
         let policy = policy();
         let set = policies_fingerprint(std::slice::from_ref(&policy));
-        let digest = format!("sha256:{}", "a".repeat(64));
+        let digest = digest('a');
         let reference = "ghcr.io/acme/app:v1";
         let image = occurrence("app", reference);
         let parsed = image.parse().expect("valid reference");
@@ -550,7 +554,7 @@ mod tests {
         let facts = Arc::new(assemble(
             &image,
             &parsed,
-            &digest,
+            Some(&digest),
             [(&policy, Err(error.clone()))].into_iter(),
         ));
         let assembled = Assembled::new();
@@ -589,7 +593,7 @@ mod tests {
             policy.fingerprint,
             Arc::new(compact(&policy, &digest, Err(error), &Interner::default())),
         )];
-        let other_digest = format!("sha256:{}", "b".repeat(64));
+        let other_digest = self::digest('b');
         let other_policy = vec![(policy.fingerprint ^ 1, entry)];
         for (digest, judged) in [
             (&digest, &renewed),
@@ -614,7 +618,7 @@ mod tests {
     #[test]
     fn cached_judgements_are_fresh_for_their_time_to_live() {
         let policy = policy();
-        let digest = format!("sha256:{}", "a".repeat(64));
+        let digest = digest('a');
         let fact = SignatureFact {
             authority: "release/first".to_string(),
             identity: "key sha256:0123456789abcdef".to_string(),

@@ -12,6 +12,7 @@ pub use super::proof::{
 };
 use super::trust::TrustRoot;
 use crate::decision::ReasonCode;
+use crate::images::Digest;
 use base64::Engine as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -32,7 +33,7 @@ const CODE_SIGNING_EKU: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03
 /// One layer of a signature manifest, before its payload is fetched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerRef {
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     pub annotations: BTreeMap<String, String>,
 }
@@ -55,15 +56,18 @@ struct LayerJson {
 pub fn parse_signature_manifest(bytes: &[u8]) -> Result<Vec<LayerRef>, String> {
     let manifest: ManifestJson = super::strict::from_slice(bytes)
         .map_err(|e| format!("the signature manifest is not valid: {e}"))?;
-    Ok(manifest
+    manifest
         .layers
         .into_iter()
-        .map(|l| LayerRef {
-            digest: l.digest,
-            size: l.size,
-            annotations: l.annotations,
+        .map(|l| {
+            Ok(LayerRef {
+                digest: Digest::parse(&l.digest)
+                    .map_err(|e| format!("the signature manifest is not valid: {e}"))?,
+                size: l.size,
+                annotations: l.annotations,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// A Rekor inclusion promise as cosign stores it in the bundle annotation.

@@ -7,7 +7,7 @@ use super::cosign::{self, SignatureLayer};
 use super::oci::{self, Platform};
 use super::proof::Rejection;
 use super::{bundle, strict};
-use crate::images::ImageRef;
+use crate::images::{Digest, ImageRef};
 use crate::registry::{Registry, RegistryError};
 use std::time::Instant;
 
@@ -18,9 +18,9 @@ pub(super) async fn platform_digests(
     registry: &Registry,
     platform: &Platform,
     image: &ImageRef,
-    digest: &str,
+    digest: &Digest,
     deadline: Instant,
-) -> Result<Option<Vec<String>>, RegistryError> {
+) -> Result<Option<Vec<Digest>>, RegistryError> {
     let manifest = registry.manifest_by_digest(image, digest, deadline).await?;
     let invalid = |detail: String| RegistryError::Invalid {
         host: image.registry.clone(),
@@ -38,7 +38,7 @@ pub(super) async fn platform_digests(
 pub(super) async fn cosign(
     registry: &Registry,
     image: &ImageRef,
-    digest: &str,
+    digest: &Digest,
     wanted: Wanted,
     deadline: Instant,
 ) -> Result<Evidence, RegistryError> {
@@ -63,7 +63,7 @@ pub(super) struct Wanted {
 async fn fetch_layers(
     registry: &Registry,
     image: &ImageRef,
-    digest: &str,
+    digest: &Digest,
     suffix: &str,
     deadline: Instant,
 ) -> Result<Vec<Result<SignatureLayer, Rejection>>, RegistryError> {
@@ -99,7 +99,7 @@ async fn fetch_layers(
 pub(super) async fn bundles(
     registry: &Registry,
     image: &ImageRef,
-    digest: &str,
+    digest: &Digest,
     deadline: Instant,
 ) -> Result<Vec<Result<sigstore_verify::types::Bundle, Rejection>>, RegistryError> {
     let Some(index) = registry.referrers(image, digest, deadline).await? else {
@@ -127,8 +127,9 @@ pub(super) async fn bundles(
     }
     let mut bundles = Vec::new();
     for manifest in manifests {
+        let manifest = Digest::parse(manifest).map_err(|e| invalid(image, "referrers index", e))?;
         let manifest = registry
-            .manifest_by_digest(image, manifest, deadline)
+            .manifest_by_digest(image, &manifest, deadline)
             .await?;
         let refs = cosign::parse_signature_manifest(&manifest.bytes)
             .map_err(|detail| invalid(image, "bundle manifest", detail))?;

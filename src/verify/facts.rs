@@ -8,7 +8,7 @@ use super::imagepolicy::{AuthorityKind, ImagePolicy, Mode};
 use super::proof::Rejection;
 use crate::decision::ReasonCode;
 use crate::decision_key;
-use crate::images::{ContainerKind, ImageOccurrence, ImageRef};
+use crate::images::{ContainerKind, Digest, ImageOccurrence, ImageRef};
 use serde::Serialize;
 
 /// A problem with one image, with a stable code.
@@ -29,7 +29,7 @@ pub struct SignatureFact {
     pub rekor_integrated_time: Option<i64>,
     /// The digest that carries the proof: the admitted one, or for an image index with a
     /// `multiArch: platform|either` policy, the platform manifest's.
-    pub digest: String,
+    pub digest: Digest,
     /// `cosign` (`.sig` / `.att` tags) or `bundle` (a Sigstore bundle found as an OCI referrer).
     pub format: &'static str,
     /// The verified attestations the authority required.
@@ -49,7 +49,7 @@ pub struct AttestationFact {
     /// `policy/authority` that required and accepted it.
     pub authority: String,
     /// The digest named as the statement's subject.
-    pub digest: String,
+    pub digest: Digest,
     pub format: &'static str,
 }
 
@@ -82,7 +82,7 @@ pub struct ImageFacts {
     /// The tag, `latest` when the reference names neither tag nor digest.
     pub tag: Option<String>,
     /// The digest, from the reference or resolved from the registry.
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// True when the reference itself names a digest.
     pub pinned: bool,
     /// At least one image policy matched and every matching one is satisfied.
@@ -153,19 +153,19 @@ pub(super) fn rejected(rejection: Rejection) -> Judgement {
 }
 
 /// The facts of an image judged by `outcomes` (every matching policy and its judgement) at
-/// `digest` (empty when it could not be resolved).
+/// `digest` (none when it could not be resolved).
 pub(super) fn assemble<'p>(
     occurrence: &ImageOccurrence,
     image: &ImageRef,
-    digest: &str,
+    digest: Option<&Digest>,
     outcomes: impl Iterator<Item = (&'p ImagePolicy, Judgement)>,
 ) -> ImageFacts {
     let mut facts = ImageFacts::from_parsed(occurrence, Ok(image));
     facts.policies = outcomes
         .map(|(policy, judgement)| outcome_of(policy, image, digest, judgement))
         .collect();
-    if !digest.is_empty() {
-        facts.digest = Some(digest.to_string());
+    if let Some(digest) = digest {
+        facts.digest = Some(digest.clone());
     }
     facts.verified = facts.policies.iter().all(|p| p.satisfied);
     facts.signatures = facts
@@ -189,7 +189,7 @@ pub(super) fn assemble<'p>(
 fn outcome_of(
     policy: &ImagePolicy,
     image: &ImageRef,
-    digest: &str,
+    digest: Option<&Digest>,
     judgement: Judgement,
 ) -> PolicyOutcome {
     let (signature, error) = match judgement {
@@ -209,11 +209,10 @@ fn outcome_of(
 
 /// The `cosign verify` (or `verify-attestation`) command that checks the same thing, for the
 /// first authority.
-fn reproduce(policy: &ImagePolicy, image: &ImageRef, digest: &str) -> String {
-    let target = if digest.is_empty() {
-        image.to_string()
-    } else {
-        format!("{}@{digest}", image.name())
+fn reproduce(policy: &ImagePolicy, image: &ImageRef, digest: Option<&Digest>) -> String {
+    let target = match digest {
+        None => image.to_string(),
+        Some(digest) => format!("{}@{digest}", image.name()),
     };
     let command = match policy
         .authorities

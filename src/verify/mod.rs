@@ -25,7 +25,7 @@ pub mod strict;
 pub mod trust;
 
 use crate::decision::ReasonCode;
-use crate::images::{ImageOccurrence, ImageRef};
+use crate::images::{Digest, ImageOccurrence, ImageRef};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 pub use cache::CacheSettings;
@@ -145,7 +145,7 @@ impl Verifier {
                 Err(e) => {
                     let judgement = rejected(Rejection::new(e.code(), e.to_string()));
                     let judged = matching.iter().map(|p| (*p, judgement.clone()));
-                    let facts = assemble(occurrence, image, "", judged);
+                    let facts = assemble(occurrence, image, None, judged);
                     self.counters(&facts).iter().for_each(IntCounter::inc);
                     return Arc::new(facts);
                 }
@@ -181,7 +181,7 @@ impl Verifier {
             let judgement = judged.and_then(|entry| cache::expand(policy, &digest, &entry));
             (*policy, judgement)
         });
-        let facts = Arc::new(assemble(occurrence, image, &digest, outcomes));
+        let facts = Arc::new(assemble(occurrence, image, Some(&digest), outcomes));
         let counters = self.counters(&facts);
         counters.iter().for_each(IntCounter::inc);
         if let (Some(judged), Some(fresh)) = (entries, fresh) {
@@ -216,7 +216,7 @@ impl Verifier {
         &self,
         image: &ImageRef,
         deadline: Instant,
-    ) -> Result<(String, Instant), RegistryError> {
+    ) -> Result<(Digest, Instant), RegistryError> {
         let lookup = async {
             let started = Instant::now();
             let digest = self.registry.resolve(image, deadline).await;
@@ -231,7 +231,7 @@ impl Verifier {
     async fn judgement(
         &self,
         image: &ImageRef,
-        digest: &str,
+        digest: &Digest,
         policy: &ImagePolicy,
         deadline: Instant,
     ) -> Result<Arc<Cached>, ImageError> {
@@ -259,7 +259,7 @@ impl Verifier {
     async fn verify(
         &self,
         image: &ImageRef,
-        digest: &str,
+        digest: &Digest,
         policy: &ImagePolicy,
         deadline: Instant,
     ) -> Result<Judgement, RegistryError> {
@@ -322,7 +322,7 @@ impl Verifier {
     async fn verify_digest(
         &self,
         image: &ImageRef,
-        digest: &str,
+        digest: &Digest,
         policy: &ImagePolicy,
         deadline: Instant,
     ) -> Result<Judgement, RegistryError> {

@@ -6,6 +6,7 @@
 //! not just the first. Owns those readings; not fetching.
 
 use super::strict;
+use crate::images::Digest;
 use serde_json::{Map, Value};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -178,8 +179,8 @@ impl Platform {
     /// The digests of every manifest of `entries` (an index's) that a node of this platform
     /// may run, in index order; an error when there is none or one is not an image
     /// manifest with a sha256 digest.
-    pub fn manifests(&self, entries: &[Value]) -> Result<Vec<String>, String> {
-        let mut found: Vec<String> = Vec::new();
+    pub fn manifests(&self, entries: &[Value]) -> Result<Vec<Digest>, String> {
+        let mut found: Vec<Digest> = Vec::new();
         for entry in entries
             .iter()
             .filter(|e| e.get("platform").is_some_and(|p| self.admits(p)))
@@ -187,7 +188,8 @@ impl Platform {
             let digest = entry
                 .get("digest")
                 .and_then(Value::as_str)
-                .filter(|d| is_sha256(d))
+                .and_then(|d| Digest::parse(d).ok())
+                .filter(Digest::is_sha256)
                 .ok_or_else(|| {
                     format!("the index lists a {self} manifest without a sha256 digest")
                 })?;
@@ -198,8 +200,8 @@ impl Platform {
                     ));
                 }
             }
-            if !found.iter().any(|d| d == digest) {
-                found.push(digest.to_string());
+            if !found.contains(&digest) {
+                found.push(digest);
             }
         }
         if found.is_empty() {
@@ -211,21 +213,13 @@ impl Platform {
     }
 }
 
-fn is_sha256(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn digest(c: char) -> String {
-        format!("sha256:{}", c.to_string().repeat(64))
+    fn digest(c: char) -> Digest {
+        Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).expect("a digest")
     }
 
     fn bytes(v: &Value) -> Vec<u8> {

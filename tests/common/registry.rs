@@ -17,7 +17,7 @@ pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose:
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 pub fn sha256(bytes: &[u8]) -> String {
-    verdict::registry::sha256_digest(bytes)
+    verdict::images::Digest::sha256_of(bytes).to_string()
 }
 
 pub struct TestRegistry {

@@ -52,7 +52,7 @@ fn layer(name: &str, with_certificate: bool, with_bundle: bool) -> SignatureLaye
         annotations.insert(BUNDLE_ANNOTATION.to_string(), text(name, "bundle.json"));
     }
     let layer = LayerRef {
-        digest: "sha256:x".into(),
+        digest: Digest::sha256_of(b"x"),
         size: 0,
         annotations,
     };

@@ -199,15 +199,13 @@ fn verify_bundle(args: &VerifyBundleArgs) -> anyhow::Result<ExitCode> {
         ),
         (None, true) => BundleTrust::staging(),
         (None, false) => BundleTrust::from_trusted_root_json(crate::verify::trust::PUBLIC_GOOD),
-    }
-    .map_err(anyhow::Error::msg)?;
+    }?;
     let keys;
     let rules;
     let signer = match (&args.key, &args.certificate_identity) {
         (Some(path), _) => {
             let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            keys =
-                crate::verify::imagepolicy::public_keys(&pem, None).map_err(anyhow::Error::msg)?;
+            keys = crate::verify::imagepolicy::public_keys(&pem, None)?;
             Signer::Keys {
                 keys: &keys,
                 tlog: true,
@@ -226,7 +224,7 @@ fn verify_bundle(args: &VerifyBundleArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("reading {}", args.bundle.display()))?;
     let blob;
     let artifact = if args.artifact.starts_with("sha256:") {
-        bundle::digest_artifact(&args.artifact).map_err(anyhow::Error::msg)?
+        bundle::digest_artifact(&crate::images::Digest::parse(&args.artifact)?)?
     } else {
         blob =
             std::fs::read(&args.artifact).with_context(|| format!("reading {}", args.artifact))?;

@@ -132,7 +132,7 @@ fn parse_mirror(text: &str) -> Result<(String, String), String> {
 }
 
 /// `500ms`, `2s`, `1m`: a number and a unit.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+fn parse_duration(text: &str) -> Result<Duration, String> {
     if text == "0" {
         return Ok(Duration::ZERO);
     }

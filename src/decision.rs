@@ -164,6 +164,16 @@ pub enum Decision {
     Deny,
 }
 
+impl Decision {
+    /// `allow` or `deny`, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
 /// All findings for one object, and what they add up to.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Findings(pub Vec<Finding>);

@@ -45,8 +45,7 @@ pub struct Decision<'a> {
     pub kind: &'a str,
     pub name: &'a str,
     pub operation: &'a str,
-    /// `allow` or `deny`.
-    pub decision: &'a str,
+    pub decision: crate::decision::Decision,
     /// Reason codes of the denials, comma-separated.
     pub reasons: &'a str,
     pub warnings: usize,
@@ -235,7 +234,7 @@ fn write_decision(w: &mut impl fmt::Write, line: &Decision, now: SystemTime) -> 
         ("kind", line.kind),
         ("name", line.name),
         ("operation", line.operation),
-        ("decision", line.decision),
+        ("decision", line.decision.as_str()),
         ("reasons", line.reasons),
     ] {
         w.write_str(",\"")?;
@@ -526,7 +525,7 @@ mod tests {
             kind: "Pod",
             name: "web-*",
             operation: "CREATE",
-            decision: "deny",
+            decision: crate::decision::Decision::Deny,
             reasons: "IMAGE_UNSIGNED,POLICY_DENIED",
             warnings: 2,
             duration: Duration::from_micros(1234),
@@ -544,7 +543,7 @@ mod tests {
                 kind = line.kind,
                 name = line.name,
                 operation = line.operation,
-                decision = line.decision,
+                decision = line.decision.as_str(),
                 reasons = line.reasons,
                 warnings = line.warnings,
                 duration_ms = line.duration.as_secs_f64() * 1000.0,

@@ -31,7 +31,7 @@ pub fn reviewer(
         Some(path) => {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("reading --docker-config {}", path.display()))?;
-            DockerConfig::parse(&bytes).map_err(anyhow::Error::msg)?
+            DockerConfig::parse(&bytes)?
         }
         None => DockerConfig::default(),
     };
@@ -49,7 +49,7 @@ pub fn reviewer(
         mirrors: registry.mirrors.clone(),
         max_concurrent_per_registry: registry.registry_concurrency,
     };
-    let client = Arc::new(Registry::new(settings, metrics.clone()).map_err(anyhow::Error::msg)?);
+    let client = Arc::new(Registry::new(settings, metrics.clone())?);
     let cache = CacheSettings {
         tag_ttl: registry.tag_cache_ttl,
         ..CacheSettings::default()

@@ -36,7 +36,10 @@ pub enum PolicyError {
     #[error("{path}: invalid data document: {message}")]
     Data { path: String, message: String },
     #[error("{path}: invalid image policy: {message}")]
-    ImagePolicy { path: String, message: String },
+    ImagePolicy {
+        path: String,
+        message: imagepolicy::InvalidPolicy,
+    },
 }
 
 /// Why one evaluation did not produce findings. Both become denials.

@@ -24,25 +24,34 @@ struct AuthJson {
     password: Option<String>,
 }
 
+/// Why a docker config file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerConfigError {
+    #[error("invalid docker config: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid docker config: auth for {0} is not base64")]
+    NotBase64(String),
+    #[error("invalid docker config: auth for {0} is not text")]
+    NotText(String),
+    #[error("invalid docker config: auth for {0} is not user:password")]
+    NotUserPassword(String),
+}
+
 impl DockerConfig {
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let json: ConfigJson =
-            serde_json::from_slice(bytes).map_err(|e| format!("invalid docker config: {e}"))?;
+    pub fn parse(bytes: &[u8]) -> Result<Self, DockerConfigError> {
+        let json: ConfigJson = serde_json::from_slice(bytes)?;
         let mut credentials = BTreeMap::new();
         for (key, entry) in json.auths {
             let pair = match (entry.auth, entry.username, entry.password) {
                 (Some(auth), _, _) => {
                     let decoded = base64::engine::general_purpose::STANDARD
                         .decode(auth.trim())
-                        .map_err(|_| {
-                            format!("invalid docker config: auth for {key} is not base64")
-                        })?;
-                    let text = String::from_utf8(decoded).map_err(|_| {
-                        format!("invalid docker config: auth for {key} is not text")
-                    })?;
-                    let (user, password) = text.split_once(':').ok_or_else(|| {
-                        format!("invalid docker config: auth for {key} is not user:password")
-                    })?;
+                        .map_err(|_| DockerConfigError::NotBase64(key.clone()))?;
+                    let text = String::from_utf8(decoded)
+                        .map_err(|_| DockerConfigError::NotText(key.clone()))?;
+                    let (user, password) = text
+                        .split_once(':')
+                        .ok_or_else(|| DockerConfigError::NotUserPassword(key.clone()))?;
                     (user.to_string(), password.to_string())
                 }
                 (None, Some(user), Some(password)) => (user, password),

@@ -116,23 +116,28 @@ struct Endpoint {
     repository: String,
 }
 
+/// Why the registry client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid --registry-ca: {0}")]
+    Ca(reqwest::Error),
+    #[error("cannot build the registry client: {0}")]
+    Build(reqwest::Error),
+}
+
 impl Registry {
-    pub fn new(settings: RegistrySettings, metrics: Metrics) -> Result<Self, String> {
+    pub fn new(settings: RegistrySettings, metrics: Metrics) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::limited(5))
             .pool_idle_timeout(Duration::from_secs(90));
         if let Some(pem) = &settings.ca_bundle {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("invalid --registry-ca: {e}"))?
-            {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(ClientError::Ca)? {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder
-            .build()
-            .map_err(|e| format!("cannot build the registry client: {e}"))?;
+        let http = builder.build().map_err(ClientError::Build)?;
         Ok(Self {
             http,
             settings,
@@ -646,4 +651,3 @@ async fn read_limited(
         body.extend_from_slice(&chunk);
     }
 }
-

@@ -3,7 +3,7 @@
 //! judging in `review`.
 
 use crate::admission::{self, Decoded, Subject};
-use crate::decision::{Decision, Findings};
+use crate::decision::Findings;
 use crate::logging::DecisionLog;
 use crate::metrics::{self, Metrics};
 use crate::report;
@@ -334,14 +334,11 @@ impl Drop for InFlight<'_> {
 /// Metrics and the one structured log line per decision.
 fn record(state: &AppState, subject: &Subject, findings: &Findings, elapsed: Duration) {
     let metrics = &state.metrics;
-    let decision = match findings.decision() {
-        Decision::Allow => "allow",
-        Decision::Deny => "deny",
-    };
+    let decision = findings.decision();
     metrics
         .reviews
         .with_label_values(&[
-            decision,
+            decision.as_str(),
             metrics::operation_label(&subject.operation),
             metrics::kind_label(&subject.kind),
         ])

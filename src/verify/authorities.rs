@@ -5,7 +5,7 @@
 use super::bundle::{self, BundleProof, BundleTrust, Signer};
 use super::cosign::{self, SignatureLayer};
 use super::evidence::Evidence;
-use super::facts::{rejected, AttestationFact, Judgement, SignatureFact};
+use super::facts::{rejected, AttestationFact, Format, Judgement, SignatureFact};
 use super::imagepolicy::{AttestationRequirement, Authority, AuthorityKind, ImagePolicy};
 use super::proof::{NotAnAttestation, Proof, Rejection, Statement, COSIGN_SIGN_PREDICATE};
 use super::trust;
@@ -77,10 +77,10 @@ enum Candidate<'a> {
 }
 
 impl Candidate<'_> {
-    fn format(self) -> &'static str {
+    fn format(self) -> Format {
         match self {
-            Self::Cosign(_) => "cosign",
-            Self::Bundle(_) => "bundle",
+            Self::Cosign(_) => Format::Cosign,
+            Self::Bundle(_) => Format::Bundle,
         }
     }
 
@@ -275,7 +275,7 @@ fn check_bundle(
     digest: &Digest,
 ) -> Result<BundleProof, Rejection> {
     let artifact = bundle::digest_artifact(digest)
-        .map_err(|e| Rejection::new(ReasonCode::DigestMismatch, e))?;
+        .map_err(|e| Rejection::new(ReasonCode::DigestMismatch, e.to_string()))?;
     let no_trust = || Rejection::new(ReasonCode::UntrustedRoot, "no trust root for bundles");
     match &authority.kind {
         AuthorityKind::Key { keys, tlog } => {
@@ -297,7 +297,7 @@ fn check_bundle(
     }
 }
 
-fn fact(authority: &str, proof: Proof, digest: &Digest, format: &'static str) -> SignatureFact {
+fn fact(authority: &str, proof: Proof, digest: &Digest, format: Format) -> SignatureFact {
     SignatureFact {
         authority: authority.to_string(),
         identity: proof.identity,

@@ -8,6 +8,7 @@
 use super::cosign::{PublicKey, Rejection};
 use super::identity::IdentityRule;
 use crate::decision::ReasonCode;
+use crate::images::Digest;
 use sigstore_verify::types::bundle::VerificationMaterialContent;
 use sigstore_verify::types::{Bundle, DerPublicKey};
 use sigstore_verify::{
@@ -23,13 +24,28 @@ pub fn is_bundle_media_type(media_type: &str) -> bool {
 
 /// The artifact named by an OCI digest (`sha256:<hex>`): bundles over an image sign its
 /// manifest digest, or an in-toto statement whose subject is that digest.
-pub fn digest_artifact(digest: &str) -> Result<Artifact<'static>, String> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .ok_or_else(|| format!("{digest:?} is not a sha256 digest"))?;
-    let hash = sigstore_verify::types::Sha256Hash::from_hex(hex)
-        .map_err(|e| format!("{digest:?} is not a sha256 digest: {e}"))?;
+pub fn digest_artifact(digest: &Digest) -> Result<Artifact<'static>, NotSha256> {
+    let not_sha256 = || NotSha256(digest.to_string());
+    if !digest.is_sha256() {
+        return Err(not_sha256());
+    }
+    let hash =
+        sigstore_verify::types::Sha256Hash::from_hex(digest.hex()).map_err(|_| not_sha256())?;
     Ok(Artifact::from_digest(hash))
+}
+
+/// A digest of another algorithm than SHA-256, which bundles over images do not use.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a sha256 digest")]
+pub struct NotSha256(pub String);
+
+/// A `trusted_root.json` that cannot be read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustedRootError {
+    #[error("invalid trusted_root.json: {0}")]
+    Invalid(String),
+    #[error("unusable trusted_root.json: {0}")]
+    Unusable(String),
 }
 
 /// The trust a bundle is checked against: a parsed Sigstore `trusted_root.json`.
@@ -48,12 +64,12 @@ impl std::fmt::Debug for BundleTrust {
 }
 
 impl BundleTrust {
-    pub fn from_trusted_root_json(json: &str) -> Result<Self, String> {
+    pub fn from_trusted_root_json(json: &str) -> Result<Self, TrustedRootError> {
         let root = sigstore_verify::trust_root::TrustedRoot::from_json(json)
-            .map_err(|e| format!("invalid trusted_root.json: {e}"))?;
+            .map_err(|e| TrustedRootError::Invalid(e.to_string()))?;
         let check_sct = !root.ctlogs.is_empty();
         let verifier = sigstore_verify::Verifier::new(&root)
-            .map_err(|e| format!("unusable trusted_root.json: {e}"))?;
+            .map_err(|e| TrustedRootError::Unusable(e.to_string()))?;
         Ok(Self {
             verifier,
             check_sct,
@@ -61,7 +77,7 @@ impl BundleTrust {
     }
 
     /// Sigstore's staging instance, as built into `sigstore-trust-root`.
-    pub fn staging() -> Result<Self, String> {
+    pub fn staging() -> Result<Self, TrustedRootError> {
         Self::from_trusted_root_json(sigstore_verify::trust_root::SIGSTORE_STAGING_TRUSTED_ROOT)
     }
 }

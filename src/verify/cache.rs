@@ -3,7 +3,7 @@
 //! known image costs one lookup in the last; the others make sure a judgement is made once
 //! however many reviews ask, and is kept no longer than its time to live.
 
-use super::facts::{AttestationFact, ImageError, ImageFacts, Judgement, SignatureFact};
+use super::facts::{AttestationFact, Format, ImageError, ImageFacts, Judgement, SignatureFact};
 use super::imagepolicy::ImagePolicy;
 use crate::images::{Digest, ImageOccurrence, ImageRef};
 use crate::registry::RegistryError;
@@ -115,7 +115,7 @@ fn compact(
             .position(|a| fact.authority == format!("{}/{}", policy.name, a.name))
             .and_then(|i| u16::try_from(i).ok())
             .unwrap_or(0),
-        bundle: fact.format == "bundle",
+        bundle: fact.format == Format::Bundle,
         made: u32::try_from(EPOCH.elapsed().as_secs()).unwrap_or(u32::MAX),
         identity: identities.intern(&fact.identity),
         rekor: [
@@ -149,7 +149,11 @@ pub(super) fn expand(policy: &ImagePolicy, digest: &Digest, cached: &Cached) -> 
             .and_then(|e| e.other_digest.as_ref())
             .unwrap_or(digest)
             .clone(),
-        format: if fact.bundle { "bundle" } else { "cosign" },
+        format: if fact.bundle {
+            Format::Bundle
+        } else {
+            Format::Cosign
+        },
         attestations: extra.map(|e| e.attestations.clone()).unwrap_or_default(),
     })
 }
@@ -489,14 +493,14 @@ mod tests {
                 rekor_log_index: Some(7),
                 rekor_integrated_time: Some(1_700_000_000),
                 digest: digest.clone(),
-                format: "bundle",
+                format: Format::Bundle,
                 attestations: vec![AttestationFact {
                     predicate_type: "https://slsa.dev/provenance/v1".to_string(),
                     predicate: serde_json::json!({"builder": {"id": "x"}}),
                     signer: "s".to_string(),
                     authority: "release/second".to_string(),
                     digest: digest.clone(),
-                    format: "bundle",
+                    format: Format::Bundle,
                 }],
             };
             let cached = compact(&policy, &admitted, Ok(fact.clone()), &Interner::default());
@@ -625,7 +629,7 @@ mod tests {
             rekor_log_index: None,
             rekor_integrated_time: None,
             digest: digest.clone(),
-            format: "cosign",
+            format: Format::Cosign,
             attestations: Vec::new(),
         };
         let (verified_ttl, rejected_ttl) = (Duration::from_secs(600), Duration::from_secs(30));

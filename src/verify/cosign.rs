@@ -52,17 +52,24 @@ struct LayerJson {
     annotations: BTreeMap<String, String>,
 }
 
+/// A signature manifest that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("the signature manifest is not valid: {0}")]
+    Malformed(#[from] super::strict::Malformed),
+    #[error("the signature manifest is not valid: {0}")]
+    Digest(#[from] crate::images::InvalidDigest),
+}
+
 /// The layers of a cosign signature manifest (`sha256-<hex>.sig`).
-pub fn parse_signature_manifest(bytes: &[u8]) -> Result<Vec<LayerRef>, String> {
-    let manifest: ManifestJson = super::strict::from_slice(bytes)
-        .map_err(|e| format!("the signature manifest is not valid: {e}"))?;
+pub fn parse_signature_manifest(bytes: &[u8]) -> Result<Vec<LayerRef>, ManifestError> {
+    let manifest: ManifestJson = super::strict::from_slice(bytes)?;
     manifest
         .layers
         .into_iter()
         .map(|l| {
             Ok(LayerRef {
-                digest: Digest::parse(&l.digest)
-                    .map_err(|e| format!("the signature manifest is not valid: {e}"))?,
+                digest: Digest::parse(&l.digest)?,
                 size: l.size,
                 annotations: l.annotations,
             })

@@ -22,10 +22,10 @@ pub(super) async fn platform_digests(
     deadline: Instant,
 ) -> Result<Option<Vec<Digest>>, RegistryError> {
     let manifest = registry.manifest_by_digest(image, digest, deadline).await?;
-    let invalid = |detail: String| RegistryError::Invalid {
+    let invalid = |detail: oci::Ambiguous| RegistryError::Invalid {
         host: image.registry.clone(),
         what: format!("{}@{digest}", image.name()),
-        detail,
+        detail: detail.to_string(),
     };
     match oci::classify(&manifest.bytes, manifest.content_type.as_deref()).map_err(invalid)? {
         oci::Document::Image => Ok(None),

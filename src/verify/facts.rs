@@ -31,9 +31,19 @@ pub struct SignatureFact {
     /// `multiArch: platform|either` policy, the platform manifest's.
     pub digest: Digest,
     /// `cosign` (`.sig` / `.att` tags) or `bundle` (a Sigstore bundle found as an OCI referrer).
-    pub format: &'static str,
+    pub format: Format,
     /// The verified attestations the authority required.
     pub attestations: Vec<AttestationFact>,
+}
+
+/// Where a proof was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// cosign's `.sig` / `.att` tags.
+    Cosign,
+    /// A Sigstore bundle found as an OCI referrer.
+    Bundle,
 }
 
 /// A verified attestation; the entries of `input.images[*].attestations`.
@@ -50,7 +60,7 @@ pub struct AttestationFact {
     pub authority: String,
     /// The digest named as the statement's subject.
     pub digest: Digest,
-    pub format: &'static str,
+    pub format: Format,
 }
 
 /// How one image fared against one image policy.

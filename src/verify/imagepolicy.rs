@@ -82,8 +82,19 @@ pub const PREDICATE_TYPES: [(&str, &str); 9] = [
     ("custom", "https://cosign.sigstore.dev/attestation/v1"),
 ];
 
+/// Why an image policy document cannot be used: the message names the field and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPolicy(String);
+
+impl From<String> for InvalidPolicy {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
 /// A predicate type as written in a policy: a shorthand or a URI.
-pub fn predicate_type(written: &str) -> Result<String, String> {
+pub fn predicate_type(written: &str) -> Result<String, InvalidPolicy> {
     if let Some((_, uri)) = PREDICATE_TYPES.iter().find(|(short, _)| *short == written) {
         return Ok((*uri).to_string());
     }
@@ -94,7 +105,8 @@ pub fn predicate_type(written: &str) -> Result<String, String> {
     Err(format!(
         "unknown predicateType {written:?}: give a URI or one of {}",
         known.join(", ")
-    ))
+    )
+    .into())
 }
 
 /// Which digest of a multi-platform image (an image index) must carry the proof.
@@ -144,7 +156,7 @@ pub struct Glob {
 }
 
 /// The glob with its registry canonical, as `ImageRef::parse` makes a reference's.
-fn canonical_glob(pattern: &str) -> Result<String, String> {
+fn canonical_glob(pattern: &str) -> Result<String, InvalidPolicy> {
     let wild = |s: &str| s.contains(['*', '?']);
     let (first, rest) = match pattern.split_once('/') {
         Some((first, rest)) => (first, Some(rest)),
@@ -171,7 +183,7 @@ fn canonical_glob(pattern: &str) -> Result<String, String> {
 }
 
 impl Glob {
-    pub fn new(pattern: &str) -> Result<Self, String> {
+    pub fn new(pattern: &str) -> Result<Self, InvalidPolicy> {
         let normalized = canonical_glob(pattern)?;
         let last_segment = normalized.rsplit('/').next().unwrap_or_default();
         let whole_reference = last_segment.contains(':') || normalized.contains('@');
@@ -336,7 +348,7 @@ pub fn parse(
     file: &str,
     dir: &Path,
     default_trust: &Arc<TrustRoot>,
-) -> Result<ImagePolicy, String> {
+) -> Result<ImagePolicy, InvalidPolicy> {
     let text = doc.to_string();
     let doc: Document = serde_json::from_value(doc).map_err(|e| e.to_string())?;
     let mut files = Files::new(dir);
@@ -352,10 +364,10 @@ pub fn parse(
         .map(|g| Glob::new(&g.glob))
         .collect::<Result<Vec<_>, _>>()?;
     if globs.is_empty() {
-        return Err(format!("image policy {name:?} lists no images"));
+        return Err(format!("image policy {name:?} lists no images").into());
     }
     if doc.spec.authorities.is_empty() {
-        return Err(format!("image policy {name:?} has no authorities"));
+        return Err(format!("image policy {name:?} has no authorities").into());
     }
     let mut authorities = Vec::new();
     for (i, spec) in doc.spec.authorities.into_iter().enumerate() {
@@ -372,7 +384,7 @@ pub fn parse(
                     predicate_type: predicate_type(&a.predicate_type)?,
                 })
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<Result<Vec<_>, InvalidPolicy>>()
             .map_err(|e| format!("image policy {name:?}, {authority_name}: {e}"))?;
         let kind = authority(spec, &mut files, default_trust)
             .map_err(|e| format!("image policy {name:?}, {authority_name}: {e}"))?;
@@ -397,20 +409,20 @@ fn authority(
     spec: AuthoritySpec,
     files: &mut Files,
     default_trust: &Arc<TrustRoot>,
-) -> Result<AuthorityKind, String> {
+) -> Result<AuthorityKind, InvalidPolicy> {
     match (spec.key, spec.keyless) {
         (Some(key), None) => {
             let pem = match (key.data, key.file) {
                 (Some(data), None) => data.into_bytes(),
                 (None, Some(file)) => files.read(&file)?,
                 _ => {
-                    return Err(
-                        "a key needs exactly one of `data` (inline PEM) or `file`".to_string()
-                    )
+                    return Err("a key needs exactly one of `data` (inline PEM) or `file`"
+                        .to_string()
+                        .into())
                 }
             };
             if key.hash_algorithm.as_deref().is_some_and(|h| h != "sha256") {
-                return Err("only hashAlgorithm sha256 is supported".to_string());
+                return Err("only hashAlgorithm sha256 is supported".to_string().into());
             }
             let keys = public_keys(&pem, key.signing_scheme.as_deref())?;
             let tlog = spec.ctlog.map(|_| default_trust.clone());
@@ -427,11 +439,15 @@ fn authority(
                 .map(identity)
                 .collect::<Result<Vec<_>, _>>()?;
             if identities.is_empty() {
-                return Err("a keyless authority needs at least one identity".to_string());
+                return Err("a keyless authority needs at least one identity"
+                    .to_string()
+                    .into());
             }
             Ok(AuthorityKind::Keyless { trust, identities })
         }
-        _ => Err("an authority needs exactly one of `key` or `keyless`".to_string()),
+        _ => Err("an authority needs exactly one of `key` or `keyless`"
+            .to_string()
+            .into()),
     }
 }
 
@@ -451,7 +467,7 @@ impl<'a> Files<'a> {
         }
     }
 
-    fn read(&mut self, file: &str) -> Result<Vec<u8>, String> {
+    fn read(&mut self, file: &str) -> Result<Vec<u8>, InvalidPolicy> {
         use std::hash::Hash;
         let path = self.dir.join(file);
         let bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
@@ -461,7 +477,7 @@ impl<'a> Files<'a> {
 }
 
 /// Every `PUBLIC KEY` block of `pem`.
-pub fn public_keys(pem: &[u8], scheme: Option<&str>) -> Result<Vec<PublicKey>, String> {
+pub fn public_keys(pem: &[u8], scheme: Option<&str>) -> Result<Vec<PublicKey>, InvalidPolicy> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::SubjectPublicKeyInfoDer;
     let mut keys = Vec::new();
@@ -486,16 +502,15 @@ pub fn public_keys(pem: &[u8], scheme: Option<&str>) -> Result<Vec<PublicKey>, S
         });
     }
     if keys.is_empty() {
-        return Err("no PEM public key found".to_string());
+        return Err("no PEM public key found".to_string().into());
     }
     Ok(keys)
 }
 
-fn trust_root(spec: TrustRootSpec, files: &mut Files) -> Result<TrustRoot, String> {
+fn trust_root(spec: TrustRootSpec, files: &mut Files) -> Result<TrustRoot, InvalidPolicy> {
     match spec.file {
-        Some(file) => {
-            TrustRoot::from_trusted_root_json(&files.read(&file)?).map_err(|e| e.to_string())
-        }
+        Some(file) => TrustRoot::from_trusted_root_json(&files.read(&file)?)
+            .map_err(|e| InvalidPolicy(e.to_string())),
         None => {
             let fulcio = spec
                 .fulcio
@@ -507,7 +522,7 @@ fn trust_root(spec: TrustRootSpec, files: &mut Files) -> Result<TrustRoot, Strin
                 .iter()
                 .map(|f| files.read(f))
                 .collect::<Result<Vec<_>, _>>()?;
-            TrustRoot::from_pem(&fulcio, &rekor).map_err(|e| e.to_string())
+            TrustRoot::from_pem(&fulcio, &rekor).map_err(|e| InvalidPolicy(e.to_string()))
         }
     }
 }
@@ -516,14 +531,14 @@ fn matcher(
     exact: Option<String>,
     regex: Option<String>,
     what: &str,
-) -> Result<Option<Matcher>, String> {
+) -> Result<Option<Matcher>, InvalidPolicy> {
     match (exact, regex) {
         (Some(e), None) => Ok(Some(Matcher::Exact(e))),
         (None, Some(r)) => Matcher::regex(&r)
             .map(Some)
-            .map_err(|e| format!("invalid {what} regular expression: {e}")),
+            .map_err(|e| InvalidPolicy(format!("invalid {what} regular expression: {e}"))),
         (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err(format!("give either {what} or {what}RegExp, not both")),
+        (Some(_), Some(_)) => Err(format!("give either {what} or {what}RegExp, not both").into()),
     }
 }
 
@@ -535,7 +550,7 @@ const GITHUB_CLAIMS: [(&str, &str); 5] = [
     ("name", "workflow_name"),
 ];
 
-fn identity(spec: IdentitySpec) -> Result<IdentityRule, String> {
+fn identity(spec: IdentitySpec) -> Result<IdentityRule, InvalidPolicy> {
     let issuer = matcher(spec.issuer, spec.issuer_reg_exp, "issuer")?;
     let subject = matcher(spec.subject, spec.subject_reg_exp, "subject")?
         .ok_or_else(|| "an identity needs subject or subjectRegExp".to_string())?;
@@ -544,7 +559,8 @@ fn identity(spec: IdentitySpec) -> Result<IdentityRule, String> {
         let Some((_, claim)) = GITHUB_CLAIMS.iter().find(|(k, _)| *k == key) else {
             return Err(format!(
                 "unknown github claim {key:?} (known: repository, ref, trigger, sha, name)"
-            ));
+            )
+            .into());
         };
         let m = match value.strip_prefix('/').and_then(|v| v.strip_suffix('/')) {
             Some(re) => Matcher::regex(re)
@@ -710,6 +726,7 @@ mod tests {
             Path::new("/nonexistent"),
             &Arc::new(TrustRoot::public_good()),
         )
+        .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use cache::CacheSettings;
 use cache::{Assembly, Cached, Caches, Lookup};
 use evidence::Wanted;
 use facts::{assemble, rejected, Judgement};
-pub use facts::{AttestationFact, ImageError, ImageFacts, PolicyOutcome, SignatureFact};
+pub use facts::{AttestationFact, Format, ImageError, ImageFacts, PolicyOutcome, SignatureFact};
 use imagepolicy::{ImagePolicy, MultiArch};
 pub use oci::Platform;
 use prometheus::IntCounter;

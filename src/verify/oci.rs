@@ -27,7 +27,21 @@ pub enum Document {
 
 /// Reads `bytes` (sent with `content_type`) as an image manifest or an index, or says why
 /// it is neither unambiguously.
-pub fn classify(bytes: &[u8], content_type: Option<&str>) -> Result<Document, String> {
+pub fn classify(bytes: &[u8], content_type: Option<&str>) -> Result<Document, Ambiguous> {
+    read_as(bytes, content_type).map_err(Ambiguous)
+}
+
+/// A document that cannot be read one way only, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Ambiguous(String);
+
+/// A platform that is not `os/architecture[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not os/architecture[/variant]")]
+pub struct InvalidPlatform(String);
+
+fn read_as(bytes: &[u8], content_type: Option<&str>) -> Result<Document, String> {
     let json = strict::parse(bytes).map_err(|e| format!("the manifest is not valid JSON: {e}"))?;
     let Value::Object(object) = json else {
         return Err("the manifest is not a JSON object".to_string());
@@ -104,8 +118,8 @@ impl Default for Platform {
 }
 
 impl std::str::FromStr for Platform {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
+    type Err = InvalidPlatform;
+    fn from_str(text: &str) -> Result<Self, InvalidPlatform> {
         let parts: Vec<&str> = text.split('/').collect();
         match parts.as_slice() {
             [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => {
@@ -116,7 +130,7 @@ impl std::str::FromStr for Platform {
                     variant,
                 })
             }
-            _ => Err(format!("{text:?} is not os/architecture[/variant]")),
+            _ => Err(InvalidPlatform(text.to_string())),
         }
     }
 }
@@ -179,7 +193,11 @@ impl Platform {
     /// The digests of every manifest of `entries` (an index's) that a node of this platform
     /// may run, in index order; an error when there is none or one is not an image
     /// manifest with a sha256 digest.
-    pub fn manifests(&self, entries: &[Value]) -> Result<Vec<Digest>, String> {
+    pub fn manifests(&self, entries: &[Value]) -> Result<Vec<Digest>, Ambiguous> {
+        self.runnable(entries).map_err(Ambiguous)
+    }
+
+    fn runnable(&self, entries: &[Value]) -> Result<Vec<Digest>, String> {
         let mut found: Vec<Digest> = Vec::new();
         for entry in entries
             .iter()

@@ -134,7 +134,8 @@ impl TrustRoot {
         let text = std::str::from_utf8(bytes).map_err(|e| TrustError::Json(e.to_string()))?;
         let mut root = Self {
             bundle: Some(Arc::new(
-                BundleTrust::from_trusted_root_json(text).map_err(TrustError::Json)?,
+                BundleTrust::from_trusted_root_json(text)
+                    .map_err(|e| TrustError::Json(e.to_string()))?,
             )),
             ..Self::default()
         };
@@ -194,7 +195,8 @@ impl TrustRoot {
         }
         let json = trusted_root_json(&root.fulcio, &rekor_keys)?;
         root.bundle = Some(Arc::new(
-            BundleTrust::from_trusted_root_json(&json).map_err(TrustError::Material)?,
+            BundleTrust::from_trusted_root_json(&json)
+                .map_err(|e| TrustError::Material(e.to_string()))?,
         ));
         Ok(root)
     }

@@ -1,5 +1,24 @@
 //! verdict: a Kubernetes validating admission webhook that proves where container images
 //! came from and lets Rego policies decide.
+//!
+//! # Layers
+//! Every arrow points down: a module imports only modules of a lower layer (and its own
+//! rooms). `tests/layers.rs` holds the tree to this list, bottom first.
+//! 1. Leaves, value types with no verdict imports: `json` (borrowed JSON and the pruned
+//!    parse), `decision` (reason codes, findings), `certs` (certificates), `slots`.
+//! 2. `decision_key` (the key findings are remembered under), `images` (references,
+//!    digests, registry hosts, where a pod spec keeps its images), `logging` (the
+//!    decision log).
+//! 3. `metrics` (the explicit registry of series), `admission` (reading and answering
+//!    AdmissionReviews), `manifest` (documents given to `verdict check`).
+//! 4. `registry`: moving bytes from OCI registries.
+//! 5. `verify`: what is proven about each image (signatures, attestations, caches).
+//! 6. `policy`: Rego policies, their input and remembered decisions.
+//! 7. `config`: the settings of every command.
+//! 8. `review`: conducts one review (admission → images → verify → policy → decision).
+//! 9. `report` (findings for people) and `setup` (wiring a reviewer from settings).
+//! 10. `server`: HTTPS, the metrics port, reloads.
+//! 11. `cli`, on top.
 
 pub mod admission;
 pub mod certs;

@@ -5,7 +5,8 @@
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use verdict::verify::cosign::{self, SignatureLayer, Statement, IN_TOTO_PAYLOAD_TYPE};
+use verdict::verify::cosign::{self, SignatureLayer};
+use verdict::verify::proof::{Statement, IN_TOTO_PAYLOAD_TYPE};
 use verdict::verify::strict;
 
 const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";

@@ -5,8 +5,8 @@
 //! timestamps, and the log entry matching the signature. This module adds verdict's
 //! identity rules and reason codes on top.
 
-use super::cosign::{PublicKey, Rejection};
 use super::identity::IdentityRule;
+use super::proof::{PublicKey, Rejection};
 use crate::decision::ReasonCode;
 use crate::images::Digest;
 use sigstore_verify::types::bundle::VerificationMaterialContent;
@@ -99,7 +99,7 @@ pub struct BundleProof {
     pub rekor_integrated_time: Option<i64>,
 }
 
-impl From<BundleProof> for super::cosign::Proof {
+impl From<BundleProof> for super::proof::Proof {
     fn from(proof: BundleProof) -> Self {
         Self {
             identity: proof.identity,
@@ -190,7 +190,7 @@ fn keyless_identity(bundle: &Bundle, rules: &[IdentityRule]) -> Result<String, R
             "the bundle was signed with a key, not a Fulcio certificate",
         )
     })?;
-    super::cosign::accepted_identity(der, rules)
+    super::proof::accepted_identity(der, rules)
 }
 
 fn leaf_certificate(bundle: &Bundle) -> Option<&[u8]> {

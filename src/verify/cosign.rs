@@ -1,15 +1,14 @@
 //! Cosign signatures and attestations on the `.sig` / `.att` paths: reading a manifest's
 //! layers and checking one layer against one authority. An attestation layer is a DSSE
 //! envelope of an in-toto statement; it gets the same checks as a signature, over the
-//! envelope's pre-authentication encoding, with the statement's subject as the digest. Every rule of DESIGN.md's "easy to get wrong" list is
-//! here, including the two the sigstore crate skips on this path (the signature over the
-//! payload with the certificate's key, and the Rekor entry body matching this signature).
+//! envelope's pre-authentication encoding, with the statement's subject as the digest.
+//! Every rule of DESIGN.md's "easy to get wrong" list is here, including the two the
+//! sigstore crate skips on this path (the signature over the payload with the
+//! certificate's key, and the Rekor entry body matching this signature). The vocabulary it
+//! answers in (`Proof`, `Rejection`, ...) is `proof`'s.
 
 use super::identity::IdentityRule;
-pub use super::proof::{
-    accepted_identity, stage, NotAnAttestation, Proof, PublicKey, Rejection, Statement,
-    IN_TOTO_PAYLOAD_TYPE, STATEMENT_TYPES,
-};
+use super::proof::{accepted_identity, NotAnAttestation, Proof, PublicKey, Rejection, Statement};
 use super::trust::TrustRoot;
 use crate::decision::ReasonCode;
 use crate::images::Digest;

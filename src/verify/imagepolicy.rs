@@ -3,8 +3,8 @@
 //! `ClusterImagePolicy` (`policy.sigstore.dev/v1beta1`, the supported subset), so users can
 //! move over unchanged. Owns parsing and glob matching; not verification.
 
+use super::proof::PublicKey;
 use crate::images::ImageRef;
-use crate::verify::cosign::PublicKey;
 use crate::verify::identity::{IdentityRule, Matcher};
 use crate::verify::trust::TrustRoot;
 use regex::Regex;

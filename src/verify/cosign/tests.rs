@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::verify::identity::Matcher;
+use crate::verify::proof::IN_TOTO_PAYLOAD_TYPE;
 use std::path::PathBuf;
 
 fn dir(name: &str) -> PathBuf {

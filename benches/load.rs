@@ -5,7 +5,7 @@
 //! docker-registry. Writes `target/bench/results.json`, `results.md` and `latency.png`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/registry.rs"]
+#[path = "../tests/common/registry/mod.rs"]
 mod registry;
 mod support;
 

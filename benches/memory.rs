@@ -4,7 +4,7 @@
 //! signatures is fetched. Writes `target/bench/memory.json`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/registry.rs"]
+#[path = "../tests/common/registry/mod.rs"]
 mod registry;
 mod support;
 

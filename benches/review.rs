@@ -6,7 +6,7 @@
 //!   per image, printed after the criterion groups.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/registry.rs"]
+#[path = "../tests/common/registry/mod.rs"]
 mod registry;
 mod support;
 

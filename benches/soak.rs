@@ -5,7 +5,7 @@
 //! from the end of warm-up (the first 10%) to the end. Bounded by SOAK_MAX_SECONDS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/registry.rs"]
+#[path = "../tests/common/registry/mod.rs"]
 mod registry;
 mod support;
 

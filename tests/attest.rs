@@ -8,7 +8,7 @@ mod common;
 use base64::Engine as _;
 use common::codes;
 use common::provenance::*;
-use common::registry::{payload, statement, Keyless, PrivateSigstore, B64};
+use common::registry::{payload, statement, Keyless, PrivateSigstore, SignatureLayer, B64};
 use serde_json::{json, Value};
 
 const SLSA_V1: &str = "https://slsa.dev/provenance/v1";
@@ -89,89 +89,101 @@ async fn cosign_attestation_satisfies_the_policy_and_reaches_rego() {
     assert_eq!(image_facts(&report)["attestations"][0]["type"], SLSA_V1);
 }
 
+/// What an attestation negative case is made with.
+struct Attesting {
+    sigstore: PrivateSigstore,
+    /// The digest of another image, `att/elsewhere`.
+    elsewhere: String,
+}
+
+/// The attestation layer a negative case pushes for an image of this digest, if any.
+type MakeAttestation = fn(&Attesting, &str) -> Option<SignatureLayer>;
+
 #[tokio::test]
 async fn attestation_negatives_each_get_their_reason_code() {
     let sigstore = PrivateSigstore::new("acme");
     let setup = setup(&sigstore, "index").await;
-    let mut cases = Vec::new();
-
-    // Only an SBOM, no provenance.
-    let digest = setup.registry.push_image("att/sbom-only", "v1").await;
-    let layer = sigstore.attest(
-        &statement(
-            "app",
-            &digest,
-            "https://spdx.dev/Document",
-            json!({"spdxVersion": "SPDX-2.3"}),
-        ),
-        &Keyless::default(),
-    );
-    setup
-        .registry
-        .push_attestations("att/sbom-only", &digest, &[layer])
-        .await;
-    cases.push((
-        "att/sbom-only",
-        "ATTESTATION_MISSING",
-        "https://spdx.dev/Document",
-    ));
-
-    // The statement is about another image.
-    let digest = setup.registry.push_image("att/other-subject", "v1").await;
-    let other = setup.registry.push_image("att/elsewhere", "v1").await;
-    let layer = sigstore.attest(
-        &statement("app", &other, SLSA_V1, provenance()),
-        &Keyless::default(),
-    );
-    setup
-        .registry
-        .push_attestations("att/other-subject", &digest, &[layer])
-        .await;
-    cases.push(("att/other-subject", "DIGEST_MISMATCH", &other));
-
-    // Signed by someone the policy does not trust.
-    let digest = setup.registry.push_image("att/stranger", "v1").await;
-    let stranger = Keyless {
-        subject: "https://github.com/mallory/app/.github/workflows/release.yaml@refs/tags/v1.0.0",
-        github_repository: Some("mallory/app"),
-        ..Keyless::default()
+    let elsewhere = setup.registry.push_image("att/elsewhere", "v1").await;
+    let attesting = Attesting {
+        sigstore,
+        elsewhere,
     };
-    let layer = sigstore.attest(&statement("app", &digest, SLSA_V1, provenance()), &stranger);
-    setup
-        .registry
-        .push_attestations("att/stranger", &digest, &[layer])
-        .await;
-    cases.push(("att/stranger", "IDENTITY_MISMATCH", "mallory"));
-
-    // The predicate was changed after signing.
-    let digest = setup.registry.push_image("att/tampered", "v1").await;
-    let mut layer = sigstore.attest(
-        &statement("app", &digest, SLSA_V1, provenance()),
-        &Keyless::default(),
-    );
-    let mut envelope: Value = serde_json::from_slice(&layer.payload).unwrap();
-    let tampered = statement(
-        "app",
-        &digest,
-        SLSA_V1,
-        json!({"runDetails": {"builder": {"id": "https://evil.example/builder"}}}),
-    );
-    envelope["payload"] = json!(B64.encode(tampered));
-    layer.payload = serde_json::to_vec(&envelope).unwrap();
-    setup
-        .registry
-        .push_attestations("att/tampered", &digest, &[layer])
-        .await;
-    cases.push(("att/tampered", "SIGNATURE_INVALID", "does not verify"));
+    // The detail each message names; `ELSEWHERE` stands for the other image's digest.
+    let table: [(&str, &str, &str, MakeAttestation); 5] = [
+        // Only an SBOM, no provenance.
+        (
+            "att/sbom-only",
+            "ATTESTATION_MISSING",
+            "https://spdx.dev/Document",
+            |a, d| {
+                let sbom = json!({"spdxVersion": "SPDX-2.3"});
+                let sbom = statement("app", d, "https://spdx.dev/Document", sbom);
+                Some(a.sigstore.attest(&sbom, &Keyless::default()))
+            },
+        ),
+        // The statement is about another image.
+        (
+            "att/other-subject",
+            "DIGEST_MISMATCH",
+            "ELSEWHERE",
+            |a, _| {
+                let about = statement("app", &a.elsewhere, SLSA_V1, provenance());
+                Some(a.sigstore.attest(&about, &Keyless::default()))
+            },
+        ),
+        // Signed by someone the policy does not trust.
+        ("att/stranger", "IDENTITY_MISMATCH", "mallory", |a, d| {
+            let stranger = Keyless {
+                subject:
+                    "https://github.com/mallory/app/.github/workflows/release.yaml@refs/tags/v1.0.0",
+                github_repository: Some("mallory/app"),
+                ..Keyless::default()
+            };
+            Some(
+                a.sigstore
+                    .attest(&statement("app", d, SLSA_V1, provenance()), &stranger),
+            )
+        }),
+        // The predicate was changed after signing.
+        (
+            "att/tampered",
+            "SIGNATURE_INVALID",
+            "does not verify",
+            |a, d| {
+                let signed = statement("app", d, SLSA_V1, provenance());
+                let mut layer = a.sigstore.attest(&signed, &Keyless::default());
+                let mut envelope: Value = serde_json::from_slice(&layer.payload).unwrap();
+                let evil =
+                    json!({"runDetails": {"builder": {"id": "https://evil.example/builder"}}});
+                envelope["payload"] = json!(B64.encode(statement("app", d, SLSA_V1, evil)));
+                layer.payload = serde_json::to_vec(&envelope).unwrap();
+                Some(layer)
+            },
+        ),
+        // No attestation at all.
+        (
+            "att/bare",
+            "NO_SIGNATURE",
+            "no cosign signature, attestation or Sigstore bundle",
+            |_, _| None,
+        ),
+    ];
+    let mut cases = Vec::new();
+    for (repo, code, detail, make) in table {
+        let digest = setup.registry.push_image(repo, "v1").await;
+        if let Some(layer) = make(&attesting, &digest) {
+            setup
+                .registry
+                .push_attestations(repo, &digest, &[layer])
+                .await;
+        }
+        cases.push((
+            repo,
+            code,
+            detail.replace("ELSEWHERE", &attesting.elsewhere),
+        ));
+    }
     let reproduce = "cosign verify-attestation --type https://slsa.dev/provenance/v1 --certificate-identity-regexp";
-
-    // No attestation at all.
-    setup.registry.push_image("att/bare", "v1").await;
-    cases.push((
-        "att/bare",
-        "NO_SIGNATURE",
-        "no cosign signature, attestation or Sigstore bundle",
-    ));
 
     for (repo, code, detail) in cases {
         let image = setup.image(repo, "v1");
@@ -179,7 +191,7 @@ async fn attestation_negatives_each_get_their_reason_code() {
         assert!(!allowed(&body), "{repo}: {body}");
         assert_eq!(codes(&body), [code], "{repo}: {body}");
         assert!(
-            message(&body).contains(detail),
+            message(&body).contains(&detail),
             "{repo}: {}",
             message(&body)
         );

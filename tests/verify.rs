@@ -74,49 +74,58 @@ async fn admits_images_signed_with_every_supported_key_type() {
     }
 }
 
+/// The keys of the keyed negative cases: the policy trusts `key` only.
+struct Keys {
+    key: TestKey,
+    other: TestKey,
+}
+
+/// The signature layer a keyed case pushes for an image (its reference and digest), if any.
+type MakeKeyed = fn(&Keys, &str, &str) -> Option<SignatureLayer>;
+
 #[tokio::test]
 async fn denies_unsigned_wrong_key_tampered_and_mismatched_signatures() {
-    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
-    let other = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
+    let keys = Keys {
+        key: TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1),
+        other: TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1),
+    };
     let setup = Setup::new(
         &key_policy("signed", "HOST/app/**", "keys/cosign.pub", ""),
-        &[("keys/cosign.pub", key.public_pem.clone())],
+        &[("keys/cosign.pub", keys.key.public_pem.clone())],
         &[],
     )
     .await;
-    let host = setup.registry.host.clone();
-
-    setup.registry.push_image("app/unsigned", "v1").await;
-    setup
-        .signed_image("app/wrong-key", |p| other.layer(p))
-        .await;
-    setup
-        .signed_image("app/tampered", |p| {
-            let mut layer = key.layer(p.clone());
-            layer.payload = String::from_utf8(p)
+    let cases: [(&str, &str, MakeKeyed); 4] = [
+        ("app/unsigned", "NO_SIGNATURE", |_, _, _| None),
+        ("app/wrong-key", "UNTRUSTED_KEY", |k, r, d| {
+            Some(k.other.layer(payload(r, d)))
+        }),
+        ("app/tampered", "UNTRUSTED_KEY", |k, r, d| {
+            let mut layer = k.key.layer(payload(r, d));
+            layer.payload = String::from_utf8(layer.payload)
                 .unwrap()
                 .replace("null", "{\"evil\":true}")
                 .into_bytes();
-            layer
-        })
-        .await;
-    let digest = setup.registry.push_image("app/mismatch", "v1").await;
-    let elsewhere = format!("sha256:{}", "1".repeat(64));
-    setup
-        .registry
-        .push_signatures(
-            "app/mismatch",
-            &digest,
-            &[key.layer(payload(&format!("{host}/app/mismatch"), &elsewhere))],
-        )
-        .await;
+            Some(layer)
+        }),
+        // A signature over another digest than the image's.
+        ("app/mismatch", "DIGEST_MISMATCH", |k, r, _| {
+            let elsewhere = format!("sha256:{}", "1".repeat(64));
+            Some(k.key.layer(payload(r, &elsewhere)))
+        }),
+    ];
+    for (repo, _, make) in &cases {
+        let digest = setup.registry.push_image(repo, "v1").await;
+        let reference = format!("{}/{repo}", setup.registry.host);
+        if let Some(layer) = make(&keys, &reference, &digest) {
+            setup
+                .registry
+                .push_signatures(repo, &digest, &[layer])
+                .await;
+        }
+    }
 
-    for (repo, want) in [
-        ("app/unsigned", "NO_SIGNATURE"),
-        ("app/wrong-key", "UNTRUSTED_KEY"),
-        ("app/tampered", "UNTRUSTED_KEY"),
-        ("app/mismatch", "DIGEST_MISMATCH"),
-    ] {
+    for (repo, want, _) in cases {
         let image = setup.image(repo, "v1");
         let body = setup.review(&[&image]).await;
         assert!(!allowed(&body), "{repo}: {body}");
@@ -165,175 +174,136 @@ async fn admits_keyless_signature_from_release_workflow() {
     assert!(signature["rekor_integrated_time"].as_i64().unwrap() > 1_700_000_000);
 }
 
+/// The signers of the keyless negative cases: the policy trusts `sigstore` only.
+struct Signers {
+    sigstore: PrivateSigstore,
+    stranger: PrivateSigstore,
+    key: TestKey,
+}
+
+/// The signature layer a keyless case pushes for an image of this digest.
+type MakeKeyless = fn(&Signers, &str) -> SignatureLayer;
+
+/// A layer whose certificate is issued by `ca`, logged in `sigstore`'s Rekor for `logged`.
+fn logged_layer(
+    ca: &PrivateSigstore,
+    sigstore: &PrivateSigstore,
+    digest: &str,
+    logged: Option<&[u8]>,
+) -> SignatureLayer {
+    let (cert, cert_key) = ca.issue(&Keyless::default());
+    let p = payload("x", digest);
+    let signature = rcgen::SigningKey::sign(&cert_key, &p).unwrap();
+    let bundle = sigstore.bundle(
+        logged.unwrap_or(&p),
+        &signature,
+        &cert,
+        time::OffsetDateTime::now_utc().unix_timestamp() - 60,
+    );
+    layer_of(p, &signature, Some(&cert), Some(&bundle))
+}
+
 #[tokio::test]
 async fn keyless_negative_cases_each_get_their_reason_code() {
-    let sigstore = PrivateSigstore::new("acme");
-    let stranger = PrivateSigstore::new("stranger");
+    let signers = Signers {
+        sigstore: PrivateSigstore::new("acme"),
+        stranger: PrivateSigstore::new("stranger"),
+        key: TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1),
+    };
     let setup = Setup::new(
         &keyless_policy(RELEASE_IDENTITY, "enforce"),
-        &trust_files(&sigstore),
+        &trust_files(&signers.sigstore),
         &[],
     )
     .await;
-    let key = TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1);
-
-    struct Case {
-        repo: &'static str,
-        want: &'static str,
-    }
-    let mut cases = Vec::new();
-    let mut push = |repo: &'static str, want: &'static str| {
-        cases.push(Case { repo, want });
-        repo
-    };
-
-    // Identity mismatch: another workflow of the same repository.
-    let repo = push("keyless/identity", "IDENTITY_MISMATCH");
-    keyless_image(
-        &setup,
-        &sigstore,
-        repo,
-        &Keyless {
-            subject: "https://github.com/acme/app/.github/workflows/nightly.yaml@refs/heads/main",
-            ..Keyless::default()
-        },
-    )
-    .await;
-
-    // Anchoring: the policy's regular expression appears inside the subject, but the subject is not it.
-    let repo = push("keyless/anchoring", "IDENTITY_MISMATCH");
-    keyless_image(&setup, &sigstore, repo, &Keyless {
-        subject: "https://evil.example/https://github.com/acme/app/.github/workflows/release.yaml@refs/tags/v1.0.0",
-        ..Keyless::default()
-    }).await;
-
-    // A GitHub claim that differs (another repository) with a matching subject.
-    let repo = push("keyless/claims", "IDENTITY_MISMATCH");
-    keyless_image(
-        &setup,
-        &sigstore,
-        repo,
-        &Keyless {
-            github_repository: Some("acme/fork"),
-            ..Keyless::default()
-        },
-    )
-    .await;
-
-    // Untrusted root: a certificate from another CA.
-    let repo = push("keyless/root", "UNTRUSTED_ROOT");
-    let digest = setup.registry.push_image(repo, "v1").await;
-    let (cert, cert_key) = stranger.issue(&Keyless::default());
-    let p = payload("x", &digest);
-    let signature = rcgen::SigningKey::sign(&cert_key, &p).unwrap();
-    let bundle = sigstore.bundle(
-        &p,
-        &signature,
-        &cert,
-        time::OffsetDateTime::now_utc().unix_timestamp() - 60,
-    );
-    setup
-        .registry
-        .push_signatures(
-            repo,
-            &digest,
-            &[layer_of(p, &signature, Some(&cert), Some(&bundle))],
-        )
-        .await;
-
-    // Rekor body mismatch: a valid SET over an entry for another payload.
-    let repo = push("keyless/rekor-body", "TLOG_MISMATCH");
-    let digest = setup.registry.push_image(repo, "v1").await;
-    let (cert, cert_key) = sigstore.issue(&Keyless::default());
-    let p = payload("x", &digest);
-    let signature = rcgen::SigningKey::sign(&cert_key, &p).unwrap();
-    let bundle = sigstore.bundle(
-        b"another payload",
-        &signature,
-        &cert,
-        time::OffsetDateTime::now_utc().unix_timestamp() - 60,
-    );
-    setup
-        .registry
-        .push_signatures(
-            repo,
-            &digest,
-            &[layer_of(p, &signature, Some(&cert), Some(&bundle))],
-        )
-        .await;
-
-    // A real certificate and Rekor bundle carrying a signature made by another key.
-    let repo = push("keyless/other-key", "SIGNATURE_INVALID");
-    let digest = setup.registry.push_image(repo, "v1").await;
-    let good = sigstore.sign(payload("x", &digest), &Keyless::default());
-    let mut layer = good.layer.clone();
-    layer.annotations.insert(
-        "dev.cosignproject.cosign/signature".into(),
-        json!(B64.encode(key.sign(&good.layer.payload))),
-    );
-    setup
-        .registry
-        .push_signatures(repo, &digest, &[layer])
-        .await;
-
-    // Tampered payload under a valid certificate.
-    let repo = push("keyless/tampered", "SIGNATURE_INVALID");
-    let digest = setup.registry.push_image(repo, "v1").await;
-    let mut layer = sigstore
-        .sign(payload("x", &digest), &Keyless::default())
-        .layer;
-    layer.payload = String::from_utf8(layer.payload)
-        .unwrap()
-        .replace("null", "{\"evil\":1}")
-        .into_bytes();
-    setup
-        .registry
-        .push_signatures(repo, &digest, &[layer])
-        .await;
-
-    // A certificate that expired long ago, with no transparency-log entry to prove when it signed.
-    let repo = push("keyless/expired-no-tlog", "TLOG_MISSING");
-    let digest = setup.registry.push_image(repo, "v1").await;
-    let mut layer = sigstore
-        .sign(
-            payload("x", &digest),
-            &Keyless {
+    let cases: [(&str, &str, MakeKeyless); 9] = [
+        // Another workflow of the same repository.
+        ("keyless/identity", "IDENTITY_MISMATCH", |s, d| {
+            let spec = Keyless {
+                subject:
+                    "https://github.com/acme/app/.github/workflows/nightly.yaml@refs/heads/main",
+                ..Keyless::default()
+            };
+            s.sigstore.sign(payload("x", d), &spec).layer
+        }),
+        // The policy's regular expression appears inside the subject, but the subject is not it.
+        ("keyless/anchoring", "IDENTITY_MISMATCH", |s, d| {
+            let spec = Keyless {
+                subject: "https://evil.example/https://github.com/acme/app/.github/workflows/release.yaml@refs/tags/v1.0.0",
+                ..Keyless::default()
+            };
+            s.sigstore.sign(payload("x", d), &spec).layer
+        }),
+        // A GitHub claim that differs (another repository) with a matching subject.
+        ("keyless/claims", "IDENTITY_MISMATCH", |s, d| {
+            let spec = Keyless {
+                github_repository: Some("acme/fork"),
+                ..Keyless::default()
+            };
+            s.sigstore.sign(payload("x", d), &spec).layer
+        }),
+        // A certificate from another CA.
+        ("keyless/root", "UNTRUSTED_ROOT", |s, d| {
+            logged_layer(&s.stranger, &s.sigstore, d, None)
+        }),
+        // A valid SET over an entry for another payload.
+        ("keyless/rekor-body", "TLOG_MISMATCH", |s, d| {
+            logged_layer(&s.sigstore, &s.sigstore, d, Some(b"another payload"))
+        }),
+        // A real certificate and Rekor bundle carrying a signature made by another key.
+        ("keyless/other-key", "SIGNATURE_INVALID", |s, d| {
+            let good = s.sigstore.sign(payload("x", d), &Keyless::default());
+            let mut layer = good.layer.clone();
+            layer.annotations.insert(
+                "dev.cosignproject.cosign/signature".into(),
+                json!(B64.encode(s.key.sign(&good.layer.payload))),
+            );
+            layer
+        }),
+        // A tampered payload under a valid certificate.
+        ("keyless/tampered", "SIGNATURE_INVALID", |s, d| {
+            let mut layer = s.sigstore.sign(payload("x", d), &Keyless::default()).layer;
+            layer.payload = String::from_utf8(layer.payload)
+                .unwrap()
+                .replace("null", "{\"evil\":1}")
+                .into_bytes();
+            layer
+        }),
+        // A certificate that expired long ago, with no transparency-log entry to prove when
+        // it signed.
+        ("keyless/expired-no-tlog", "TLOG_MISSING", |s, d| {
+            let spec = Keyless {
                 validity: (-7200, -6600),
                 ..Keyless::default()
-            },
-        )
-        .layer;
-    layer.annotations.remove("dev.sigstore.cosign/bundle");
-    setup
-        .registry
-        .push_signatures(repo, &digest, &[layer])
-        .await;
+            };
+            let mut layer = s.sigstore.sign(payload("x", d), &spec).layer;
+            layer.annotations.remove("dev.sigstore.cosign/bundle");
+            layer
+        }),
+        // Logged after the certificate had expired.
+        ("keyless/expired", "CERT_EXPIRED", |s, d| {
+            let spec = Keyless {
+                validity: (-7200, -6600),
+                integrated_offset: -60,
+                ..Keyless::default()
+            };
+            s.sigstore.sign(payload("x", d), &spec).layer
+        }),
+    ];
+    for (repo, _, make) in &cases {
+        let digest = setup.registry.push_image(repo, "v1").await;
+        let layer = make(&signers, &digest);
+        setup
+            .registry
+            .push_signatures(repo, &digest, &[layer])
+            .await;
+    }
 
-    // Logged after the certificate had expired.
-    let repo = push("keyless/expired", "CERT_EXPIRED");
-    keyless_image(
-        &setup,
-        &sigstore,
-        repo,
-        &Keyless {
-            validity: (-7200, -6600),
-            integrated_offset: -60,
-            ..Keyless::default()
-        },
-    )
-    .await;
-
-    for case in &cases {
-        let image = setup.image(case.repo, "v1");
+    for (repo, want, _) in cases {
+        let image = setup.image(repo, "v1");
         let body = setup.review(&[&image]).await;
-        assert!(!allowed(&body), "{}: {body}", case.repo);
-        assert_eq!(
-            codes(&body),
-            [case.want],
-            "{}: {}",
-            case.repo,
-            message(&body)
-        );
+        assert!(!allowed(&body), "{repo}: {body}");
+        assert_eq!(codes(&body), [want], "{repo}: {}", message(&body));
     }
     assert!(message(
         &setup
@@ -341,16 +311,6 @@ async fn keyless_negative_cases_each_get_their_reason_code() {
             .await
     )
     .contains("nightly.yaml"));
-}
-
-/// Pushes an image to `repo` and a keyless signature of it made to `spec`.
-async fn keyless_image(setup: &Setup, sigstore: &PrivateSigstore, repo: &str, spec: &Keyless<'_>) {
-    let digest = setup.registry.push_image(repo, "v1").await;
-    let layer = sigstore.sign(payload("x", &digest), spec).layer;
-    setup
-        .registry
-        .push_signatures(repo, &digest, &[layer])
-        .await;
 }
 
 fn layer_of(

@@ -32,7 +32,6 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
 
-
 /// A signature layer as cosign writes it.
 #[derive(Clone, Debug)]
 pub struct SignatureLayer {
@@ -87,4 +86,3 @@ impl TestKey {
         }
     }
 }
-

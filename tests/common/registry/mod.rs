@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 pub fn sha256(bytes: &[u8]) -> String {
@@ -373,11 +372,9 @@ impl TestRegistry {
     }
 }
 
-
 impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
-

@@ -354,4 +354,3 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     B64.decode(body).unwrap()
 }
-

@@ -138,4 +138,3 @@ fn der_to_raw_p256(der: &[u8]) -> Vec<u8> {
     }
     out
 }
-

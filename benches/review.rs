@@ -4,6 +4,7 @@
 //! - `verified/three_images_cache_hit`: a Pod of three signed images already verified.
 //! - cold verification against a local docker-registry: time per image and registry requests
 //!   per image, printed after the criterion groups.
+//! - `decision_log/line`: what one review pays for its decision log line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/registry/mod.rs"]
@@ -180,5 +181,48 @@ fn verification(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, full_review, verification);
+/// The cost a review pays for its decision log line: formatting it into the outbox the
+/// log's writer thread empties (here into `io::sink()`). Lines are written in batches of
+/// what a busy server logs between two writes (4,000 lines, 40,000 reviews/s for the
+/// writer's 10 ms linger), and only the appending is timed.
+fn decision_log(c: &mut Criterion) {
+    const BATCH: u64 = 4_000;
+    let log = verdict::logging::DecisionLog::start_on(Box::new(std::io::sink()));
+    verdict::logging::init(Some(&log));
+    let line = verdict::logging::Decision {
+        uid: "705ab4f5-6393-11e8-b7cc-42010a800002",
+        namespace: "team-a",
+        kind: "Pod",
+        name: "web-7d4b9c5f6-x2v9q",
+        operation: "CREATE",
+        decision: verdict::decision::Decision::Deny,
+        reasons: "NO_SIGNATURE,POLICY_DENIED",
+        warnings: 1,
+        duration: Duration::from_micros(180),
+    };
+    let mut group = c.benchmark_group("decision_log");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(1));
+    group.bench_function("line", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(BATCH);
+                let started = Instant::now();
+                for _ in 0..n {
+                    log.decision(&line);
+                }
+                spent += started.elapsed();
+                left -= n;
+                std::thread::sleep(Duration::from_millis(12));
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, full_review, verification, decision_log);
 criterion_main!(benches);

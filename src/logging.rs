@@ -8,7 +8,6 @@
 //! review's CPU.
 
 use std::fmt::{self, Write as _};
-use std::io::{StdoutLock, Write as _};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,9 +62,15 @@ pub struct Decision<'a> {
 pub struct DecisionLog(Arc<Outbox>);
 
 impl DecisionLog {
-    /// The log and its writer thread.
+    /// The log on stdout and its writer thread.
     pub fn start() -> Self {
+        Self::start_on(Box::new(std::io::stdout()))
+    }
+
+    /// The log on `out` (benchmarks write to `io::sink()`) and its writer thread.
+    pub fn start_on(out: Box<dyn std::io::Write + Send>) -> Self {
         let outbox = Arc::new(Outbox {
+            out: Mutex::new(out),
             lines: Mutex::new(String::new()),
             arrived: Condvar::new(),
             running: std::sync::atomic::AtomicBool::new(false),
@@ -136,7 +141,7 @@ impl DecisionLog {
         if !outbox.running.load(Ordering::Acquire) {
             let mut text = std::mem::take(&mut *lines);
             drop(lines);
-            return write_out(&mut std::io::stdout().lock(), &mut text);
+            return write_out(&mut **lock(&outbox.out), &mut text);
         }
         drop(lines);
         if before == 0 {
@@ -176,8 +181,11 @@ impl Drop for OutboxWriter {
     }
 }
 
-/// Lines waiting for the writer thread.
+/// Lines waiting for the writer thread, and where it writes them.
 struct Outbox {
+    /// Locked while a batch is written, so that lines written by two threads never
+    /// interleave.
+    out: Mutex<Box<dyn std::io::Write + Send>>,
     lines: Mutex<String>,
     /// Signalled when `lines` stops being empty.
     arrived: Condvar,
@@ -205,22 +213,23 @@ fn write_forever(outbox: &Outbox) {
     }
 }
 
-/// Takes the waiting lines into `batch` and writes them. Stdout's lock is taken first and
-/// held until they are written, so `finish`, which takes it too, comes after a batch taken
-/// out, never between taking and writing it.
+/// Takes the waiting lines into `batch` and writes them. The output's lock is taken first
+/// and held until they are written, so `finish`, which takes it too, comes after a batch
+/// taken out, never between taking and writing it.
 fn write_waiting(outbox: &Outbox, batch: &mut String) {
-    let mut stdout = std::io::stdout().lock();
+    let mut out = lock(&outbox.out);
     std::mem::swap(batch, &mut *lock(&outbox.lines));
-    write_out(&mut stdout, batch);
+    write_out(&mut **out, batch);
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Whole lines in one `write_all` under stdout's lock, so no other line lands inside them.
-fn write_out(stdout: &mut StdoutLock, text: &mut String) {
-    let _ = stdout.write_all(text.as_bytes());
+/// Whole lines in one `write_all` and a flush, so no other line lands inside them.
+fn write_out(out: &mut dyn std::io::Write, text: &mut String) {
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
     text.clear();
 }
 

@@ -1,7 +1,8 @@
 //! Every cache of the verifier and its keys: tag → digest, (image digest, policy) →
 //! judgement in a compact form, and the facts last assembled for an image occurrence. A
 //! known image costs one lookup in the last; the others make sure a judgement is made once
-//! however many reviews ask, and is kept no longer than its time to live.
+//! however many reviews ask, and is kept no longer than its time to live. The signer
+//! identities cached judgements share are interned here too.
 
 use super::facts::{AttestationFact, Format, ImageError, ImageFacts, Judgement, SignatureFact};
 use super::imagepolicy::ImagePolicy;

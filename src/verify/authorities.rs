@@ -241,8 +241,19 @@ fn required_attestation(
             Err(rejection) => best.offer(rejection),
         }
     }
+    Err(missing(required, digest, best, seen_types))
+}
+
+/// Why no attestation satisfied `required`: the most telling rejection of one that had the
+/// predicate type, or `ATTESTATION_MISSING` naming the types that were found.
+fn missing(
+    required: &AttestationRequirement,
+    digest: &Digest,
+    best: Best,
+    mut seen_types: Vec<String>,
+) -> Rejection {
     match best.0 {
-        Some(rejection) if rejection.stage() > 0 => Err(rejection),
+        Some(rejection) if rejection.stage() > 0 => rejection,
         _ => {
             seen_types.sort();
             seen_types.dedup();
@@ -251,13 +262,13 @@ fn required_attestation(
             } else {
                 seen_types.join(", ")
             };
-            Err(Rejection::new(
+            Rejection::new(
                 ReasonCode::AttestationMissing,
                 format!(
                     "no verified {:?} attestation ({}) for {digest}; attestations found: {seen}",
                     required.name, required.predicate_type
                 ),
-            ))
+            )
         }
     }
 }

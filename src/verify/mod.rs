@@ -40,6 +40,16 @@ use proof::Rejection;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// An image occurrence judged at a digest under the image policies `set`.
+struct Judged<'a> {
+    occurrence: &'a ImageOccurrence,
+    image: &'a ImageRef,
+    digest: &'a Digest,
+    set: u64,
+    /// Until when the tag's digest holds, when it was resolved from a tag.
+    tag_fresh_until: Option<Instant>,
+}
+
 /// Produces image facts for a review within its deadline.
 pub struct Verifier {
     registry: Arc<Registry>,
@@ -155,44 +165,61 @@ impl Verifier {
         for policy in &matching {
             judged.push(self.judgement(image, &digest, policy, deadline).await);
         }
+        let at = Judged {
+            occurrence,
+            image,
+            digest: &digest,
+            set,
+            tag_fresh_until,
+        };
+        self.assemble_judged(&at, &matching, judged)
+    }
+
+    /// The facts of an image at a digest from the judgements of its matching policies:
+    /// facts assembled from the very same cache entries before are reused, and they hold
+    /// until the first of those entries (or the tag's digest) is no longer fresh.
+    fn assemble_judged(
+        &self,
+        at: &Judged<'_>,
+        matching: &[&ImagePolicy],
+        judged: Vec<Result<Arc<Cached>, ImageError>>,
+    ) -> Arc<ImageFacts> {
         let entries: Option<Vec<(u64, Arc<Cached>)>> = matching
             .iter()
             .zip(&judged)
             .map(|(p, j)| Some((p.fingerprint, j.as_ref().ok()?.clone())))
             .collect();
-        // Facts assembled from the same cache entries before are the same facts; they hold
-        // until the first of those entries (or the tag's digest) is no longer fresh.
         let fresh = entries.as_ref().and_then(|entries| {
             entries
                 .iter()
                 .map(|(_, e)| self.caches.fresh_until(e))
-                .chain(tag_fresh_until)
+                .chain(at.tag_fresh_until)
                 .min()
         });
         if let (Some(entries), Some(fresh)) = (&entries, fresh) {
-            if let Some(facts) = self
+            let reused = self
                 .caches
-                .reuse_facts(occurrence, set, &digest, entries, fresh)
-            {
+                .reuse_facts(at.occurrence, at.set, at.digest, entries, fresh);
+            if let Some(facts) = reused {
                 return facts;
             }
         }
         let outcomes = matching.iter().zip(judged).map(|(policy, judged)| {
-            let judgement = judged.and_then(|entry| cache::expand(policy, &digest, &entry));
+            let judgement = judged.and_then(|entry| cache::expand(policy, at.digest, &entry));
             (*policy, judgement)
         });
-        let facts = Arc::new(assemble(occurrence, image, Some(&digest), outcomes));
+        let facts = Arc::new(assemble(at.occurrence, at.image, Some(at.digest), outcomes));
         let counters = self.counters(&facts);
         counters.iter().for_each(IntCounter::inc);
         if let (Some(judged), Some(fresh)) = (entries, fresh) {
             let known = Assembly {
-                policies: set,
+                policies: at.set,
                 judged,
                 facts: facts.clone(),
                 fresh_until: Some(fresh),
                 counters,
             };
-            self.caches.remember_facts(occurrence, known);
+            self.caches.remember_facts(at.occurrence, known);
         }
         facts
     }

@@ -90,6 +90,9 @@ pub struct RegistrySettings {
     pub max_concurrent_per_registry: usize,
 }
 
+/// The most registry hosts (semaphores) and `(host, repository)` tokens remembered at once.
+const MAX_REMEMBERED: usize = 4096;
+
 /// The registry client shared by all reviews.
 pub struct Registry {
     http: reqwest::Client,
@@ -325,8 +328,14 @@ impl Registry {
         Ok(body)
     }
 
+    /// The semaphore that bounds requests in flight to `host`. Hosts come from Pod specs:
+    /// past `MAX_REMEMBERED` hosts, those with no request in flight are forgotten (the
+    /// bound of the others holds), so the map never grows with what Pod authors name.
     fn limit(&self, host: &str) -> Arc<Semaphore> {
         let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if limits.len() >= MAX_REMEMBERED && !limits.contains_key(host) {
+            limits.retain(|_, limit| Arc::strong_count(limit) > 1);
+        }
         limits
             .entry(host.to_string())
             .or_insert_with(|| {
@@ -559,8 +568,18 @@ impl Registry {
         }
     }
 
+    /// Keeps an authorization for `host` and `scope` (a repository; empty for Basic). Scopes
+    /// come from Pod specs: past `MAX_REMEMBERED` entries the expired ones are dropped, and
+    /// if that is not enough every bearer token (they are fetched again when needed).
     fn remember(&self, host: &str, scope: &str, value: &str, lifetime: Duration) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= MAX_REMEMBERED {
+            let now = Instant::now();
+            tokens.retain(|_, (_, expires)| *expires > now);
+        }
+        if tokens.len() >= MAX_REMEMBERED {
+            tokens.retain(|(_, scope), _| scope.is_empty());
+        }
         tokens.insert(
             (host.to_string(), scope.to_string()),
             (value.to_string(), Instant::now() + lifetime),
@@ -649,5 +668,42 @@ async fn read_limited(
             return Err(invalid(format!("larger than {max} bytes")));
         }
         body.extend_from_slice(&chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        let settings = RegistrySettings {
+            insecure: Vec::new(),
+            ca_bundle: None,
+            docker_config: DockerConfig::default(),
+            mirrors: Vec::new(),
+            max_concurrent_per_registry: 4,
+        };
+        Registry::new(settings, Metrics::unregistered()).expect("a client")
+    }
+
+    #[test]
+    fn hosts_and_tokens_named_by_pods_stay_bounded() {
+        let registry = registry();
+        let busy = registry.limit("busy.example");
+        let held = busy.clone().try_acquire_owned().expect("a permit");
+        registry.remember("basic.example", "", "Basic x", Duration::from_secs(3600));
+        for i in 0..10_000 {
+            registry.limit(&format!("r{i}.example"));
+            let scope = format!("repository:acme/app{i}:pull");
+            registry.remember("ghcr.io", &scope, "Bearer t", Duration::from_secs(60));
+        }
+        let limits = registry.limits.lock().expect("not poisoned");
+        assert!(limits.len() <= MAX_REMEMBERED, "{}", limits.len());
+        // The host with a request in flight keeps its semaphore, and so its bound.
+        assert!(Arc::ptr_eq(&limits["busy.example"], &busy));
+        drop((limits, held));
+        let tokens = registry.tokens.lock().expect("not poisoned");
+        assert!(tokens.len() <= MAX_REMEMBERED, "{}", tokens.len());
+        assert!(tokens.contains_key(&("basic.example".to_string(), String::new())));
     }
 }

@@ -216,7 +216,7 @@ pub(super) fn policies_fingerprint(policies: &[ImagePolicy]) -> u64 {
 /// TTL, each judgement for its time to live. After that, facts assembled from the very same
 /// cache entries are reused. A small direct-mapped table: another occurrence landing in the
 /// same slot replaces the one before.
-struct Assembled {
+pub(super) struct Assembled {
     slots: crate::slots::Slots<Assembly>,
 }
 
@@ -271,7 +271,7 @@ impl Assembled {
 
     /// The facts of `occurrence` under the image policies `policies`, if they still hold
     /// `now`, their outcomes counted.
-    fn recall(
+    pub fn recall(
         &self,
         occurrence: &ImageOccurrence,
         policies: u64,
@@ -289,7 +289,7 @@ impl Assembled {
 
     /// The facts of `occurrence` at `digest` judged from exactly these cache entries, if
     /// known, their outcomes counted; they now hold until `fresh_until`.
-    fn reuse(
+    pub fn reuse(
         &self,
         occurrence: &ImageOccurrence,
         policies: u64,
@@ -315,7 +315,7 @@ impl Assembled {
         Some(known.facts.clone())
     }
 
-    fn put(&self, occurrence: &ImageOccurrence, known: Assembly) {
+    pub fn put(&self, occurrence: &ImageOccurrence, known: Assembly) {
         if let Some(mut slot) = self.slot(occurrence) {
             *slot = Some(known);
         }
@@ -336,7 +336,7 @@ pub(super) struct Caches {
     /// `(registry/repository@digest, policy fingerprint)` → judgement.
     outcomes: moka::future::Cache<OutcomeKey, Arc<Cached>>,
     /// Facts recently assembled from cached judgements.
-    assembled: Assembled,
+    pub assembled: Assembled,
     /// `registry/repository:tag` → digest, and when it was looked up.
     tags: moka::future::Cache<String, (Digest, Instant)>,
     identities: Interner,
@@ -364,34 +364,6 @@ impl Caches {
         }
     }
 
-    /// The facts of `occurrence` under the image policies `policies`, if they still hold
-    /// `now`, their outcomes counted.
-    pub fn recall_facts(
-        &self,
-        occurrence: &ImageOccurrence,
-        policies: u64,
-        now: Instant,
-    ) -> Option<Arc<ImageFacts>> {
-        self.assembled.recall(occurrence, policies, now)
-    }
-
-    /// Facts assembled before from exactly these cache entries (see `Assembled::reuse`).
-    pub fn reuse_facts(
-        &self,
-        occurrence: &ImageOccurrence,
-        policies: u64,
-        digest: &Digest,
-        judged: &[(u64, Arc<Cached>)],
-        fresh_until: Instant,
-    ) -> Option<Arc<ImageFacts>> {
-        self.assembled
-            .reuse(occurrence, policies, digest, judged, fresh_until)
-    }
-
-    pub fn remember_facts(&self, occurrence: &ImageOccurrence, known: Assembly) {
-        self.assembled.put(occurrence, known);
-    }
-
     /// Until when a judgement from this cache holds (see `fresh_until`).
     pub fn fresh_until(&self, cached: &Cached) -> Instant {
         fresh_until(cached, self.verified_ttl, self.rejected_ttl)
@@ -416,16 +388,19 @@ impl Caches {
             .map_err(|e| e.as_ref().clone())
     }
 
-    /// The judgement of one image digest under one policy, made by `judge` once however
-    /// many reviews ask at the same time. `judge`'s errors (transient trouble) are never
-    /// cached.
-    pub async fn judgement<E: Send + Sync + 'static>(
+    /// The judgement of one image digest under one policy, made by `judge` (called only
+    /// on a miss) once however many reviews ask at the same time. `judge`'s errors
+    /// (transient trouble) are never cached.
+    pub async fn judgement<E: Send + Sync + 'static, F>(
         &self,
         image: &ImageRef,
         digest: &Digest,
         policy: &ImagePolicy,
-        judge: impl Future<Output = Result<Judgement, E>>,
-    ) -> Result<(Arc<Cached>, Lookup), Arc<E>> {
+        judge: impl FnOnce() -> F,
+    ) -> Result<(Arc<Cached>, Lookup), Arc<E>>
+    where
+        F: Future<Output = Result<Judgement, E>>,
+    {
         let key = outcome_key(image, digest, policy);
         if let Some(hit) = self.outcomes.get(&key).await {
             if !is_stale(&hit, self.rejected_ttl) {
@@ -437,7 +412,7 @@ impl Caches {
             .outcomes
             .entry(key)
             .or_try_insert_with(async {
-                judge
+                judge()
                     .await
                     .map(|judgement| Arc::new(compact(policy, digest, judgement, &self.identities)))
             })

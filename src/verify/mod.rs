@@ -115,7 +115,7 @@ impl Verifier {
         set: u64,
         now: Instant,
     ) -> Option<Arc<ImageFacts>> {
-        let facts = self.caches.recall_facts(occurrence, set, now)?;
+        let facts = self.caches.assembled.recall(occurrence, set, now)?;
         self.metrics
             .verify_cache_hits
             .inc_by(facts.policies.len() as u64);
@@ -145,7 +145,7 @@ impl Verifier {
                 fresh_until: None,
                 counters: Vec::new(),
             };
-            self.caches.remember_facts(occurrence, known);
+            self.caches.assembled.put(occurrence, known);
             return facts;
         };
         let (digest, tag_fresh_until) = match &image.digest {
@@ -197,9 +197,10 @@ impl Verifier {
                 .min()
         });
         if let (Some(entries), Some(fresh)) = (&entries, fresh) {
-            let reused = self
-                .caches
-                .reuse_facts(at.occurrence, at.set, at.digest, entries, fresh);
+            let reused =
+                self.caches
+                    .assembled
+                    .reuse(at.occurrence, at.set, at.digest, entries, fresh);
             if let Some(facts) = reused {
                 return facts;
             }
@@ -219,7 +220,7 @@ impl Verifier {
                 fresh_until: Some(fresh),
                 counters,
             };
-            self.caches.remember_facts(at.occurrence, known);
+            self.caches.assembled.put(at.occurrence, known);
         }
         facts
     }
@@ -262,7 +263,7 @@ impl Verifier {
         policy: &ImagePolicy,
         deadline: Instant,
     ) -> Result<Arc<Cached>, ImageError> {
-        let judge = self.verify(image, digest, policy, deadline);
+        let judge = || self.verify(image, digest, policy, deadline);
         let found = self.caches.judgement(image, digest, policy, judge).await;
         let label = match &found {
             Ok((_, Lookup::Hit)) => {

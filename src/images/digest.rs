@@ -95,18 +95,6 @@ impl std::fmt::Display for Digest {
     }
 }
 
-impl PartialEq<str> for Digest {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for Digest {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

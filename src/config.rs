@@ -21,6 +21,8 @@ pub struct ServeConfig {
     pub policy: PolicyConfig,
     #[command(flatten)]
     pub registry: RegistryConfig,
+    #[command(flatten)]
+    pub cluster: ClusterConfig,
     /// Plain-HTTP address for /metrics, /healthz and /readyz.
     #[arg(long, env = "VERDICT_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
@@ -42,6 +44,24 @@ pub struct ServeConfig {
     /// How long in-flight reviews may take to finish after SIGTERM.
     #[arg(long, env = "VERDICT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+/// Which Kubernetes cluster `serve` reads its inventory from.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterConfig {
+    /// `auto`: the cluster of --kubeconfig, else of `KUBECONFIG`, else the one verdict runs
+    /// in (in-cluster configuration), else none. `off`: never talk to a cluster.
+    #[arg(long = "cluster", env = "VERDICT_CLUSTER", value_enum, default_value_t = ClusterMode::Auto)]
+    pub mode: ClusterMode,
+    /// A kubeconfig file naming the cluster and the credentials to use.
+    #[arg(long, env = "VERDICT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterMode {
+    Auto,
+    Off,
 }
 
 /// Flags shared by every command that evaluates policies.

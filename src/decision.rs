@@ -63,6 +63,9 @@ pub enum ReasonCode {
     NoMatchingPolicy,
     /// The object has more images than verdict judges in one review (`MAX_IMAGES`).
     TooManyImages,
+    /// The cluster inventory has not finished its first list (or the policies have not
+    /// received it yet): policies reading `data.inventory` cannot be trusted to judge.
+    InventoryNotSynced,
     /// A code chosen by a policy (`{"code": "...", "msg": "..."}`).
     Custom(String),
 }
@@ -96,6 +99,7 @@ impl ReasonCode {
             Self::ImageNotFound => "IMAGE_NOT_FOUND",
             Self::NoMatchingPolicy => "NO_MATCHING_POLICY",
             Self::TooManyImages => "TOO_MANY_IMAGES",
+            Self::InventoryNotSynced => "INVENTORY_NOT_SYNCED",
             Self::Custom(code) => code,
         }
     }

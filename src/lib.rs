@@ -12,17 +12,19 @@
 //! 3. `metrics` (the explicit registry of series), `admission` (reading and answering
 //!    AdmissionReviews), `manifest` (documents given to `verdict check`).
 //! 4. `registry`: moving bytes from OCI registries.
-//! 5. `verify`: what is proven about each image (signatures, attestations, caches).
-//! 6. `policy`: Rego policies, their input and remembered decisions.
-//! 7. `config`: the settings of every command.
-//! 8. `review`: conducts one review (admission → images → verify → policy → decision).
-//! 9. `report` (findings for people) and `setup` (wiring a reviewer from settings).
-//! 10. `server`: HTTPS, the metrics port, reloads.
-//! 11. `cli`, on top.
+//! 5. `cluster`: the Kubernetes API (the synced inventory).
+//! 6. `verify`: what is proven about each image (signatures, attestations, caches).
+//! 7. `policy`: Rego policies, their input and remembered decisions.
+//! 8. `config`: the settings of every command.
+//! 9. `review`: conducts one review (admission → images → verify → policy → decision).
+//! 10. `report` (findings for people) and `setup` (wiring a reviewer from settings).
+//! 11. `server`: HTTPS, the metrics port, reloads.
+//! 12. `cli`, on top.
 
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod decision;
 pub mod decision_key;

@@ -1,8 +1,8 @@
 //! Prometheus metrics, registered in an explicit registry (no globals).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 100µs to 10s: reviews of known images are sub-millisecond,
@@ -57,6 +57,15 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// TLS handshakes in progress on the admission port.
     pub handshakes: IntGauge,
+    /// Objects of each synced kind (`apps/v1/Deployment`) in the inventory.
+    pub inventory_objects: IntGaugeVec,
+    /// Watch restarts of each synced kind: errors and relists after the first list.
+    pub inventory_watch_restarts: IntCounterVec,
+    /// Seconds since each synced kind's last event (a list, or a watch event).
+    pub inventory_last_event_age: GaugeVec,
+    /// Seconds each synced kind has been out of sync (its watch failing or its first list
+    /// not finished); 0 while in sync.
+    pub inventory_stale: GaugeVec,
 }
 
 impl Metrics {
@@ -157,6 +166,38 @@ impl Metrics {
             "TLS handshakes in progress on the admission port",
         )?;
         registry.register(Box::new(connections.clone()))?;
+        let inventory_objects = IntGaugeVec::new(
+            Opts::new(
+                "verdict_inventory_objects",
+                "Objects of each synced kind in the inventory",
+            ),
+            &["kind"],
+        )?;
+        let inventory_watch_restarts = IntCounterVec::new(
+            Opts::new(
+                "verdict_inventory_watch_restarts_total",
+                "Watch errors and relists of each synced kind",
+            ),
+            &["kind"],
+        )?;
+        let inventory_last_event_age = GaugeVec::new(
+            Opts::new(
+                "verdict_inventory_last_event_age_seconds",
+                "Seconds since the last list or watch event of each synced kind",
+            ),
+            &["kind"],
+        )?;
+        let inventory_stale = GaugeVec::new(
+            Opts::new(
+                "verdict_inventory_stale_seconds",
+                "Seconds each synced kind has been out of sync (0 while in sync)",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(inventory_objects.clone()))?;
+        registry.register(Box::new(inventory_watch_restarts.clone()))?;
+        registry.register(Box::new(inventory_last_event_age.clone()))?;
+        registry.register(Box::new(inventory_stale.clone()))?;
         registry.register(Box::new(handshakes.clone()))?;
         registry.register(Box::new(serving_cert_expiry.clone()))?;
         registry.register(Box::new(trust_root_expiry.clone()))?;
@@ -186,6 +227,10 @@ impl Metrics {
             log_lines_dropped,
             connections,
             handshakes,
+            inventory_objects,
+            inventory_watch_restarts,
+            inventory_last_event_age,
+            inventory_stale,
             reviews,
             review_duration,
             policy_eval_duration,

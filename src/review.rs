@@ -3,6 +3,7 @@
 //! fail-closed rule: every error, timeout or panic becomes a denial.
 
 use crate::admission::Review;
+use crate::cluster::InventorySync;
 use crate::config::NoMatchPolicy;
 use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
 use crate::images;
@@ -11,7 +12,7 @@ use crate::policy::{EvalError, PolicySet, PolicyStore};
 use crate::verify::imagepolicy::Mode;
 use crate::verify::{ImageFacts, Verifier};
 use serde::Serialize;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -91,6 +92,9 @@ pub struct Reviewer {
     policy_timeout: Duration,
     warn_only: bool,
     no_match: NoMatchPolicy,
+    /// The cluster's inventory sync, when verdict runs with a cluster: until it has finished
+    /// its first list every review is denied (policies would read a partial inventory).
+    inventory: OnceLock<Arc<InventorySync>>,
 }
 
 impl Reviewer {
@@ -108,7 +112,18 @@ impl Reviewer {
             policy_timeout: settings.policy_timeout,
             warn_only: settings.warn_only,
             no_match: settings.no_match,
+            inventory: OnceLock::new(),
         }
+    }
+
+    /// From now on, reviews wait for nothing but are denied while `sync` is not synced.
+    pub fn attach_inventory(&self, sync: Arc<InventorySync>) {
+        let _ = self.inventory.set(sync);
+    }
+
+    /// The inventory sync attached, if any.
+    pub fn inventory(&self) -> Option<&Arc<InventorySync>> {
+        self.inventory.get()
     }
 
     pub fn policies(&self) -> &PolicyStore {
@@ -184,6 +199,24 @@ impl Reviewer {
             findings.push(finding);
             Verdict::from_parts(findings, Vec::new(), timings)
         };
+        let unsynced = self.inventory.get().and_then(|sync| {
+            sync.not_synced().or_else(|| {
+                (!policy.has_synced_inventory())
+                    .then(|| "the inventory is being handed to the policies".to_string())
+            })
+        });
+        if let Some(why) = unsynced {
+            return refuse(Finding::builtin(
+                Severity::Deny,
+                ReasonCode::InventoryNotSynced,
+                format!(
+                    "verdict cannot judge {} yet: {why}. Policies would read an incomplete \
+                     copy of the cluster, so nothing is admitted until it is synced; see \
+                     /readyz, and grant verdict list and watch on the kinds named",
+                    review.subject.describe()
+                ),
+            ));
+        }
         let occurrences = match images::extract(&review.subject.kind, review.object()) {
             Ok(occurrences) if occurrences.len() > MAX_IMAGES => {
                 return refuse(Finding::builtin(

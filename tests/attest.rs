@@ -389,7 +389,7 @@ async fn the_shipped_tier_policy_admits_prod_images_only_with_release_provenance
         ("images/tiers.rego", shipped("policies/images/tiers.rego")),
         (
             "inventory/namespaces.yaml",
-            "cluster: {v1: {Namespace: {team-a: {metadata: {labels: {verdict.dev/tier: prod}}}}}}\n"
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a, labels: {verdict.dev/tier: prod}}\n"
                 .to_string(),
         ),
         (

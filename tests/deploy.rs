@@ -14,6 +14,7 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde::Deserialize as _;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -115,6 +116,8 @@ fn every_built_in_document_parses_into_its_typed_struct() {
                 "Service" => drop(typed::<Service>(&rendering, doc)),
                 "ConfigMap" => drop(typed::<ConfigMap>(&rendering, doc)),
                 "Secret" => drop(typed::<Secret>(&rendering, doc)),
+                "ClusterRole" => drop(typed::<ClusterRole>(&rendering, doc)),
+                "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(&rendering, doc)),
                 "ValidatingWebhookConfiguration" => {
                     drop(typed::<ValidatingWebhookConfiguration>(&rendering, doc))
                 }
@@ -223,7 +226,9 @@ fn the_deployment_is_locked_down_and_probed_on_the_metrics_port() {
             assert!(spec.replicas.unwrap() >= 2, "{name}");
             let pod = spec.template.spec.unwrap();
             assert!(pod.affinity.unwrap().pod_anti_affinity.is_some(), "{name}");
-            assert_eq!(pod.automount_service_account_token, Some(false), "{name}");
+            // The token is mounted exactly when verdict has a ClusterRole to use it with.
+            let cluster = !of_kind(&rendering, "ClusterRole").is_empty();
+            assert_eq!(pod.automount_service_account_token, Some(cluster), "{name}");
             let security = pod.security_context.unwrap();
             assert_eq!(security.run_as_non_root, Some(true), "{name}");
             assert_eq!(

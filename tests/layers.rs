@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["decision_key", "images", "logging"],
     &["metrics", "admission", "manifest"],
     &["registry"],
+    &["cluster"],
     &["verify"],
     &["policy"],
     &["config"],

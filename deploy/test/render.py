@@ -70,12 +70,14 @@ HELM_VALUES = {
             "mirrors": ["docker.io=registry.local:5000"],
         },
         "warnOnly": True,
+        "cluster": {"syncRules": [{"apiGroups": [""], "resources": ["services"]}]},
         "noMatchPolicy": "deny",
         "webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 15, "exemptNamespaces": ["kube-system", "monitoring"]},
     },
     "helm-provided-certificate": {
         "certificates": {"provided": {"secretName": "my-tls", "caBundle": "LS0tLS1CRUdJTi0tLS0t"}},
         "policies": {"shipped": False, "files": {"rules.rego": "package r\n"}},
+        "cluster": {"enabled": False},
     },
     "helm-cert-manager-issuer": {
         "certificates": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}},

@@ -6,12 +6,14 @@ mod input;
 mod memo;
 mod sources;
 mod store;
+mod sync_kinds;
 mod syntax;
 pub mod testing;
 
 pub use sources::{PolicySources, SourceFile};
 pub use store::{PolicyStatus, PolicyStore, ReloadOutcome};
 
+use crate::cluster::{inventory, Document, Gvk};
 use crate::decision::{Finding, Origin, ReasonCode, Severity};
 use crate::decision_key::{self, Image, Key};
 use crate::json::{Node, Object, Reads};
@@ -98,6 +100,16 @@ pub struct PolicySet {
     review_reads: Reads,
     /// Findings by input digest; none when the set calls a builtin whose answers change.
     decisions: Option<Arc<memo::Decisions>>,
+    /// The kinds to sync into the inventory besides Namespaces (Gatekeeper `Config`, `SyncSet`).
+    pub sync_kinds: Vec<Gvk>,
+    /// The objects of `inventory/` files.
+    offline: Document,
+    /// What policies see at `data.inventory`: `offline` with the synced objects over it.
+    inventory: Document,
+    /// `data` without the inventory objects.
+    base_data: Value,
+    /// `inventory` holds a synced copy of the cluster (`with_inventory`).
+    synced: bool,
 }
 
 impl PolicySet {
@@ -114,7 +126,7 @@ impl PolicySet {
         for file in &sources.rego {
             packages.push((file.path.clone(), add_module(&mut engine, file)?));
         }
-        let image_policies = add_data(&mut engine, &sources.data, trust)?;
+        let data = add_data(&mut engine, &sources.data, trust)?;
         let targets = discover_targets(&engine, &packages)?;
         if !targets.is_empty() {
             add_module(&mut engine, &collector_module(&targets))?;
@@ -147,11 +159,54 @@ impl PolicySet {
             engine,
             targets,
             files,
-            image_policies,
+            image_policies: data.image_policies,
             reads,
             review_reads,
             decisions,
+            sync_kinds: data.sync_kinds,
+            inventory: data.inventory.clone(),
+            offline: data.inventory,
+            base_data: data.base,
+            synced: false,
         })
+    }
+
+    /// This set with `synced` (the cluster's objects) at `data.inventory`, over the objects
+    /// of `inventory/` files, and nothing remembered: no finding reached under the old
+    /// inventory is answered from.
+    pub fn with_inventory(&self, synced: &Document) -> Result<Self, PolicyError> {
+        let inventory = self.offline.overlaid(synced);
+        let mut engine = self.engine.clone();
+        engine.clear_data();
+        let failed = |message: String| PolicyError::Data {
+            path: "the synced inventory".to_string(),
+            message,
+        };
+        engine
+            .add_data(self.base_data.clone())
+            .map_err(|e| failed(e.to_string()))?;
+        add_inventory(&mut engine, &inventory).map_err(failed)?;
+        engine
+            .eval_bool_query("true".to_string(), false)
+            .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        Ok(Self {
+            engine,
+            inventory,
+            decisions: self.decisions.as_ref().map(|_| Arc::default()),
+            synced: true,
+            ..self.clone()
+        })
+    }
+
+    /// This set's `data.inventory` holds the cluster's objects, not only `inventory/` files.
+    pub fn has_synced_inventory(&self) -> bool {
+        self.synced
+    }
+
+    /// The labels of namespace `name` in the inventory (synced or from `inventory/`); none
+    /// when the inventory does not hold that namespace.
+    pub fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.inventory.namespace_labels(name)
     }
 
     /// What is parsed of a review body: what verdict and these policies read of it. Each
@@ -302,14 +357,32 @@ pub(crate) fn add_module(engine: &mut Engine, file: &SourceFile) -> Result<Strin
     }
 }
 
+/// What the data files of a policies folder hold besides plain data.
+#[derive(Debug)]
+pub(crate) struct Data {
+    pub image_policies: Vec<ImagePolicy>,
+    /// The kinds Gatekeeper `Config` and `SyncSet` documents name, Namespaces excluded.
+    pub sync_kinds: Vec<Gvk>,
+    /// The Kubernetes objects of files under `inventory/`, at their inventory paths.
+    pub inventory: Document,
+    /// `data` without those objects, to put a synced inventory over.
+    pub base: Value,
+}
+
 /// Merges each data document into `data` at the path of its folder, as `opa run` does.
-/// Files whose documents are image policies are returned as such instead.
+/// Image policies and sync declarations (Gatekeeper `Config`, `SyncSet`) are returned as
+/// such instead, and Kubernetes objects under `inventory/` go to their inventory paths.
 pub(crate) fn add_data(
     engine: &mut Engine,
     data: &[SourceFile],
     trust: &Arc<TrustRoot>,
-) -> Result<Vec<ImagePolicy>, PolicyError> {
-    let mut image_policies = Vec::new();
+) -> Result<Data, PolicyError> {
+    let mut found = Data {
+        image_policies: Vec::new(),
+        sync_kinds: Vec::new(),
+        inventory: Document::default(),
+        base: Value::new_object(),
+    };
     for file in data {
         let invalid = |message: String| PolicyError::Data {
             path: file.path.clone(),
@@ -334,9 +407,26 @@ pub(crate) fn add_data(
                             message,
                         }
                     })?;
-                image_policies.push(policy);
+                found.image_policies.push(policy);
             }
             continue;
+        }
+        if docs.iter().any(sync_kinds::is_declaration) {
+            for doc in &docs {
+                found
+                    .sync_kinds
+                    .extend(sync_kinds::kinds(doc).map_err(|e| invalid(e.to_string()))?);
+            }
+            continue;
+        }
+        if file.dir.first().is_some_and(|d| d == "inventory") {
+            let objects: Option<Vec<_>> = docs.iter().map(inventory::objects).collect();
+            if let Some(objects) = objects {
+                for (place, object) in objects.into_iter().flatten() {
+                    found.inventory.insert(&place, Value::from(object));
+                }
+                continue;
+            }
         }
         let value = match <[serde_json::Value; 1]>::try_from(docs) {
             Ok([value]) => value,
@@ -359,7 +449,29 @@ pub(crate) fn add_data(
             .add_data(Value::from(nested))
             .map_err(|e| invalid(e.to_string()))?;
     }
-    Ok(image_policies)
+    found.sync_kinds.sort();
+    found.sync_kinds.dedup();
+    found.sync_kinds.retain(|k| *k != Gvk::namespace());
+    found.base = engine.get_data();
+    add_inventory(engine, &found.inventory).map_err(|message| PolicyError::Data {
+        path: "inventory/".to_string(),
+        message,
+    })?;
+    Ok(found)
+}
+
+/// Merges `inventory` into the engine's data at `data.inventory`.
+fn add_inventory(engine: &mut Engine, inventory: &Document) -> Result<(), String> {
+    if inventory.is_empty() {
+        return Ok(());
+    }
+    let mut root = Value::new_object();
+    root.as_object_mut()
+        .map_err(|e| e.to_string())?
+        .insert(Value::from("inventory"), inventory.value().clone());
+    engine
+        .add_data(root)
+        .map_err(|e| format!("the inventory objects clash with a data document: {e}"))
 }
 
 fn discover_targets(

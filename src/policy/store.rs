@@ -2,6 +2,7 @@
 //! A set that fails to compile never replaces the working one.
 
 use super::{PolicyError, PolicySet, PolicySources};
+use crate::cluster::Document;
 use crate::verify::trust::TrustRoot;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,10 @@ pub struct PolicyStore {
     last_seen: Mutex<Result<PolicySources, PolicyError>>,
     last_error: ArcSwapOption<String>,
     revision: AtomicU64,
+    /// The cluster's objects last handed over, put into every set made live; none without
+    /// a cluster. Its lock is held while a set is made live, so a reload and a sync never
+    /// undo each other.
+    synced: Mutex<Option<Document>>,
 }
 
 impl PolicyStore {
@@ -50,6 +55,7 @@ impl PolicyStore {
             last_seen: Mutex::new(Ok(sources)),
             last_error: ArcSwapOption::empty(),
             revision: AtomicU64::new(1),
+            synced: Mutex::new(None),
         })
     }
 
@@ -77,15 +83,18 @@ impl PolicyStore {
     /// Reads the folder and, if it changed, compiles and swaps in the new set.
     pub fn reload(&self) -> ReloadOutcome {
         let read = PolicySources::read(&self.root);
-        let mut last_seen = match self.last_seen.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut last_seen = lock(&self.last_seen);
         if *last_seen == read {
             return ReloadOutcome::Unchanged;
         }
         *last_seen = read.clone();
-        let compiled = read.and_then(|sources| PolicySet::compile(&sources, &self.trust));
+        let synced = lock(&self.synced);
+        let compiled = read
+            .and_then(|sources| PolicySet::compile(&sources, &self.trust))
+            .and_then(|set| match &*synced {
+                Some(doc) => set.with_inventory(doc),
+                None => Ok(set),
+            });
         match compiled {
             Ok(set) => {
                 self.current.store(Arc::new(set));
@@ -100,6 +109,16 @@ impl PolicyStore {
         }
     }
 
+    /// Makes `synced` (the cluster's objects) what the policies see at `data.inventory`,
+    /// from the next review on. The remembered decisions start over.
+    pub fn set_inventory(&self, synced: &Document) -> Result<(), PolicyError> {
+        let mut held = lock(&self.synced);
+        let set = self.current().with_inventory(synced)?;
+        self.current.store(Arc::new(set));
+        *held = Some(synced.clone());
+        Ok(())
+    }
+
     pub fn status(&self) -> PolicyStatus {
         PolicyStatus {
             revision: self.revision.load(Ordering::Relaxed),
@@ -107,6 +126,10 @@ impl PolicyStore {
             last_error: self.last_error.load_full().map(|e| e.to_string()),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

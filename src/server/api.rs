@@ -225,10 +225,24 @@ async fn check(
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    // Ready once policies and certificates are loaded, which `serve` does before listening.
-    // A failed reload keeps the previous policies live, so it is shown but stays ready.
+    // Ready once policies and certificates are loaded, which `serve` does before listening,
+    // and, with a cluster, once every synced kind has finished its first list. A failed
+    // reload keeps the previous policies live, so it is shown but stays ready; so does a
+    // watch that fails later (reviews go on with the last copy).
     let status = state.reviewer.policies().status();
-    Json(json!({"status": "ready", "policies": status})).into_response()
+    let Some(sync) = state.reviewer.inventory() else {
+        return Json(json!({"status": "ready", "policies": status})).into_response();
+    };
+    let kinds = sync.status();
+    match sync.not_synced() {
+        None => Json(json!({"status": "ready", "policies": status, "inventory": kinds}))
+            .into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": why, "policies": status, "inventory": kinds})),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {

@@ -5,7 +5,8 @@ pub mod api;
 mod guard;
 pub mod tls;
 
-use crate::config::ServeConfig;
+use crate::cluster::InventorySync;
+use crate::config::{ClusterMode, ServeConfig};
 use crate::logging::DecisionLog;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, ReloadOutcome};
@@ -94,10 +95,12 @@ pub async fn serve(
         "listening"
     );
 
+    let inventory = start_inventory(&config, &state).await?;
     let reload = tokio::spawn(reload_loop(
         state.policies.clone(),
         state.certs.clone(),
         state.app.metrics.clone(),
+        inventory,
     ));
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -289,9 +292,41 @@ where
         .await
 }
 
+/// With a cluster (`--cluster auto` and a kubeconfig or in-cluster configuration), starts
+/// syncing the inventory into the policies and has the reviewer deny until it is synced.
+async fn start_inventory(
+    config: &ServeConfig,
+    state: &State,
+) -> anyhow::Result<Option<Arc<InventorySync>>> {
+    if config.cluster.mode == ClusterMode::Off {
+        return Ok(None);
+    }
+    let Some(client) = crate::cluster::client(config.cluster.kubeconfig.as_deref()).await? else {
+        return Ok(None);
+    };
+    let policies = state.policies.clone();
+    let publish: crate::cluster::Publish =
+        Arc::new(move |doc| policies.set_inventory(doc).map_err(|e| e.to_string()));
+    let sync = Arc::new(InventorySync::start(
+        client,
+        state.app.metrics.clone(),
+        &state.policies.current().sync_kinds,
+        publish,
+    ));
+    state.app.reviewer.attach_inventory(sync.clone());
+    tracing::info!("syncing the cluster inventory");
+    Ok(Some(sync))
+}
+
 /// Polls the policies folder and certificate files. Polling, rather than inotify, sees
 /// a ConfigMap's `..data` symlink swap and a Secret update the same way as a plain edit.
-async fn reload_loop(policies: Arc<PolicyStore>, certs: Arc<CertStore>, metrics: Metrics) {
+/// The kinds the new policies sync are synced from then on.
+async fn reload_loop(
+    policies: Arc<PolicyStore>,
+    certs: Arc<CertStore>,
+    metrics: Metrics,
+    inventory: Option<Arc<InventorySync>>,
+) {
     let mut tick = tokio::time::interval(RELOAD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -306,6 +341,9 @@ async fn reload_loop(policies: Arc<PolicyStore>, certs: Arc<CertStore>, metrics:
             ReloadOutcome::Unchanged => {}
             ReloadOutcome::Reloaded => {
                 metrics.policy_reloads.with_label_values(&["success"]).inc();
+                if let Some(sync) = &inventory {
+                    sync.set_kinds(&policies.current().sync_kinds);
+                }
                 set_expiry_gauges(&policies, &certs, &metrics);
                 let status = policies.status();
                 tracing::info!(

@@ -1,5 +1,5 @@
 # In namespaces labelled verdict.dev/require-digest=true, every image must be pinned
-# by digest. Labels come from data.inventory (inventory/namespaces.yaml).
+# by digest. Labels come from data.inventory (the synced Namespaces).
 package verdict.images.digests
 
 import data.verdict.lib

@@ -4,7 +4,8 @@ package verdict.lib
 # The review's namespace is listed in data.settings.exempt_namespaces.
 exempt if input.request.namespace in data.settings.exempt_namespaces
 
-# Labels of the review's namespace, from data.inventory (see inventory/namespaces.yaml).
+# Labels of the review's namespace, from data.inventory: synced from the cluster by
+# `verdict serve`, or Namespace objects in inventory/ files (offline, `check` and `test`).
 namespace_labels := data.inventory.cluster.v1.Namespace[input.request.namespace].metadata.labels
 
 # `container "app"`, `init container "setup"`, `ephemeral container "debug"`.

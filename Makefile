@@ -3,7 +3,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8443
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: build run test test-rust test-policies render-deploy deploy-certs image lint fmt bench soak fuzz certs clean
+.PHONY: build run test test-rust kube-apiserver test-policies render-deploy deploy-certs image lint fmt bench soak fuzz certs clean
 
 build:
 	$(CARGO) build --release --locked
@@ -35,8 +35,18 @@ render-deploy: $(VENV)/.installed
 	rm -rf target/deploy-rendered
 	$(VENV)/bin/python deploy/test/render.py target/debug/verdict target/deploy-rendered
 
-test-rust: render-deploy
-	VERDICT_DEPLOY_RENDERED=$(CURDIR)/target/deploy-rendered $(CARGO) test --locked --all-targets
+# A real kube-apiserver (v1.20.2) and etcd for tests/cluster.rs, built once from package
+# registries by the shared kit (about 5 minutes cold; it installs its inputs when run as
+# root) and kept in $(K8S_HOME).
+K8S_KIT ?= ../shared/k8s
+K8S_HOME ?= /var/tmp/verdict-k8s
+kube-apiserver:
+	@if [ -x $(K8S_HOME)/bin/kube-apiserver ] && [ -x $(K8S_HOME)/bin/etcd ]; then \
+		echo "kube-apiserver: using $(K8S_HOME)/bin"; \
+	else K8S_HOME=$(K8S_HOME) bash $(K8S_KIT)/build-kube-apiserver.sh; fi
+
+test-rust: render-deploy kube-apiserver
+	K8S_HOME=$(K8S_HOME) VERDICT_DEPLOY_RENDERED=$(CURDIR)/target/deploy-rendered $(CARGO) test --locked --all-targets
 
 test-policies:
 	$(CARGO) run --locked --quiet -- test policies

@@ -110,6 +110,9 @@ struct CertsArgs {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Both of rustls' providers are in the tree (sigstore's reqwest brings aws-lc-rs), so
+    // clients that take the process default (kube's) need it named: ring, as everywhere else.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Serve(config) => serve(config),
         Command::Check(args) => check(args),

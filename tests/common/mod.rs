@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub mod faults;
 pub mod fs;
+pub mod kube;
 pub mod provenance;
 pub mod registry;
 pub mod tls;
@@ -114,6 +115,9 @@ impl Server {
         let mut child = command
             .args(args)
             .env("RUST_LOG", "info,verdict=debug")
+            // No cluster unless a test names one (--kubeconfig).
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

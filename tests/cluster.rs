@@ -1,0 +1,503 @@
+//! verdict with a real kube-apiserver (v1.20.2 built by `../shared/k8s`, etcd on loopback):
+//! the synced inventory, readiness, the shipped RBAC used by a user named like verdict's
+//! ServiceAccount, and the API server itself calling verdict through a
+//! ValidatingWebhookConfiguration rendered from `deploy/`.
+//!
+//! One API server serves every scenario, so this binary has its own `main` (no libtest
+//! harness): it starts the API server, runs each scenario (a failure is caught and
+//! reported), and always stops the API server by PID before it exits.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use base64::Engine as _;
+use common::kube::Kube;
+use common::{codes, eventually, pod_review, Options, Server};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+type Scenario = fn(&Kube);
+
+fn main() {
+    let kube = Kube::start();
+    let started = Instant::now();
+    install_rbac(&kube);
+    let scenarios: &[(&str, Scenario)] = &[
+        (
+            "shipped_rbac_is_enough_and_secrets_stay_forbidden",
+            shipped_rbac,
+        ),
+        (
+            "a_namespace_label_change_reaches_decisions_within_two_seconds",
+            relabel,
+        ),
+        (
+            "synced_kinds_of_a_syncset_reach_rego_at_gatekeepers_paths",
+            syncset,
+        ),
+        (
+            "a_kind_verdict_may_not_list_keeps_it_unready_and_denying",
+            forbidden_kind,
+        ),
+        ("the_api_server_calls_verdict", webhook),
+        // Last: it stops the API server.
+        (
+            "reviews_go_on_with_the_last_copy_when_the_api_server_goes_away",
+            api_down,
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, scenario) in scenarios {
+        let at = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&kube)));
+        match outcome {
+            Ok(()) => println!("test {name} ... ok ({:?})", at.elapsed()),
+            Err(_) => {
+                println!("test {name} ... FAILED ({:?})", at.elapsed());
+                failed.push(*name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        let log = kube.log();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("kube-apiserver log (last lines):");
+        for line in tail.iter().rev() {
+            eprintln!("{line}");
+        }
+    }
+    drop(kube);
+    println!(
+        "cluster scenarios: {} passed, {} failed, {:?} with the API server",
+        scenarios.len() - failed.len(),
+        failed.len(),
+        started.elapsed()
+    );
+    if !failed.is_empty() {
+        eprintln!("failed: {failed:?}");
+        std::process::exit(1);
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The renderings of `deploy/` that `make render-deploy` writes.
+fn rendered(name: &str) -> Vec<Value> {
+    let dir = std::env::var_os("VERDICT_DEPLOY_RENDERED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo().join("target/deploy-rendered"));
+    let path = dir.join(format!("{name}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make render-deploy`)", path.display()));
+    yaml_serde::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter(|doc: &Value| !doc.is_null())
+        .collect()
+}
+
+fn apply(kube: &Kube, docs: Vec<Value>) {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
+    kube.kubectl(&["apply", "-f", "-"], Some(&list.to_string()));
+}
+
+/// The shipped ClusterRole and its binding to verdict-system/verdict, as kustomize renders them.
+fn install_rbac(kube: &Kube) {
+    let rbac: Vec<Value> = rendered("kustomize-base")
+        .into_iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some("ClusterRole" | "ClusterRoleBinding")
+            )
+        })
+        .collect();
+    assert_eq!(
+        rbac.len(),
+        2,
+        "the base renders a ClusterRole and its binding"
+    );
+    kube.kubectl(&["create", "namespace", "verdict-system"], None);
+    apply(kube, rbac);
+}
+
+/// verdict on the shipped policies (plus `extra` files), as the ServiceAccount-named user.
+fn verdict(kube: &Kube, extra: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    common::copy_dir(&common::repo().join("policies"), &policies);
+    for (path, text) in extra {
+        let file = policies.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+    Server::start_with(Options {
+        policies,
+        extra_args: vec![
+            "--kubeconfig".into(),
+            kube.kubeconfig_verdict.display().to_string(),
+        ],
+    })
+}
+
+async fn readyz(server: &Server) -> (u16, Value) {
+    let Ok(response) = reqwest::get(server.metrics_url("/readyz")).await else {
+        return (0, Value::Null);
+    };
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+async fn wait_ready(server: &Server) {
+    let ready = eventually(Duration::from_secs(30), || async {
+        readyz(server).await.0 == 200
+    })
+    .await;
+    assert!(
+        ready,
+        "not ready: {:?}\n{}",
+        readyz(server).await,
+        server.logs()
+    );
+}
+
+/// The reason codes of the answer to `review` (empty when allowed).
+async fn judged(server: &Server, review: &Value) -> Vec<String> {
+    let (status, answer) = server.validate(&server.client(true), review).await;
+    assert_eq!(status, 200, "{answer}");
+    let allowed = answer["response"]["allowed"].as_bool().unwrap();
+    let found = codes(&answer);
+    assert_eq!(allowed, found.is_empty(), "{answer}");
+    found
+}
+
+/// How long until `review` is judged with `want` codes; panics past `limit`.
+async fn judged_within(
+    server: &Server,
+    review: &Value,
+    want: &[&str],
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let found = judged(server, review).await;
+        if found == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "still {found:?}, not {want:?}, after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn shipped_rbac(kube: &Kube) {
+    runtime().block_on(async {
+        let server = verdict(kube, &[]);
+        wait_ready(&server).await;
+        let (_, status) = readyz(&server).await;
+        let kinds = status["inventory"].as_array().unwrap();
+        assert_eq!(kinds.len(), 1, "{status}");
+        assert_eq!(kinds[0]["kind"], "v1/Namespace");
+        assert!(kinds[0]["objects"].as_u64().unwrap() >= 4, "{status}");
+        let metrics = server.metrics_text().await;
+        assert!(
+            metrics.contains("verdict_inventory_objects{kind=\"v1/Namespace\"}"),
+            "{metrics}"
+        );
+    });
+    // What verdict is not granted stays refused: its user may not list Secrets.
+    let (ok, out) = kube.try_kubectl(&kube.kubeconfig_verdict, &["get", "secrets", "-A"], None);
+    assert!(!ok && out.contains("Forbidden"), "{out}");
+    let (ok, out) = kube.try_kubectl(&kube.kubeconfig_verdict, &["get", "pods", "-A"], None);
+    assert!(!ok && out.contains("Forbidden"), "{out}");
+}
+
+fn relabel(kube: &Kube) {
+    kube.kubectl(&["create", "namespace", "team-a"], None);
+    runtime().block_on(async {
+        let server = verdict(kube, &[]);
+        wait_ready(&server).await;
+        let review = pod_review("team-a", &["docker.io/library/nginx:1.25"]);
+        assert_eq!(judged(&server, &review).await, Vec::<String>::new());
+        // Remembered: the same review again is answered from the decision cache.
+        assert_eq!(judged(&server, &review).await, Vec::<String>::new());
+
+        kube.kubectl(
+            &[
+                "label",
+                "namespace",
+                "team-a",
+                "verdict.dev/require-digest=true",
+            ],
+            None,
+        );
+        let took = judged_within(
+            &server,
+            &review,
+            &["DIGEST_REQUIRED"],
+            Duration::from_secs(2),
+        )
+        .await;
+        println!("label added: the next decision changed within {took:?}");
+
+        kube.kubectl(
+            &[
+                "label",
+                "namespace",
+                "team-a",
+                "verdict.dev/require-digest-",
+            ],
+            None,
+        );
+        let took = judged_within(&server, &review, &[], Duration::from_secs(2)).await;
+        println!("label removed: the next decision changed within {took:?}");
+    });
+}
+
+const SYNCSET: &str = "apiVersion: syncset.gatekeeper.sh/v1alpha1\nkind: SyncSet\nmetadata: {name: services}\nspec:\n  gvks:\n  - {group: '', version: v1, kind: Service}\n";
+
+const BLOCKER_POLICY: &str = r#"package team.blockers
+
+# A Service named "freeze" in the review's namespace stops new workloads there.
+deny contains {"code": "NAMESPACE_FROZEN", "msg": msg} if {
+	data.inventory.namespace[input.request.namespace].v1.Service.freeze
+	msg := sprintf("namespace %s is frozen (Service freeze)", [input.request.namespace])
+}
+"#;
+
+fn syncset(kube: &Kube) {
+    // Services are granted the way the Helm chart's cluster.syncRules grants them.
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "verdict-sync-services"},
+        "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "verdict-sync-services"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "verdict-sync-services"},
+        "subjects": [{"kind": "ServiceAccount", "name": "verdict", "namespace": "verdict-system"}]});
+    apply(kube, vec![role, binding]);
+    kube.kubectl(&["create", "namespace", "team-b"], None);
+    runtime().block_on(async {
+        let server = verdict(
+            kube,
+            &[
+                ("sync/services.yaml", SYNCSET),
+                ("team/blockers.rego", BLOCKER_POLICY),
+            ],
+        );
+        wait_ready(&server).await;
+        let (_, status) = readyz(&server).await;
+        assert!(status.to_string().contains("v1/Service"), "{status}");
+        let review = pod_review("team-b", &["docker.io/library/nginx:1.25"]);
+        assert_eq!(judged(&server, &review).await, Vec::<String>::new());
+        let service = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "freeze", "namespace": "team-b"},
+            "spec": {"ports": [{"port": 80}]}});
+        apply(kube, vec![service]);
+        judged_within(
+            &server,
+            &review,
+            &["NAMESPACE_FROZEN"],
+            Duration::from_secs(2),
+        )
+        .await;
+        kube.kubectl(&["-n", "team-b", "delete", "service", "freeze"], None);
+        judged_within(&server, &review, &[], Duration::from_secs(2)).await;
+    });
+}
+
+const CONFIG_SECRETS: &str = "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config, namespace: gatekeeper-system}\nspec:\n  sync:\n    syncOnly:\n    - {group: '', version: v1, kind: Namespace}\n    - {group: '', version: v1, kind: Secret}\n";
+
+fn forbidden_kind(kube: &Kube) {
+    runtime().block_on(async {
+        let server = verdict(kube, &[("sync/config.yaml", CONFIG_SECRETS)]);
+        let forbidden = eventually(Duration::from_secs(20), || async {
+            readyz(&server).await.1.to_string().contains("forbidden")
+        })
+        .await;
+        let (status, body) = readyz(&server).await;
+        assert!(forbidden && status == 503, "{status} {body}");
+        let reason = body["reason"].as_str().unwrap();
+        assert!(reason.contains("v1/Secret"), "{reason}");
+        assert!(
+            !reason.contains("v1/Namespace"),
+            "namespaces are granted: {reason}"
+        );
+        let review = pod_review("team-a", &["docker.io/library/nginx:1.25"]);
+        assert_eq!(judged(&server, &review).await, ["INVENTORY_NOT_SYNCED"]);
+        let (_, answer) = server.validate(&server.client(true), &review).await;
+        let message = answer["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("v1/Secret") && message.contains("list"),
+            "{message}"
+        );
+    });
+}
+
+/// Allowed unless the image's registry is not allowed (the shipped registries policy).
+fn pod(name: &str, namespace: &str, image: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": "app", "image": image}]}})
+}
+
+fn deployment(name: &str, namespace: &str, image: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "app", "image": image}]}}}})
+}
+
+/// `kubectl create` of `doc` with `args`: (created, output).
+fn create(kube: &Kube, doc: &Value, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["create", "-f", "-"];
+    all.extend_from_slice(args);
+    kube.try_kubectl(&kube.kubeconfig, &all, Some(&doc.to_string()))
+}
+
+/// The base's ValidatingWebhookConfiguration, pointed at `server` on loopback with its CA.
+fn register(kube: &Kube, server: &Server) {
+    let mut webhook = rendered("kustomize-base")
+        .into_iter()
+        .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
+        .unwrap();
+    let ca = base64::engine::general_purpose::STANDARD.encode(&server.ca_pem);
+    let url = format!("https://127.0.0.1:{}/validate", server.admission.port());
+    for hook in webhook["webhooks"].as_array_mut().unwrap() {
+        hook["clientConfig"] = json!({"url": url, "caBundle": ca});
+    }
+    apply(kube, vec![webhook]);
+}
+
+fn webhook(kube: &Kube) {
+    kube.kubectl(&["create", "namespace", "web"], None);
+    runtime().block_on(async {
+        let server = verdict(kube, &[]);
+        wait_ready(&server).await;
+        register(kube, &server);
+        // The API server picks the configuration up within a moment.
+        let denied = pod("evil", "web", "evil.example/app:1");
+        let mut out = String::new();
+        let registered = eventually(Duration::from_secs(10), || {
+            let (created, text) = create(kube, &denied, &["--dry-run=server"]);
+            out = text;
+            async move { !created }
+        })
+        .await;
+        assert!(registered, "the API server never called verdict: {out}");
+        assert!(
+            out.contains("validate.verdict.dev") && out.contains("evil.example/app:1"),
+            "verdict's message reaches the client: {out}"
+        );
+        assert!(out.contains("REGISTRY_NOT_ALLOWED"), "{out}");
+
+        let (created, out) = create(kube, &pod("ok", "web", "docker.io/library/nginx:1.25"), &[]);
+        assert!(created, "{out}");
+        let app = deployment("app", "web", "docker.io/library/nginx:1.25");
+        let (created, out) = create(kube, &app, &[]);
+        assert!(created, "{out}");
+        let (created, out) = create(kube, &denied, &[]);
+        assert!(!created && out.contains("denied the request"), "{out}");
+
+        // An UPDATE to a denied image is refused, the Deployment keeps its image.
+        let (ok, out) = kube.try_kubectl(
+            &kube.kubeconfig,
+            &["-n", "web", "set", "image", "deployment/app", "app=evil.example/app:2"],
+            None,
+        );
+        assert!(!ok && out.contains("evil.example/app:2"), "{out}");
+        let image = kube.kubectl(
+            &["-n", "web", "get", "deployment", "app", "-o", "jsonpath={.spec.template.spec.containers[0].image}"],
+            None,
+        );
+        assert_eq!(image, "docker.io/library/nginx:1.25");
+
+        // A server-side dry run is judged and creates nothing.
+        let (created, out) = create(kube, &pod("dry", "web", "docker.io/library/nginx:1.25"), &["--dry-run=server"]);
+        assert!(created, "{out}");
+        let (found, _) = kube.try_kubectl(&kube.kubeconfig, &["-n", "web", "get", "pod", "dry"], None);
+        assert!(!found, "a dry run created the Pod");
+
+        // A namespace label policy, judged from the synced inventory.
+        kube.kubectl(&["label", "namespace", "web", "verdict.dev/require-digest=true"], None);
+        let tagged = pod("tagged", "web", "docker.io/library/nginx:1.25");
+        let mut out = String::new();
+        let applied = eventually(Duration::from_secs(2), || {
+            let (created, text) = create(kube, &tagged, &["--dry-run=server"]);
+            out = text;
+            async move { !created }
+        })
+        .await;
+        assert!(applied && out.contains("DIGEST_REQUIRED"), "{out}");
+        let pinned = pod(
+            "pinned",
+            "web",
+            "docker.io/library/nginx@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        );
+        let (created, out) = create(kube, &pinned, &[]);
+        assert!(created, "{out}");
+        kube.kubectl(&["delete", "validatingwebhookconfiguration", "verdict"], None);
+    });
+}
+
+fn api_down(kube: &Kube) {
+    kube.kubectl(&["create", "namespace", "team-c"], None);
+    kube.kubectl(
+        &[
+            "label",
+            "namespace",
+            "team-c",
+            "verdict.dev/require-digest=true",
+        ],
+        None,
+    );
+    runtime().block_on(async {
+        let server = verdict(kube, &[]);
+        wait_ready(&server).await;
+        let labelled = pod_review("team-c", &["docker.io/library/nginx:1.25"]);
+        let plain = pod_review("team-a", &["docker.io/library/nginx:1.25"]);
+        judged_within(
+            &server,
+            &labelled,
+            &["DIGEST_REQUIRED"],
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(judged(&server, &plain).await, Vec::<String>::new());
+
+        kube.stop();
+        // The watch fails and is retried; reviews go on with the last copy, unchanged.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..3 {
+            assert_eq!(judged(&server, &labelled).await, ["DIGEST_REQUIRED"]);
+            assert_eq!(judged(&server, &plain).await, Vec::<String>::new());
+            let mut fresh = plain.clone();
+            fresh["request"]["uid"] = json!(format!("{:?}", Instant::now()));
+            assert_eq!(judged(&server, &fresh).await, Vec::<String>::new());
+        }
+        assert_eq!(
+            readyz(&server).await.0,
+            200,
+            "the last copy keeps verdict ready"
+        );
+        let stale = eventually(Duration::from_secs(20), || async {
+            let metrics = server.metrics_text().await;
+            metrics.lines().any(|l| {
+                l.starts_with("verdict_inventory_stale_seconds{kind=\"v1/Namespace\"}")
+                    && !l.ends_with(" 0")
+            }) && metrics.lines().any(|l| {
+                l.starts_with("verdict_inventory_watch_restarts_total{kind=\"v1/Namespace\"}")
+                    && !l.ends_with(" 0")
+            })
+        })
+        .await;
+        assert!(stale, "{}", server.metrics_text().await);
+    });
+}

@@ -9,7 +9,7 @@ use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
 use crate::images;
 use crate::metrics::Metrics;
 use crate::policy::{EvalError, PolicySet, PolicyStore};
-use crate::verify::imagepolicy::Mode;
+use crate::verify::imagepolicy::{Mode, Namespace};
 use crate::verify::{ImageFacts, Verifier};
 use serde::Serialize;
 use std::sync::{Arc, OnceLock};
@@ -240,11 +240,20 @@ impl Reviewer {
             }
         };
         let extracted = Instant::now();
+        // Namespace labels are looked up only when some image policy is limited by them.
+        let labels = policy
+            .scoped_image_policies()
+            .then(|| policy.namespace_labels(&review.subject.namespace));
+        let namespace = labels.as_ref().map(|labels| Namespace {
+            name: &review.subject.namespace,
+            labels: labels.as_ref(),
+        });
         let facts = self
             .verifier
             .facts(
                 &occurrences,
                 &policy.image_policies,
+                namespace.as_ref(),
                 verify_deadline(deadline, extracted),
             )
             .await;

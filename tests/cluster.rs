@@ -40,6 +40,10 @@ fn main() {
             "a_kind_verdict_may_not_list_keeps_it_unready_and_denying",
             forbidden_kind,
         ),
+        (
+            "image_policies_apply_in_the_namespaces_they_select",
+            namespace_selector,
+        ),
         ("the_api_server_calls_verdict", webhook),
         // Last: it stops the API server.
         (
@@ -337,6 +341,85 @@ fn forbidden_kind(kube: &Kube) {
             message.contains("v1/Secret") && message.contains("list"),
             "{message}"
         );
+    });
+}
+
+const SCOPED_POLICY: &str = r#"apiVersion: verdict.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: signed-teams}
+spec:
+  images: [{glob: "127.0.0.1:1/**"}]
+  namespaces: ["team-*"]
+  namespaceSelector:
+    matchExpressions:
+    - {key: verdict.dev/signed, operator: In, values: [required]}
+  authorities:
+  - key:
+      data: |
+        -----BEGIN PUBLIC KEY-----
+        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAELKhD7F5OKy77Z582Y6h0u1J3GNA+
+        kvUsh4eKpd1lwkDAzfFDs7yXEExsEkPPuiQJBelDT68n7PDIWB/QEY7mrA==
+        -----END PUBLIC KEY-----
+"#;
+
+fn namespace_selector(kube: &Kube) {
+    kube.kubectl(&["create", "namespace", "team-d"], None);
+    kube.kubectl(&["create", "namespace", "other-d"], None);
+    kube.kubectl(
+        &[
+            "label",
+            "namespace",
+            "other-d",
+            "verdict.dev/signed=required",
+        ],
+        None,
+    );
+    runtime().block_on(async {
+        let server = verdict(
+            kube,
+            &[
+                ("images/signed-teams.yaml", SCOPED_POLICY),
+                (
+                    "settings/registries.yaml",
+                    "allowed_registries: ['127.0.0.1:1']\n",
+                ),
+            ],
+        );
+        wait_ready(&server).await;
+        // Nothing listens on 127.0.0.1:1: where the policy applies, the image cannot be
+        // verified; where it does not, no image policy matches and the image is admitted.
+        let in_team = pod_review("team-d", &["127.0.0.1:1/acme/app:1"]);
+        let elsewhere = pod_review("other-d", &["127.0.0.1:1/acme/app:1"]);
+        assert_eq!(
+            judged(&server, &in_team).await,
+            Vec::<String>::new(),
+            "not selected yet"
+        );
+        assert_eq!(
+            judged(&server, &elsewhere).await,
+            Vec::<String>::new(),
+            "name not listed"
+        );
+        kube.kubectl(
+            &[
+                "label",
+                "namespace",
+                "team-d",
+                "verdict.dev/signed=required",
+            ],
+            None,
+        );
+        judged_within(
+            &server,
+            &in_team,
+            &["REGISTRY_UNREACHABLE"],
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(judged(&server, &elsewhere).await, Vec::<String>::new());
+        // A namespace verdict has not seen is never exempt from a selector.
+        let unknown = pod_review("team-unknown", &["127.0.0.1:1/acme/app:1"]);
+        assert_eq!(judged(&server, &unknown).await, ["REGISTRY_UNREACHABLE"]);
     });
 }
 

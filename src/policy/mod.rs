@@ -198,6 +198,12 @@ impl PolicySet {
         })
     }
 
+    /// Some image policy applies only in some namespaces (`spec.namespaces`,
+    /// `spec.namespaceSelector`).
+    pub fn scoped_image_policies(&self) -> bool {
+        self.image_policies.iter().any(|p| p.scope.is_scoped())
+    }
+
     /// This set's `data.inventory` holds the cluster's objects, not only `inventory/` files.
     pub fn has_synced_inventory(&self) -> bool {
         self.synced

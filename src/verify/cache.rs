@@ -200,7 +200,7 @@ pub(super) fn outcome_key(image: &ImageRef, digest: &Digest, policy: &ImagePolic
 }
 
 /// Identifies a list of image policies: their fingerprints, in order.
-pub(super) fn policies_fingerprint(policies: &[ImagePolicy]) -> u64 {
+pub(super) fn policies_fingerprint<'a>(policies: impl Iterator<Item = &'a ImagePolicy>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for policy in policies {
@@ -515,7 +515,7 @@ mod tests {
     #[test]
     fn assembled_facts_hold_while_fresh_then_only_from_the_same_cache_entries() {
         let policy = policy();
-        let set = policies_fingerprint(std::slice::from_ref(&policy));
+        let set = policies_fingerprint(std::iter::once(&policy));
         let digest = digest('a');
         let reference = "ghcr.io/acme/app:v1";
         let image = occurrence("app", reference);

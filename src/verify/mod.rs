@@ -33,7 +33,7 @@ use cache::{Assembly, Cached, Caches, Lookup};
 use evidence::Wanted;
 use facts::{assemble, rejected, Judgement};
 pub use facts::{AttestationFact, Format, ImageError, ImageFacts, PolicyOutcome, SignatureFact};
-use imagepolicy::{ImagePolicy, MultiArch};
+use imagepolicy::{ImagePolicy, MultiArch, Namespace};
 pub use oci::Platform;
 use prometheus::IntCounter;
 use proof::Rejection;
@@ -82,14 +82,16 @@ impl Verifier {
         }
     }
 
-    /// Facts for every image, verified concurrently against the image policies that match.
+    /// Facts for every image, verified concurrently against the image policies that match
+    /// it and apply in `namespace` (none: no policy is limited to some namespaces).
     pub async fn facts(
         &self,
         images: &[ImageOccurrence],
         policies: &[ImagePolicy],
+        namespace: Option<&Namespace<'_>>,
         deadline: Instant,
     ) -> Vec<Arc<ImageFacts>> {
-        let set = cache::policies_fingerprint(policies);
+        let set = cache::policies_fingerprint(policies.iter().filter(|p| p.applies_in(namespace)));
         // Known images first, without building a future per image (they are large).
         let now = Instant::now();
         let known: Vec<Option<Arc<ImageFacts>>> = images
@@ -102,7 +104,10 @@ impl Verifier {
         let facts = images.iter().zip(known).map(|(image, known)| async move {
             match known {
                 Some(facts) => facts,
-                None => self.image_facts(image, policies, set, deadline).await,
+                None => {
+                    self.image_facts(image, policies, namespace, set, deadline)
+                        .await
+                }
             }
         });
         futures_util::future::join_all(facts).await
@@ -127,12 +132,16 @@ impl Verifier {
         &self,
         occurrence: &ImageOccurrence,
         policies: &[ImagePolicy],
+        namespace: Option<&Namespace<'_>>,
         set: u64,
         deadline: Instant,
     ) -> Arc<ImageFacts> {
         let parsed = occurrence.parse();
         let matching: Vec<&ImagePolicy> = match &parsed {
-            Ok(image) => policies.iter().filter(|p| p.matches(image)).collect(),
+            Ok(image) => policies
+                .iter()
+                .filter(|p| p.applies_in(namespace) && p.matches(image))
+                .collect(),
             Err(_) => Vec::new(),
         };
         let (Ok(image), false) = (&parsed, matching.is_empty()) else {

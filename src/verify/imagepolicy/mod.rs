@@ -13,6 +13,9 @@ use sigstore::crypto::{CosignVerificationKey, SigningScheme};
 use std::path::Path;
 use std::sync::Arc;
 
+mod scope;
+pub use scope::{Namespace, Scope};
+
 pub const KINDS: [&str; 2] = ["ImagePolicy", "ClusterImagePolicy"];
 
 /// What happens when an image does not satisfy the policy.
@@ -131,6 +134,8 @@ pub struct ImagePolicy {
     pub authorities: Vec<Authority>,
     pub mode: Mode,
     pub multi_arch: MultiArch,
+    /// The namespaces it applies in (`ImagePolicy` only); everywhere when not scoped.
+    pub scope: Scope,
     /// Identifies the policy's content (its file, document, and the key and trust files it
     /// read); part of verification cache keys, so an edited policy or a replaced key never
     /// reuses results judged under the old one.
@@ -140,6 +145,11 @@ pub struct ImagePolicy {
 impl ImagePolicy {
     pub fn matches(&self, image: &ImageRef) -> bool {
         self.globs.iter().any(|g| g.matches(image))
+    }
+
+    /// Whether it applies in `namespace` (none: the caller knows no policy is scoped).
+    pub fn applies_in(&self, namespace: Option<&Namespace<'_>>) -> bool {
+        namespace.is_none_or(|ns| self.scope.applies_in(ns))
     }
 }
 
@@ -244,6 +254,12 @@ struct Spec {
     /// verdict extension: for image indexes, which digest must be signed.
     #[serde(default)]
     multi_arch: MultiArch,
+    /// `ImagePolicy` only: names and `*` globs of the namespaces it applies in.
+    #[serde(default)]
+    namespaces: Vec<String>,
+    /// `ImagePolicy` only: a label selector over the namespace's labels.
+    #[serde(default)]
+    namespace_selector: Option<scope::SelectorSpec>,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +385,17 @@ pub fn parse(
     if doc.spec.authorities.is_empty() {
         return Err(format!("image policy {name:?} has no authorities").into());
     }
+    let scoped = !doc.spec.namespaces.is_empty() || doc.spec.namespace_selector.is_some();
+    if scoped && doc.kind != "ImagePolicy" {
+        return Err(format!(
+            "{} {name:?}: namespaces and namespaceSelector are fields of verdict's ImagePolicy; \
+             a ClusterImagePolicy applies in every namespace, as in policy-controller",
+            doc.kind
+        )
+        .into());
+    }
+    let scope = Scope::parse(doc.spec.namespaces, doc.spec.namespace_selector)
+        .map_err(|e| format!("image policy {name:?}: {e}"))?;
     let mut authorities = Vec::new();
     for (i, spec) in doc.spec.authorities.into_iter().enumerate() {
         let authority_name = spec
@@ -401,6 +428,7 @@ pub fn parse(
         authorities,
         mode: doc.spec.mode,
         multi_arch: doc.spec.multi_arch,
+        scope,
         fingerprint: fingerprint(file, &text, files),
     })
 }

@@ -196,3 +196,65 @@ fn rejects_unsupported_or_incomplete_policies_clearly() {
         assert!(err.contains(want), "{want:?} not in {err:?}");
     }
 }
+
+const KEY: &str = "        -----BEGIN PUBLIC KEY-----
+        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAELKhD7F5OKy77Z582Y6h0u1J3GNA+
+        kvUsh4eKpd1lwkDAzfFDs7yXEExsEkPPuiQJBelDT68n7PDIWB/QEY7mrA==
+        -----END PUBLIC KEY-----";
+
+#[test]
+fn an_image_policy_is_limited_to_the_namespaces_it_selects() {
+    let policy = parse_yaml(&format!(
+        r#"
+apiVersion: verdict.dev/v1alpha1
+kind: ImagePolicy
+metadata: {{name: prod-only}}
+spec:
+  images: [{{glob: "ghcr.io/acme/**"}}]
+  namespaces: ["team-*", "payments"]
+  namespaceSelector:
+    matchLabels: {{tier: prod}}
+  authorities:
+  - key:
+      data: |
+{KEY}
+"#
+    ))
+    .expect("parses");
+    assert!(policy.scope.is_scoped());
+    let prod = std::collections::BTreeMap::from([("tier".to_string(), "prod".to_string())]);
+    let dev = std::collections::BTreeMap::from([("tier".to_string(), "dev".to_string())]);
+    let at = |name, labels| Some(Namespace { name, labels });
+    assert!(policy.applies_in(at("team-a", Some(&prod)).as_ref()));
+    assert!(policy.applies_in(at("payments", Some(&prod)).as_ref()));
+    assert!(!policy.applies_in(at("team-a", Some(&dev)).as_ref()));
+    assert!(!policy.applies_in(at("web", Some(&prod)).as_ref()));
+    assert!(
+        policy.applies_in(at("team-new", None).as_ref()),
+        "unknown labels never exempt"
+    );
+    assert!(
+        policy.applies_in(None),
+        "no namespace given: no policy is scoped"
+    );
+}
+
+#[test]
+fn a_cluster_image_policy_stays_cluster_wide() {
+    let refused = parse_yaml(&format!(
+        r#"
+apiVersion: policy.sigstore.dev/v1beta1
+kind: ClusterImagePolicy
+metadata: {{name: scoped}}
+spec:
+  images: [{{glob: "ghcr.io/acme/**"}}]
+  namespaceSelector: {{matchLabels: {{tier: prod}}}}
+  authorities:
+  - key:
+      data: |
+{KEY}
+"#
+    ))
+    .expect_err("policy-controller has no such field");
+    assert!(refused.to_string().contains("ImagePolicy"), "{refused}");
+}

@@ -169,8 +169,10 @@ mod tests {
     }
 
     fn scope(names: &[&str], selector: serde_json::Value) -> Scope {
-        let selector = (!selector.is_null()).then(|| serde_json::from_value(selector).unwrap());
-        Scope::parse(names.iter().map(|n| n.to_string()).collect(), selector).unwrap()
+        let selector =
+            (!selector.is_null()).then(|| serde_json::from_value(selector).expect("a selector"));
+        Scope::parse(names.iter().map(|n| n.to_string()).collect(), selector)
+            .expect("a valid scope")
     }
 
     #[test]
@@ -254,7 +256,7 @@ mod tests {
             serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}),
             serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}),
         ] {
-            let spec = serde_json::from_value(bad.clone()).unwrap();
+            let spec = serde_json::from_value(bad.clone()).expect("a selector");
             assert!(Scope::parse(Vec::new(), Some(spec)).is_err(), "{bad}");
         }
         assert!(

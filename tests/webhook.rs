@@ -81,7 +81,20 @@ fn expected_fixture_answers() -> Vec<Expectation> {
 
 #[tokio::test]
 async fn answers_every_captured_review_under_shipped_policies_over_h2_and_h1() {
-    let server = Server::start();
+    // Namespace `prod` labelled as a synced cluster would have it, from an offline
+    // inventory file (a Kubernetes object under inventory/).
+    let policies = tempfile::tempdir().unwrap();
+    common::copy_dir(&common::repo().join("policies"), policies.path());
+    std::fs::create_dir_all(policies.path().join("inventory")).unwrap();
+    std::fs::write(
+        policies.path().join("inventory/namespaces.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n  labels: {verdict.dev/require-digest: 'true'}\n",
+    )
+    .unwrap();
+    let server = Server::start_with(common::Options {
+        policies: policies.path().to_path_buf(),
+        ..Default::default()
+    });
     let expected = expected_fixture_answers();
     let listed: Vec<_> = expected.iter().map(|(f, _)| fixture(f)).collect();
     for dir in ["apiserver-1.20", "kube-rs", "kubernetes", "kubewarden"] {

@@ -56,6 +56,15 @@ pub struct ClusterConfig {
     /// A kubeconfig file naming the cluster and the credentials to use.
     #[arg(long, env = "VERDICT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// With a cluster, read registries with each object's pull secrets (its pod spec's
+    /// `imagePullSecrets`, then its ServiceAccount's; `get` on Secrets and ServiceAccounts),
+    /// before --docker-config. `false`: --docker-config only.
+    #[arg(long, env = "VERDICT_PULL_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pull_secrets: bool,
+    /// How long a pull secret (or ServiceAccount) read is used: a deleted or changed Secret
+    /// stops working within it.
+    #[arg(long, env = "VERDICT_PULL_SECRET_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub pull_secret_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -3,12 +3,13 @@
 //! fail-closed rule: every error, timeout or panic becomes a denial.
 
 use crate::admission::Review;
-use crate::cluster::InventorySync;
+use crate::cluster::{InventorySync, PullSecrets};
 use crate::config::NoMatchPolicy;
 use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
 use crate::images;
 use crate::metrics::Metrics;
 use crate::policy::{EvalError, PolicySet, PolicyStore};
+use crate::registry::auth::Keyring;
 use crate::verify::imagepolicy::{Mode, Namespace};
 use crate::verify::{ImageFacts, Verifier};
 use serde::Serialize;
@@ -95,6 +96,8 @@ pub struct Reviewer {
     /// The cluster's inventory sync, when verdict runs with a cluster: until it has finished
     /// its first list every review is denied (policies would read a partial inventory).
     inventory: OnceLock<Arc<InventorySync>>,
+    /// With a cluster: the pull secrets registries are read with.
+    pull_secrets: OnceLock<Arc<PullSecrets>>,
 }
 
 impl Reviewer {
@@ -113,12 +116,18 @@ impl Reviewer {
             warn_only: settings.warn_only,
             no_match: settings.no_match,
             inventory: OnceLock::new(),
+            pull_secrets: OnceLock::new(),
         }
     }
 
     /// From now on, reviews wait for nothing but are denied while `sync` is not synced.
     pub fn attach_inventory(&self, sync: Arc<InventorySync>) {
         let _ = self.inventory.set(sync);
+    }
+
+    /// From now on, registries are read with each object's pull secrets (then --docker-config).
+    pub fn attach_pull_secrets(&self, secrets: Arc<PullSecrets>) {
+        let _ = self.pull_secrets.set(secrets);
     }
 
     /// The inventory sync attached, if any.
@@ -248,13 +257,29 @@ impl Reviewer {
             name: &review.subject.namespace,
             labels: labels.as_ref(),
         });
+        let verify_by = verify_deadline(deadline, extracted);
+        let keys = match self.pull_secrets.get() {
+            Some(secrets) if !policy.image_policies.is_empty() && !occurrences.is_empty() => {
+                let puller = images::puller(&review.subject.kind, review.object());
+                secrets
+                    .keyring(
+                        &review.subject.namespace,
+                        &puller.secrets,
+                        puller.service_account.as_deref(),
+                        verify_by,
+                    )
+                    .await
+            }
+            _ => Keyring::default(),
+        };
         let facts = self
             .verifier
             .facts(
                 &occurrences,
                 &policy.image_policies,
                 namespace.as_ref(),
-                verify_deadline(deadline, extracted),
+                &keys,
+                verify_by,
             )
             .await;
         let mut messages = Findings::default();

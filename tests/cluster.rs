@@ -44,6 +44,10 @@ fn main() {
             "image_policies_apply_in_the_namespaces_they_select",
             namespace_selector,
         ),
+        (
+            "pull_secrets_come_from_the_objects_own_namespace",
+            pull_secrets,
+        ),
         ("the_api_server_calls_verdict", webhook),
         // Last: it stops the API server.
         (
@@ -132,6 +136,10 @@ fn install_rbac(kube: &Kube) {
 
 /// verdict on the shipped policies (plus `extra` files), as the ServiceAccount-named user.
 fn verdict(kube: &Kube, extra: &[(&str, &str)]) -> Server {
+    verdict_with(kube, extra, &[])
+}
+
+fn verdict_with(kube: &Kube, extra: &[(&str, &str)], args: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     common::copy_dir(&common::repo().join("policies"), &policies);
@@ -142,10 +150,13 @@ fn verdict(kube: &Kube, extra: &[(&str, &str)]) -> Server {
     }
     Server::start_with(Options {
         policies,
-        extra_args: vec![
-            "--kubeconfig".into(),
+        extra_args: [
+            "--kubeconfig".to_string(),
             kube.kubeconfig_verdict.display().to_string(),
-        ],
+        ]
+        .into_iter()
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect(),
     })
 }
 
@@ -420,6 +431,113 @@ fn namespace_selector(kube: &Kube) {
         // A namespace verdict has not seen is never exempt from a selector.
         let unknown = pod_review("team-unknown", &["127.0.0.1:1/acme/app:1"]);
         assert_eq!(judged(&server, &unknown).await, ["REGISTRY_UNREACHABLE"]);
+    });
+}
+
+fn secret(namespace: &str, name: &str, kind: &str, key: &str, config: &Value) -> Value {
+    let data = base64::engine::general_purpose::STANDARD.encode(config.to_string());
+    json!({"apiVersion": "v1", "kind": "Secret", "type": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {key: data}})
+}
+
+fn with_pull(mut review: Value, secrets: &[&str], account: Option<&str>) -> Value {
+    let spec = &mut review["request"]["object"]["spec"];
+    spec["imagePullSecrets"] = json!(secrets
+        .iter()
+        .map(|s| json!({"name": s}))
+        .collect::<Vec<_>>());
+    if let Some(account) = account {
+        spec["serviceAccountName"] = json!(account);
+    }
+    review["request"]["uid"] = json!(format!("{secrets:?}-{account:?}-{:?}", Instant::now()));
+    review
+}
+
+fn pull_secrets(kube: &Kube) {
+    use common::registry::{payload, RegistryOptions, TestKey, TestRegistry};
+    runtime().block_on(async {
+        let private = TestRegistry::start_with(RegistryOptions {
+            basic_auth: Some(("puller".into(), "s3cret-pw".into())),
+            ..Default::default()
+        })
+        .await;
+        let public = TestRegistry::start().await;
+        let key = TestKey::generate(sigstore::crypto::SigningScheme::ECDSA_P256_SHA256_ASN1);
+        for (registry, repo) in [(&private, "team/app"), (&public, "open/app")] {
+            let digest = registry.push_image(repo, "v1").await;
+            registry
+                .push_signatures(repo, &digest, &[key.layer(payload("x", &digest))])
+                .await;
+        }
+        let auth = base64::engine::general_purpose::STANDARD.encode("puller:s3cret-pw");
+        let config = json!({"auths": {private.host.clone(): {"auth": auth}}});
+        let legacy = json!({format!("http://{}", private.host): {"auth": auth}});
+        for ns in ["ps-a", "ps-b", "ps-c"] {
+            kube.kubectl(&["create", "namespace", ns], None);
+        }
+        apply(
+            kube,
+            vec![
+                secret("ps-a", "regcred", "kubernetes.io/dockerconfigjson", ".dockerconfigjson", &config),
+                secret("ps-c", "oldcred", "kubernetes.io/dockercfg", ".dockercfg", &legacy),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": "builder", "namespace": "ps-a"},
+                    "imagePullSecrets": [{"name": "regcred"}]}),
+            ],
+        );
+        let policy = format!(
+            "apiVersion: verdict.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: signed}}\nspec:\n  images: [{{glob: '{}/**'}}, {{glob: '{}/**'}}]\n  authorities:\n  - key: {{file: k.pub}}\n",
+            private.host, public.host
+        );
+        let registries = format!("allowed_registries: ['{}', '{}']\n", private.host, public.host);
+        let server = verdict_with(
+            kube,
+            &[
+                ("images/signed.yaml", &policy),
+                ("images/k.pub", &key.public_pem),
+                ("settings/registries.yaml", &registries),
+            ],
+            &[
+                "--insecure-registry",
+                &private.host,
+                "--insecure-registry",
+                &public.host,
+                "--pull-secret-ttl",
+                "2s",
+            ],
+        );
+        wait_ready(&server).await;
+        let image = format!("{}/team/app:v1", private.host);
+        let open = format!("{}/open/app:v1", public.host);
+        let pod = |ns: &str, image: &str| pod_review(ns, &[image]);
+
+        // A's Pod with A's secret, by name and through its ServiceAccount.
+        assert_eq!(judged(&server, &with_pull(pod("ps-a", &image), &["regcred"], None)).await, Vec::<String>::new());
+        assert_eq!(judged(&server, &with_pull(pod("ps-a", &image), &[], Some("builder"))).await, Vec::<String>::new());
+        // The legacy dockercfg form.
+        assert_eq!(judged(&server, &with_pull(pod("ps-c", &image), &["oldcred"], None)).await, Vec::<String>::new());
+        // B naming A's secret: not in B, so no credentials, whatever A was allowed.
+        assert_eq!(judged(&server, &with_pull(pod("ps-b", &image), &["regcred"], None)).await, ["REGISTRY_AUTH"]);
+        assert_eq!(judged(&server, &pod("ps-a", &image)).await, ["REGISTRY_AUTH"], "no secret named");
+        // A public repository needs no secret.
+        assert_eq!(judged(&server, &pod("ps-b", &open)).await, Vec::<String>::new());
+
+        // A deleted secret stops working within --pull-secret-ttl.
+        kube.kubectl(&["-n", "ps-a", "delete", "secret", "regcred"], None);
+        let after = Instant::now();
+        let gone = eventually(Duration::from_secs(10), || async {
+            judged(&server, &with_pull(pod("ps-a", &image), &["regcred"], None)).await == ["REGISTRY_AUTH"]
+        })
+        .await;
+        assert!(gone, "the deleted secret still works");
+        println!("a deleted pull secret stopped working after {:?}", after.elapsed());
+
+        // No credential in what verdict writes or exposes.
+        let exposed = format!("{}{}", server.logs(), server.metrics_text().await);
+        for secret in ["s3cret-pw", auth.as_str()] {
+            assert!(!exposed.contains(secret), "a credential leaked");
+        }
     });
 }
 

@@ -390,3 +390,57 @@ fn every_rendered_deployment_starts_verdict_with_flags_it_accepts() {
     }
     assert!(seen > 0);
 }
+
+/// The ClusterRole grants exactly what verdict uses: list/watch on namespaces (and the
+/// synced kinds the chart is given), get on secrets and serviceaccounts only while pull
+/// secrets are on, and never list or watch on secrets.
+#[test]
+fn the_cluster_role_grants_exactly_what_verdict_uses() {
+    let mut seen = 0;
+    for rendering in renderings() {
+        let Some(doc) = of_kind(&rendering, "ClusterRole").first().copied() else {
+            continue;
+        };
+        let role: ClusterRole = typed(&rendering, doc);
+        let rules = role.rules.unwrap_or_default();
+        let args: Vec<String> = of_kind(&rendering, "Deployment")
+            .iter()
+            .flat_map(|d| {
+                let d: Deployment = typed(&rendering, d);
+                d.spec.template.spec.unwrap().containers[0]
+                    .args
+                    .clone()
+                    .unwrap()
+            })
+            .collect();
+        let pull_secrets = !args.contains(&"--pull-secrets=false".to_string());
+        let name = &rendering.name;
+        for rule in &rules {
+            let resources = rule.resources.clone().unwrap_or_default();
+            let verbs = &rule.verbs;
+            if resources.iter().any(|r| r == "secrets") {
+                assert!(pull_secrets, "{name}: secrets without pull secrets");
+                assert_eq!(verbs, &["get"], "{name}: secrets are only read by name");
+                assert_eq!(resources, ["secrets", "serviceaccounts"], "{name}");
+            } else {
+                assert_eq!(verbs, &["list", "watch"], "{name}: {resources:?}");
+            }
+        }
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.resources.as_deref() == Some(&["namespaces".to_string()][..])),
+            "{name}"
+        );
+        assert_eq!(
+            rules.iter().any(|r| r
+                .resources
+                .as_ref()
+                .is_some_and(|r| r.contains(&"secrets".to_string()))),
+            pull_secrets,
+            "{name}"
+        );
+        seen += 1;
+    }
+    assert!(seen >= 3);
+}

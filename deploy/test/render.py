@@ -70,7 +70,7 @@ HELM_VALUES = {
             "mirrors": ["docker.io=registry.local:5000"],
         },
         "warnOnly": True,
-        "cluster": {"syncRules": [{"apiGroups": [""], "resources": ["services"]}]},
+        "cluster": {"syncRules": [{"apiGroups": [""], "resources": ["services"]}], "pullSecrets": False},
         "noMatchPolicy": "deny",
         "webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 15, "exemptNamespaces": ["kube-system", "monitoring"]},
     },

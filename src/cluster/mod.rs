@@ -1,11 +1,14 @@
 //! The Kubernetes API: which cluster (in-cluster, `--kubeconfig`, `KUBECONFIG`, or none),
-//! and the synced inventory (`sync`, in the layout of `inventory`). Reviews never wait on a
-//! list or watch: they read the last document `sync` handed on.
+//! the synced inventory (`sync`, in the layout of `inventory`) and pull secrets (`secrets`).
+//! Reviews never wait on a list or watch: they read the last document `sync` handed on; a
+//! pull secret is read with `get` and kept briefly.
 
 pub mod inventory;
+pub mod secrets;
 mod sync;
 
 pub use inventory::{Document, Gvk, Place};
+pub use secrets::PullSecrets;
 pub use sync::{InventorySync, KindStatus, Publish};
 
 use anyhow::Context as _;

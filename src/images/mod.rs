@@ -79,18 +79,58 @@ pub struct MalformedSpec {
     pub problem: &'static str,
 }
 
-/// What [`extract`] reads of an object: the container lists of every kind that has a pod
-/// spec, whole (paths from the object's root).
+/// The pod spec fields [`puller`] reads.
+const PULLER_FIELDS: [&str; 3] = ["imagePullSecrets", "serviceAccountName", "serviceAccount"];
+
+/// What [`extract`] and [`puller`] read of an object: the container lists, pull secrets and
+/// ServiceAccount of every kind that has a pod spec, whole (paths from the object's root).
 pub fn reads() -> Vec<Vec<&'static str>> {
     let mut paths = Vec::new();
     for (_, spec) in POD_SPEC_PATHS {
-        for (list, _) in ContainerKind::LISTS {
+        let fields = ContainerKind::LISTS.iter().map(|(list, _)| *list);
+        for field in fields.chain(PULLER_FIELDS) {
             let mut path = spec.to_vec();
-            path.push(list);
+            path.push(field);
             paths.push(path);
         }
     }
     paths
+}
+
+/// Who pulls an object's images: the Secrets its pod spec names in `imagePullSecrets`
+/// and its ServiceAccount (`serviceAccountName`, else the deprecated `serviceAccount`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Puller {
+    pub secrets: Vec<String>,
+    pub service_account: Option<String>,
+}
+
+/// The puller of `object`, a Kubernetes object of `kind`. What is not there, or not of
+/// Kubernetes' shape, names nothing (no credentials come of it).
+pub fn puller(kind: &str, object: &Node) -> Puller {
+    let Some((_, path)) = POD_SPEC_PATHS.iter().find(|(k, _)| *k == kind) else {
+        return Puller::default();
+    };
+    let Some(spec) = path.iter().try_fold(object, |node, key| node.get(key)) else {
+        return Puller::default();
+    };
+    let secrets = spec
+        .get("imagePullSecrets")
+        .and_then(Node::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s.get("name")?.as_str())
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect();
+    let service_account = ["serviceAccountName", "serviceAccount"]
+        .iter()
+        .find_map(|field| spec.get(field)?.as_str().filter(|s| !s.is_empty()))
+        .map(str::to_string);
+    Puller {
+        secrets,
+        service_account,
+    }
 }
 
 /// Every image of `object`, a Kubernetes object of `kind`, in document order:
@@ -191,6 +231,26 @@ mod tests {
         path.iter()
             .rev()
             .fold(spec, |inner, key| json!({ *key: inner }))
+    }
+
+    #[test]
+    fn reads_pull_secrets_and_the_service_account_of_every_kind() {
+        for (kind, path) in POD_SPEC_PATHS {
+            if path.is_empty() {
+                continue;
+            }
+            let spec = json!({"containers": [], "serviceAccountName": "builder",
+                "imagePullSecrets": [{"name": "a"}, {"name": ""}, {"nom": "x"}, "b", {"name": "c"}]});
+            let found = puller(kind, &Node::from(&wrap(path, spec)));
+            assert_eq!(found.secrets, ["a", "c"], "{kind}");
+            assert_eq!(found.service_account.as_deref(), Some("builder"), "{kind}");
+        }
+        let old = json!({"spec": {"serviceAccount": "legacy"}});
+        assert_eq!(
+            puller("Pod", &Node::from(&old)).service_account.as_deref(),
+            Some("legacy")
+        );
+        assert_eq!(puller("Service", &Node::from(&old)), Puller::default());
     }
 
     #[test]

@@ -5,10 +5,72 @@ use base64::Engine as _;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// `user:password` per registry host, from `auths` of a docker config.
-#[derive(Debug, Clone, Default)]
+/// `user:password` per registry host, from `auths` of a docker config. Its `Debug` names
+/// the hosts only: a credential never reaches a log line or a message.
+#[derive(Clone, Default)]
 pub struct DockerConfig {
     credentials: BTreeMap<String, (String, String)>,
+}
+
+impl std::fmt::Debug for DockerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerConfig")
+            .field("hosts", &self.credentials.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The credentials one object may pull with (its pull secrets, see `cluster::secrets`), in
+/// order: for each host the first config that has credentials for it is used. `id`
+/// identifies the credentials held (0 for none), so that nothing read with one keyring is
+/// answered to a review that holds another (caches and registry tokens are keyed by it).
+#[derive(Clone, Default)]
+pub struct Keyring {
+    configs: Vec<std::sync::Arc<DockerConfig>>,
+    id: u64,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("configs", &self.configs)
+            .finish()
+    }
+}
+
+/// Hashes credentials with keys chosen at start: an id says nothing about a password
+/// outside this process.
+fn secret_hash(value: impl std::hash::Hash) -> u64 {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default).hash_one(value).max(1)
+}
+
+impl Keyring {
+    pub fn new(configs: Vec<std::sync::Arc<DockerConfig>>) -> Self {
+        let held: Vec<_> = configs.iter().map(|c| &c.credentials).collect();
+        let id = if held.iter().all(|c| c.is_empty()) {
+            0
+        } else {
+            secret_hash(&held)
+        };
+        Self { configs, id }
+    }
+
+    /// The credentials for `host`, and their id (never 0); none when no config has them.
+    pub fn credentials(&self, host: &str) -> Option<(&(String, String), u64)> {
+        let host = normalize_host(host);
+        self.configs
+            .iter()
+            .find_map(|c| c.credentials.get(&host))
+            .map(|pair| (pair, secret_hash(pair)))
+    }
+
+    /// Identifies the credentials held; 0 when there are none.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 #[derive(Deserialize)]
@@ -27,14 +89,35 @@ struct AuthJson {
 /// Why a docker config file cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerConfigError {
-    #[error("invalid docker config: {0}")]
-    Json(#[from] serde_json::Error),
+    /// serde's message is left out: it can quote the text, and the text holds passwords.
+    #[error("invalid docker config: not the shape of a docker config.json ({category} error at line {line}, column {column})")]
+    Json {
+        category: &'static str,
+        line: usize,
+        column: usize,
+    },
     #[error("invalid docker config: auth for {0} is not base64")]
     NotBase64(String),
     #[error("invalid docker config: auth for {0} is not text")]
     NotText(String),
     #[error("invalid docker config: auth for {0} is not user:password")]
     NotUserPassword(String),
+}
+
+impl From<serde_json::Error> for DockerConfigError {
+    fn from(e: serde_json::Error) -> Self {
+        let category = match e.classify() {
+            serde_json::error::Category::Io => "read",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "type",
+            serde_json::error::Category::Eof => "truncated",
+        };
+        Self::Json {
+            category,
+            line: e.line(),
+            column: e.column(),
+        }
+    }
 }
 
 impl DockerConfig {
@@ -60,6 +143,13 @@ impl DockerConfig {
             credentials.insert(normalize_host(&key), pair);
         }
         Ok(Self { credentials })
+    }
+
+    /// The legacy `.dockercfg` form (a `kubernetes.io/dockercfg` Secret): the `auths` map
+    /// itself, without the wrapper.
+    pub fn parse_legacy(bytes: &[u8]) -> Result<Self, DockerConfigError> {
+        let auths: serde_json::Value = serde_json::from_slice(bytes)?;
+        Self::parse(serde_json::json!({ "auths": auths }).to_string().as_bytes())
     }
 
     pub fn credentials(&self, host: &str) -> Option<&(String, String)> {

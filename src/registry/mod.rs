@@ -7,7 +7,7 @@ pub mod auth;
 use crate::decision::ReasonCode;
 use crate::images::{Digest, ImageRef};
 use crate::metrics::Metrics;
-use auth::{Challenge, DockerConfig, TokenResponse};
+use auth::{Challenge, DockerConfig, Keyring, TokenResponse};
 use reqwest::header::{
     HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
@@ -39,7 +39,7 @@ pub enum RegistryError {
     },
     #[error("registry {host} is rate limiting (HTTP 429) and asked to wait past the deadline")]
     RateLimited { host: String },
-    #[error("registry {host} refused access (HTTP {status}) to {what}; check --docker-config credentials")]
+    #[error("registry {host} refused access (HTTP {status}) to {what}; check the pull secrets the Pod (or its ServiceAccount) names in its namespace, or --docker-config")]
     Auth {
         host: String,
         status: u16,
@@ -93,12 +93,18 @@ pub struct RegistrySettings {
 /// The most registry hosts (semaphores) and `(host, repository)` tokens remembered at once.
 const MAX_REMEMBERED: usize = 4096;
 
+/// `(host, scope, credential id)`: a repository's pull scope (empty for Basic auth), and
+/// the id of the pull secret credentials it was answered with (0 for --docker-config's).
+type TokenKey = (String, String, u64);
+
 /// The registry client shared by all reviews.
 pub struct Registry {
     http: reqwest::Client,
     settings: RegistrySettings,
     metrics: Metrics,
-    tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+    /// `(host, scope, credential id)` → authorization: a token fetched with one pull
+    /// secret is never sent for a review that does not hold it.
+    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     host_labels: crate::metrics::HostLabels,
 }
@@ -111,12 +117,16 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// Where requests for an image go.
+/// Where requests for an image go, and with which credentials.
 struct Endpoint {
     /// The host as configured (metrics, credentials, messages).
     host: String,
     base: String,
     repository: String,
+    /// From the review's pull secrets, else from --docker-config.
+    credentials: Option<(String, String)>,
+    /// The pull secret credentials' id; 0 for --docker-config's or none.
+    key: u64,
 }
 
 /// Why the registry client cannot be built.
@@ -151,7 +161,7 @@ impl Registry {
         })
     }
 
-    fn endpoint(&self, image: &ImageRef) -> Endpoint {
+    fn endpoint(&self, image: &ImageRef, keys: &Keyring) -> Endpoint {
         let mirror = self
             .settings
             .mirrors
@@ -169,10 +179,16 @@ impl Registry {
         } else {
             "https"
         };
+        let (credentials, key) = match keys.credentials(&host) {
+            Some((pair, key)) => (Some(pair.clone()), key),
+            None => (self.settings.docker_config.credentials(&host).cloned(), 0),
+        };
         Endpoint {
             base: format!("{scheme}://{api_host}/v2/{}", image.repository),
             host,
             repository: image.repository.clone(),
+            credentials,
+            key,
         }
     }
 
@@ -183,9 +199,10 @@ impl Registry {
     pub async fn resolve(
         &self,
         image: &ImageRef,
+        keys: &Keyring,
         deadline: Instant,
     ) -> Result<Digest, RegistryError> {
-        let endpoint = self.endpoint(image);
+        let endpoint = self.endpoint(image, keys);
         let tag = image.tag.as_deref().unwrap_or("latest");
         let what = format!("{}:{tag}", image.name());
         let url = format!("{}/manifests/{tag}", endpoint.base);
@@ -250,9 +267,10 @@ impl Registry {
         image: &ImageRef,
         digest: &Digest,
         suffix: &str,
+        keys: &Keyring,
         deadline: Instant,
     ) -> Result<Option<Vec<u8>>, RegistryError> {
-        let endpoint = self.endpoint(image);
+        let endpoint = self.endpoint(image, keys);
         let tag = format!("{}-{}{suffix}", digest.algorithm(), digest.hex());
         let what = format!("{}:{tag}", image.name());
         let url = format!("{}/manifests/{tag}", endpoint.base);
@@ -264,9 +282,10 @@ impl Registry {
         &self,
         image: &ImageRef,
         digest: &Digest,
+        keys: &Keyring,
         deadline: Instant,
     ) -> Result<Manifest, RegistryError> {
-        let endpoint = self.endpoint(image);
+        let endpoint = self.endpoint(image, keys);
         let what = format!("{}@{digest}", image.name());
         let url = format!("{}/manifests/{digest}", endpoint.base);
         let body = self.manifest(&endpoint, &url, &what, deadline).await?;
@@ -286,14 +305,18 @@ impl Registry {
         &self,
         image: &ImageRef,
         digest: &Digest,
+        keys: &Keyring,
         deadline: Instant,
     ) -> Result<Option<Vec<u8>>, RegistryError> {
-        let endpoint = self.endpoint(image);
+        let endpoint = self.endpoint(image, keys);
         let what = format!("referrers of {}@{digest}", image.name());
         let url = format!("{}/referrers/{digest}", endpoint.base);
         match found(self.manifest(&endpoint, &url, &what, deadline).await)? {
             Some(index) => Ok(Some(index.bytes)),
-            None => self.companion_manifest(image, digest, "", deadline).await,
+            None => {
+                self.companion_manifest(image, digest, "", keys, deadline)
+                    .await
+            }
         }
     }
 
@@ -302,9 +325,10 @@ impl Registry {
         &self,
         image: &ImageRef,
         digest: &Digest,
+        keys: &Keyring,
         deadline: Instant,
     ) -> Result<Vec<u8>, RegistryError> {
-        let endpoint = self.endpoint(image);
+        let endpoint = self.endpoint(image, keys);
         let url = format!("{}/blobs/{digest}", endpoint.base);
         let what = format!("blob {digest}");
         let response = self
@@ -357,7 +381,7 @@ impl Registry {
         deadline: Instant,
     ) -> Result<reqwest::Response, RegistryError> {
         let scope = format!("repository:{}:pull", endpoint.repository);
-        let mut authorization = self.cached_authorization(&endpoint.host, &scope);
+        let mut authorization = self.cached_authorization(endpoint, &scope);
         let mut answered_challenge = false;
         let mut rate_limited = 0;
         loop {
@@ -465,9 +489,12 @@ impl Registry {
         }
     }
 
-    fn cached_authorization(&self, host: &str, scope: &str) -> Option<String> {
+    fn cached_authorization(&self, endpoint: &Endpoint, scope: &str) -> Option<String> {
+        let host = &endpoint.host;
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((token, expires)) = tokens.get(&(host.to_string(), scope.to_string())) {
+        if let Some((token, expires)) =
+            tokens.get(&(host.to_string(), scope.to_string(), endpoint.key))
+        {
             if *expires > Instant::now() {
                 return Some(token.clone());
             }
@@ -478,7 +505,7 @@ impl Registry {
             .tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(host.to_string(), String::new()))
+            .get(&(host.to_string(), String::new(), endpoint.key))
             .map(|(t, _)| t.clone());
         basic
     }
@@ -490,11 +517,7 @@ impl Registry {
         scope: &str,
         deadline: Instant,
     ) -> Result<String, RegistryError> {
-        let credentials = self
-            .settings
-            .docker_config
-            .credentials(&endpoint.host)
-            .cloned();
+        let credentials = endpoint.credentials.clone();
         let denied = || RegistryError::Auth {
             host: endpoint.host.clone(),
             status: 401,
@@ -504,12 +527,7 @@ impl Registry {
             Some(Challenge::Basic) => {
                 let (user, password) = credentials.ok_or_else(denied)?;
                 let value = basic(&user, &password);
-                self.remember(
-                    &endpoint.host,
-                    "",
-                    &value,
-                    Duration::from_secs(365 * 24 * 3600),
-                );
+                self.remember(endpoint, "", &value, Duration::from_secs(365 * 24 * 3600));
                 Ok(value)
             }
             Some(Challenge::Bearer {
@@ -561,7 +579,7 @@ impl Registry {
                 // Keep a margin so a token never expires in flight.
                 let lifetime =
                     Duration::from_secs(token.1.unwrap_or(60).saturating_sub(10).max(10));
-                self.remember(&endpoint.host, &scope, &value, lifetime);
+                self.remember(endpoint, &scope, &value, lifetime);
                 Ok(value)
             }
             None => Err(denied()),
@@ -571,17 +589,17 @@ impl Registry {
     /// Keeps an authorization for `host` and `scope` (a repository; empty for Basic). Scopes
     /// come from Pod specs: past `MAX_REMEMBERED` entries the expired ones are dropped, and
     /// if that is not enough every bearer token (they are fetched again when needed).
-    fn remember(&self, host: &str, scope: &str, value: &str, lifetime: Duration) {
+    fn remember(&self, endpoint: &Endpoint, scope: &str, value: &str, lifetime: Duration) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         if tokens.len() >= MAX_REMEMBERED {
             let now = Instant::now();
             tokens.retain(|_, (_, expires)| *expires > now);
         }
         if tokens.len() >= MAX_REMEMBERED {
-            tokens.retain(|(_, scope), _| scope.is_empty());
+            tokens.retain(|(_, scope, _), _| scope.is_empty());
         }
         tokens.insert(
-            (host.to_string(), scope.to_string()),
+            (endpoint.host.clone(), scope.to_string(), endpoint.key),
             (value.to_string(), Instant::now() + lifetime),
         );
     }
@@ -691,11 +709,21 @@ mod tests {
         let registry = registry();
         let busy = registry.limit("busy.example");
         let held = busy.clone().try_acquire_owned().expect("a permit");
-        registry.remember("basic.example", "", "Basic x", Duration::from_secs(3600));
+        let at = |host: &str| {
+            let image = ImageRef::parse(&format!("{host}/acme/app")).expect("a reference");
+            registry.endpoint(&image, &Keyring::default())
+        };
+        registry.remember(
+            &at("basic.example"),
+            "",
+            "Basic x",
+            Duration::from_secs(3600),
+        );
+        let ghcr = at("ghcr.io");
         for i in 0..10_000 {
             registry.limit(&format!("r{i}.example"));
             let scope = format!("repository:acme/app{i}:pull");
-            registry.remember("ghcr.io", &scope, "Bearer t", Duration::from_secs(60));
+            registry.remember(&ghcr, &scope, "Bearer t", Duration::from_secs(60));
         }
         let limits = registry.limits.lock().expect("not poisoned");
         assert!(limits.len() <= MAX_REMEMBERED, "{}", limits.len());
@@ -704,6 +732,6 @@ mod tests {
         drop((limits, held));
         let tokens = registry.tokens.lock().expect("not poisoned");
         assert!(tokens.len() <= MAX_REMEMBERED, "{}", tokens.len());
-        assert!(tokens.contains_key(&("basic.example".to_string(), String::new())));
+        assert!(tokens.contains_key(&("basic.example".to_string(), String::new(), 0)));
     }
 }

@@ -304,6 +304,11 @@ async fn start_inventory(
     let Some(client) = crate::cluster::client(config.cluster.kubeconfig.as_deref()).await? else {
         return Ok(None);
     };
+    if config.cluster.pull_secrets {
+        let secrets =
+            crate::cluster::PullSecrets::new(client.clone(), config.cluster.pull_secret_ttl);
+        state.app.reviewer.attach_pull_secrets(Arc::new(secrets));
+    }
     let policies = state.policies.clone();
     let publish: crate::cluster::Publish =
         Arc::new(move |doc| policies.set_inventory(doc).map_err(|e| e.to_string()));

@@ -189,14 +189,35 @@ fn is_stale(cached: &Cached, rejected_ttl: Duration) -> bool {
 /// be mistaken for another image's), and the policy's fingerprint.
 pub(super) type OutcomeKey = ([u8; 32], u64);
 
-pub(super) fn outcome_key(image: &ImageRef, digest: &Digest, policy: &ImagePolicy) -> OutcomeKey {
+pub(super) fn outcome_key(
+    image: &ImageRef,
+    digest: &Digest,
+    policy: &ImagePolicy,
+    keys: u64,
+) -> OutcomeKey {
     let mut name = ring::digest::Context::new(&ring::digest::SHA256);
     for part in [&image.registry, "/", &image.repository, "@", digest] {
         name.update(part.as_bytes());
     }
+    if keys != 0 {
+        name.update(b" read with ");
+        name.update(&keys.to_le_bytes());
+    }
     let mut key = [0u8; 32];
     key.copy_from_slice(name.finish().as_ref());
     (key, policy.fingerprint)
+}
+
+/// `set` (or any cache key part) for a review that reads registries with the credentials
+/// `keys` identifies: unchanged without pull secrets (`keys` 0).
+pub(super) fn scoped(set: u64, keys: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    if keys == 0 {
+        return set;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (set, keys).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Identifies a list of image policies: their fingerprints, in order.
@@ -331,6 +352,15 @@ pub(super) enum Lookup {
     Coalesced,
 }
 
+/// The tag cache's key: the reference, and the credentials it was read with (if any).
+fn tag_key(image: &ImageRef, keys: u64) -> String {
+    if keys == 0 {
+        image.to_string()
+    } else {
+        format!("{image} read with {keys:016x}")
+    }
+}
+
 /// The verifier's caches.
 pub(super) struct Caches {
     /// `(registry/repository@digest, policy fingerprint)` → judgement.
@@ -375,6 +405,7 @@ impl Caches {
     pub async fn digest(
         &self,
         image: &ImageRef,
+        keys: u64,
         lookup: impl Future<Output = Result<(Digest, Instant), RegistryError>>,
     ) -> Result<(Digest, Instant), RegistryError> {
         let fresh = |(digest, looked_up)| (digest, later(looked_up, self.tag_ttl));
@@ -382,7 +413,7 @@ impl Caches {
             return lookup.await.map(fresh);
         }
         self.tags
-            .try_get_with(image.to_string(), lookup)
+            .try_get_with(tag_key(image, keys), lookup)
             .await
             .map(fresh)
             .map_err(|e| e.as_ref().clone())
@@ -396,12 +427,13 @@ impl Caches {
         image: &ImageRef,
         digest: &Digest,
         policy: &ImagePolicy,
+        keys: u64,
         judge: impl FnOnce() -> F,
     ) -> Result<(Arc<Cached>, Lookup), Arc<E>>
     where
         F: Future<Output = Result<Judgement, E>>,
     {
-        let key = outcome_key(image, digest, policy);
+        let key = outcome_key(image, digest, policy, keys);
         if let Some(hit) = self.outcomes.get(&key).await {
             if !is_stale(&hit, self.rejected_ttl) {
                 return Ok((hit, Lookup::Hit));

@@ -8,6 +8,7 @@ use super::oci::{self, Platform};
 use super::proof::Rejection;
 use super::{bundle, strict};
 use crate::images::{Digest, ImageRef};
+use crate::registry::auth::Keyring;
 use crate::registry::{Registry, RegistryError};
 use std::time::Instant;
 
@@ -16,12 +17,15 @@ use std::time::Instant;
 /// is (see `oci`).
 pub(super) async fn platform_digests(
     registry: &Registry,
+    keys: &Keyring,
     platform: &Platform,
     image: &ImageRef,
     digest: &Digest,
     deadline: Instant,
 ) -> Result<Option<Vec<Digest>>, RegistryError> {
-    let manifest = registry.manifest_by_digest(image, digest, deadline).await?;
+    let manifest = registry
+        .manifest_by_digest(image, digest, keys, deadline)
+        .await?;
     let invalid = |detail: oci::Ambiguous| RegistryError::Invalid {
         host: image.registry.clone(),
         what: format!("{}@{digest}", image.name()),
@@ -37,6 +41,7 @@ pub(super) async fn platform_digests(
 /// the `.att` layers when one wants attestations.
 pub(super) async fn cosign(
     registry: &Registry,
+    keys: &Keyring,
     image: &ImageRef,
     digest: &Digest,
     wanted: Wanted,
@@ -44,10 +49,11 @@ pub(super) async fn cosign(
 ) -> Result<Evidence, RegistryError> {
     let mut evidence = Evidence::default();
     if wanted.signatures {
-        evidence.signatures = fetch_layers(registry, image, digest, ".sig", deadline).await?;
+        evidence.signatures = fetch_layers(registry, keys, image, digest, ".sig", deadline).await?;
     }
     if wanted.attestations {
-        evidence.attestations = fetch_layers(registry, image, digest, ".att", deadline).await?;
+        evidence.attestations =
+            fetch_layers(registry, keys, image, digest, ".att", deadline).await?;
     }
     Ok(evidence)
 }
@@ -62,13 +68,14 @@ pub(super) struct Wanted {
 /// The layers of the cosign manifest tagged `sha256-<hex><suffix>`.
 async fn fetch_layers(
     registry: &Registry,
+    keys: &Keyring,
     image: &ImageRef,
     digest: &Digest,
     suffix: &str,
     deadline: Instant,
 ) -> Result<Vec<Result<SignatureLayer, Rejection>>, RegistryError> {
     let Some(manifest) = registry
-        .companion_manifest(image, digest, suffix, deadline)
+        .companion_manifest(image, digest, suffix, keys, deadline)
         .await?
     else {
         return Ok(Vec::new());
@@ -85,7 +92,7 @@ async fn fetch_layers(
     }
     let blobs = futures_util::future::join_all(
         refs.iter()
-            .map(|r| registry.blob(image, &r.digest, deadline)),
+            .map(|r| registry.blob(image, &r.digest, keys, deadline)),
     )
     .await;
     let mut layers = Vec::new();
@@ -98,11 +105,12 @@ async fn fetch_layers(
 /// Sigstore bundles that refer to `digest` (OCI referrers with a bundle artifact type).
 pub(super) async fn bundles(
     registry: &Registry,
+    keys: &Keyring,
     image: &ImageRef,
     digest: &Digest,
     deadline: Instant,
 ) -> Result<Vec<Result<sigstore_verify::types::Bundle, Rejection>>, RegistryError> {
-    let Some(index) = registry.referrers(image, digest, deadline).await? else {
+    let Some(index) = registry.referrers(image, digest, keys, deadline).await? else {
         return Ok(Vec::new());
     };
     let index = strict::parse(&index).map_err(|e| invalid(image, "referrers index", e))?;
@@ -129,12 +137,12 @@ pub(super) async fn bundles(
     for manifest in manifests {
         let manifest = Digest::parse(manifest).map_err(|e| invalid(image, "referrers index", e))?;
         let manifest = registry
-            .manifest_by_digest(image, &manifest, deadline)
+            .manifest_by_digest(image, &manifest, keys, deadline)
             .await?;
         let refs = cosign::parse_signature_manifest(&manifest.bytes)
             .map_err(|detail| invalid(image, "bundle manifest", detail))?;
         for layer in refs.iter().take(1) {
-            let blob = registry.blob(image, &layer.digest, deadline).await?;
+            let blob = registry.blob(image, &layer.digest, keys, deadline).await?;
             bundles.push(bundle::parse(&blob));
         }
     }

@@ -27,6 +27,7 @@ pub mod trust;
 use crate::decision::ReasonCode;
 use crate::images::{Digest, ImageOccurrence, ImageRef};
 use crate::metrics::Metrics;
+use crate::registry::auth::Keyring;
 use crate::registry::{Registry, RegistryError};
 pub use cache::CacheSettings;
 use cache::{Assembly, Cached, Caches, Lookup};
@@ -89,9 +90,13 @@ impl Verifier {
         images: &[ImageOccurrence],
         policies: &[ImagePolicy],
         namespace: Option<&Namespace<'_>>,
+        keys: &Keyring,
         deadline: Instant,
     ) -> Vec<Arc<ImageFacts>> {
         let set = cache::policies_fingerprint(policies.iter().filter(|p| p.applies_in(namespace)));
+        // What was read with other credentials is never answered from: a Pod without the
+        // pull secret does not learn what a Pod with it was allowed.
+        let set = cache::scoped(set, keys.id());
         // Known images first, without building a future per image (they are large).
         let now = Instant::now();
         let known: Vec<Option<Arc<ImageFacts>>> = images
@@ -105,7 +110,7 @@ impl Verifier {
             match known {
                 Some(facts) => facts,
                 None => {
-                    self.image_facts(image, policies, namespace, set, deadline)
+                    self.image_facts(image, policies, namespace, keys, set, deadline)
                         .await
                 }
             }
@@ -133,6 +138,7 @@ impl Verifier {
         occurrence: &ImageOccurrence,
         policies: &[ImagePolicy],
         namespace: Option<&Namespace<'_>>,
+        keys: &Keyring,
         set: u64,
         deadline: Instant,
     ) -> Arc<ImageFacts> {
@@ -159,7 +165,7 @@ impl Verifier {
         };
         let (digest, tag_fresh_until) = match &image.digest {
             Some(digest) => (digest.clone(), None),
-            None => match self.resolve(image, deadline).await {
+            None => match self.resolve(image, keys, deadline).await {
                 Ok((digest, until)) => (digest, Some(until)),
                 Err(e) => {
                     let judgement = rejected(Rejection::new(e.code(), e.to_string()));
@@ -172,7 +178,7 @@ impl Verifier {
         };
         let mut judged = Vec::with_capacity(matching.len());
         for policy in &matching {
-            judged.push(self.judgement(image, &digest, policy, deadline).await);
+            judged.push(self.judgement(image, &digest, policy, keys, deadline).await);
         }
         let at = Judged {
             occurrence,
@@ -252,15 +258,16 @@ impl Verifier {
     async fn resolve(
         &self,
         image: &ImageRef,
+        keys: &Keyring,
         deadline: Instant,
     ) -> Result<(Digest, Instant), RegistryError> {
         let lookup = async {
             let started = Instant::now();
-            let digest = self.registry.resolve(image, deadline).await;
+            let digest = self.registry.resolve(image, keys, deadline).await;
             self.observe("resolve", started);
             digest.map(|digest| (digest, started))
         };
-        self.caches.digest(image, lookup).await
+        self.caches.digest(image, keys.id(), lookup).await
     }
 
     /// The cached judgement of one image digest under one policy, made once however many
@@ -270,10 +277,14 @@ impl Verifier {
         image: &ImageRef,
         digest: &Digest,
         policy: &ImagePolicy,
+        keys: &Keyring,
         deadline: Instant,
     ) -> Result<Arc<Cached>, ImageError> {
-        let judge = || self.verify(image, digest, policy, deadline);
-        let found = self.caches.judgement(image, digest, policy, judge).await;
+        let judge = || self.verify(image, digest, policy, keys, deadline);
+        let found = self
+            .caches
+            .judgement(image, digest, policy, keys.id(), judge)
+            .await;
         let label = match &found {
             Ok((_, Lookup::Hit)) => {
                 self.metrics.verify_cache_hits.inc();
@@ -298,6 +309,7 @@ impl Verifier {
         image: &ImageRef,
         digest: &Digest,
         policy: &ImagePolicy,
+        keys: &Keyring,
         deadline: Instant,
     ) -> Result<Judgement, RegistryError> {
         let platforms = match policy.multi_arch {
@@ -305,6 +317,7 @@ impl Verifier {
             MultiArch::Platform | MultiArch::Either => {
                 let found = evidence::platform_digests(
                     &self.registry,
+                    keys,
                     &self.platform,
                     image,
                     digest,
@@ -319,10 +332,15 @@ impl Verifier {
         };
         let Some(platforms) = platforms else {
             // Not an index, or the policy wants the index itself signed.
-            return self.verify_digest(image, digest, policy, deadline).await;
+            return self
+                .verify_digest(image, digest, policy, keys, deadline)
+                .await;
         };
         let index = match policy.multi_arch {
-            MultiArch::Either => match self.verify_digest(image, digest, policy, deadline).await? {
+            MultiArch::Either => match self
+                .verify_digest(image, digest, policy, keys, deadline)
+                .await?
+            {
                 Ok(fact) => return Ok(Ok(fact)),
                 Err(e) => Some(e),
             },
@@ -332,7 +350,7 @@ impl Verifier {
         let mut proven = None;
         for platform in &platforms {
             match self
-                .verify_digest(image, platform, policy, deadline)
+                .verify_digest(image, platform, policy, keys, deadline)
                 .await?
             {
                 Ok(fact) => {
@@ -361,6 +379,7 @@ impl Verifier {
         image: &ImageRef,
         digest: &Digest,
         policy: &ImagePolicy,
+        keys: &Keyring,
         deadline: Instant,
     ) -> Result<Judgement, RegistryError> {
         let started = Instant::now();
@@ -371,7 +390,7 @@ impl Verifier {
                 .iter()
                 .any(|a| !a.attestations.is_empty()),
         };
-        let fetched = evidence::cosign(&self.registry, image, digest, wanted, deadline).await;
+        let fetched = evidence::cosign(&self.registry, keys, image, digest, wanted, deadline).await;
         self.observe("fetch", started);
         let mut evidence = match fetched {
             Ok(evidence) => evidence,
@@ -385,7 +404,7 @@ impl Verifier {
             return Ok(judgement);
         }
         let started = Instant::now();
-        let bundles = evidence::bundles(&self.registry, image, digest, deadline).await;
+        let bundles = evidence::bundles(&self.registry, keys, image, digest, deadline).await;
         self.observe("fetch", started);
         evidence.bundles = match bundles {
             Ok(bundles) if bundles.is_empty() => return Ok(judgement),

@@ -1,0 +1,204 @@
+//! Pull secrets: the registry credentials an object may use, as the kubelet picks them, from
+//! the object's own namespace only: the Secrets its pod spec names in `imagePullSecrets`,
+//! then those its ServiceAccount (`serviceAccountName`, `default` when unset) names.
+//! `kubernetes.io/dockerconfigjson` and `kubernetes.io/dockercfg` Secrets are read; others
+//! are not credentials. Read with `get` (never listed or watched) and kept for a while
+//! (`--pull-secret-ttl`, 30 s), so a deleted or changed Secret stops working within it. No credential is ever logged: the
+//! configs only say which hosts they hold.
+
+use crate::registry::auth::{DockerConfig, Keyring};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::Api;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A failed read (the API server away, a timeout) is not retried by every review: for this
+/// long the object counts as unreadable (no credentials from it).
+const FAILED_TTL: Duration = Duration::from_secs(5);
+/// One read waits at most this (and never past the review's deadline).
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Secrets and ServiceAccounts remembered at once.
+const MAX_ENTRIES: u64 = 10_000;
+
+/// What one read found, and until when it is used.
+#[derive(Clone)]
+struct Read<T> {
+    found: Option<T>,
+    until: Instant,
+}
+
+/// Reads and keeps pull secrets.
+pub struct PullSecrets {
+    client: kube::Client,
+    /// How long a read is used.
+    ttl: Duration,
+    secrets: moka::future::Cache<(String, String), Read<Arc<DockerConfig>>>,
+    accounts: moka::future::Cache<(String, String), Read<Arc<Vec<String>>>>,
+}
+
+impl std::fmt::Debug for PullSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullSecrets").finish_non_exhaustive()
+    }
+}
+
+impl PullSecrets {
+    pub fn new(client: kube::Client, ttl: Duration) -> Self {
+        let ttl = ttl.max(Duration::from_millis(1));
+        Self {
+            client,
+            ttl,
+            secrets: cache(ttl),
+            accounts: cache(ttl),
+        }
+    }
+
+    /// The credentials an object in `namespace` may pull with: the Secrets it names, then
+    /// its ServiceAccount's, in that order (the first that has a host's credentials is used
+    /// for that host). Secrets that are missing, unreadable or of another type are skipped,
+    /// as the kubelet does: an image that needs them then fails with `REGISTRY_AUTH`.
+    pub async fn keyring(
+        &self,
+        namespace: &str,
+        named: &[String],
+        service_account: Option<&str>,
+        deadline: Instant,
+    ) -> Keyring {
+        if namespace.is_empty() {
+            return Keyring::default();
+        }
+        let account = service_account
+            .filter(|a| !a.is_empty())
+            .unwrap_or("default");
+        let mut names: Vec<String> = named.to_vec();
+        if let Some(listed) = self.account(namespace, account, deadline).await {
+            names.extend(listed.iter().cloned());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        names.retain(|n| !n.is_empty() && seen.insert(n.clone()));
+        let reads = names
+            .iter()
+            .map(|name| self.secret(namespace, name, deadline));
+        let configs = futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        Keyring::new(configs)
+    }
+
+    async fn account(
+        &self,
+        namespace: &str,
+        name: &str,
+        deadline: Instant,
+    ) -> Option<Arc<Vec<String>>> {
+        let key = (namespace.to_string(), name.to_string());
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        let read = remembered(&self.accounts, key, self.ttl, deadline, || async move {
+            let account = api.get_opt(name).await?;
+            Ok(account.map(|a| {
+                let names = a
+                    .image_pull_secrets
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| r.name)
+                    .collect();
+                Arc::new(names)
+            }))
+        })
+        .await;
+        read.found
+    }
+
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        deadline: Instant,
+    ) -> Option<Arc<DockerConfig>> {
+        let key = (namespace.to_string(), name.to_string());
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let read = remembered(&self.secrets, key, self.ttl, deadline, || async move {
+            let secret = api.get_opt(name).await?;
+            Ok(secret.and_then(|s| credentials(&s, namespace, name).map(Arc::new)))
+        })
+        .await;
+        read.found
+    }
+}
+
+fn cache<T: Clone + Send + Sync + 'static>(
+    ttl: Duration,
+) -> moka::future::Cache<(String, String), Read<T>> {
+    moka::future::Cache::builder()
+        .max_capacity(MAX_ENTRIES)
+        .time_to_live(ttl)
+        .build()
+}
+
+/// The read kept under `key`, or a new one by `fetch` (once however many reviews ask at
+/// the same time). A failed read is kept for `FAILED_TTL` as "nothing found".
+async fn remembered<T, F, Fut>(
+    cache: &moka::future::Cache<(String, String), Read<T>>,
+    key: (String, String),
+    ttl: Duration,
+    deadline: Instant,
+    fetch: F,
+) -> Read<T>
+where
+    T: Clone + Send + Sync + 'static,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, kube::Error>>,
+{
+    let now = Instant::now();
+    if let Some(read) = cache.get(&key).await {
+        if read.until > now {
+            return read;
+        }
+        cache.invalidate(&key).await;
+    }
+    let what = format!("{}/{}", key.0, key.1);
+    cache
+        .get_with(key, async move {
+            let limit = deadline.min(Instant::now() + READ_TIMEOUT);
+            match tokio::time::timeout_at(limit.into(), fetch()).await {
+                Ok(Ok(found)) => Read {
+                    found,
+                    until: Instant::now() + ttl,
+                },
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_string(),
+                    };
+                    tracing::warn!(object = %what, error = %error, "reading a pull secret or ServiceAccount failed");
+                    Read {
+                        found: None,
+                        until: Instant::now() + FAILED_TTL.min(ttl),
+                    }
+                }
+            }
+        })
+        .await
+}
+
+/// The docker config a Secret holds, when it is a pull secret that parses.
+fn credentials(secret: &Secret, namespace: &str, name: &str) -> Option<DockerConfig> {
+    let data = secret.data.as_ref()?;
+    let parsed = match secret.type_.as_deref() {
+        Some("kubernetes.io/dockerconfigjson") => {
+            DockerConfig::parse(&data.get(".dockerconfigjson")?.0)
+        }
+        Some("kubernetes.io/dockercfg") => DockerConfig::parse_legacy(&data.get(".dockercfg")?.0),
+        _ => return None,
+    };
+    match parsed {
+        Ok(config) => Some(config),
+        Err(e) => {
+            // The error names the registry host and what is wrong, never the secret's text.
+            tracing::warn!(secret = %format!("{namespace}/{name}"), error = %e, "unusable pull secret");
+            None
+        }
+    }
+}

@@ -3,8 +3,16 @@
 //! answering a fixed allowed review for the same bodies. Scenarios: (a) policies only,
 //! (b) three images per Pod, all verified already, (c) cold verification against a local
 //! docker-registry. Writes `target/bench/results.json`, `results.md` and `latency.png`.
+//!
+//! verdict runs with a cluster: a real kube-apiserver (`../shared/k8s`) holding
+//! `VERDICT_BENCH_NAMESPACES` (1,000) labelled namespaces, synced into its inventory, so the
+//! remembered-review path is measured as a cluster runs it (0: no cluster). After the runs,
+//! Services are created until verdict holds 10,000 synced objects, and its RSS is measured.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)]
+#[path = "../tests/common/kube.rs"]
+mod kube;
 #[path = "../tests/common/registry/mod.rs"]
 mod registry;
 mod support;
@@ -17,8 +25,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    bench_policies, client, drive, fixed, free_port, pace, pod, rss_kib, start_verdict, wait_ready,
-    Process, RunStats,
+    bench_policies, client, drive, fixed, free_port, pace, pod, rss_kib, start_verdict_with,
+    wait_ready, Process, RunStats,
 };
 
 const BASELINE_ENV: &str = "VERDICT_BENCH_BASELINE";
@@ -163,7 +171,35 @@ async fn run_all() {
     let policies = work.path().join("policies");
     bench_policies(&policies, &registry.host, &key.public_pem);
 
-    let verdict = start_verdict(&certs_dir, &policies, &registry.host).await;
+    let namespaces: usize = std::env::var("VERDICT_BENCH_NAMESPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let cluster = (namespaces > 0).then(|| cluster_with_namespaces(namespaces));
+    let mut flags = Vec::new();
+    if let Some(kube) = &cluster {
+        // Services are synced too (none yet): the 10,000-object measurement adds them.
+        std::fs::write(
+            policies.join("sync.yaml"),
+            "apiVersion: syncset.gatekeeper.sh/v1alpha1\nkind: SyncSet\nmetadata: {name: bench}\nspec:\n  gvks: [{version: v1, kind: Service}]\n",
+        )
+        .unwrap();
+        flags = vec![
+            "--kubeconfig".to_string(),
+            kube.kubeconfig.display().to_string(),
+        ];
+    }
+    let verdict = start_verdict_with(&certs_dir, &policies, &registry.host, &flags).await;
+    if cluster.is_some() {
+        let synced = verdict
+            .metric("verdict_inventory_objects{kind=\"v1/Namespace\"}")
+            .await;
+        println!("verdict synced {synced} namespaces");
+        assert!(
+            synced as usize >= namespaces,
+            "{synced} of {namespaces} synced"
+        );
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_kib(verdict.child.id());
     let baseline = start_baseline(&certs_dir).await;
@@ -276,6 +312,10 @@ async fn run_all() {
         }
     }
     let loaded_rss = rss_kib(verdict.child.id());
+    let synced_rss = match &cluster {
+        Some(kube) => Some(rss_with_synced_objects(kube, &verdict, namespaces, 10_000).await),
+        None => None,
+    };
     let registry_requests = registry_requests(&verdict, &registry.host).await;
     let cold_images = cold_per_run * CONCURRENCY.len() * 2 + 3;
     let summary = json!({
@@ -284,6 +324,9 @@ async fn run_all() {
         "verdict_idle_rss_mib": idle_rss as f64 / 1024.0,
         "baseline_idle_rss_mib": baseline_idle_rss as f64 / 1024.0,
         "verdict_rss_after_runs_mib": loaded_rss as f64 / 1024.0,
+        "synced_namespaces": namespaces,
+        "verdict_rss_10000_synced_objects_mib": synced_rss.map(|(rss, _)| rss as f64 / 1024.0),
+        "seconds_to_sync_10000_objects": synced_rss.map(|(_, took)| took.as_secs_f64()),
         "cached_digests_after_runs": cold_images,
         "registry_requests_per_cold_image": registry_requests.values().sum::<u64>() as f64 / cold_images as f64,
         "registry_requests_by_status": registry_requests,
@@ -301,6 +344,83 @@ async fn run_all() {
         "wrote {0}/results.json, {0}/results.md, {0}/latency.png",
         out.display()
     );
+}
+
+/// A kube-apiserver with `n` labelled namespaces (`team-a`, the one bench Pods are in,
+/// among them).
+fn cluster_with_namespaces(n: usize) -> kube::Kube {
+    let kube = kube::Kube::start();
+    let started = Instant::now();
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            let name = if i == 0 {
+                "team-a".to_string()
+            } else {
+                format!("ns-{i:05}")
+            };
+            let tier = if i % 2 == 0 { "prod" } else { "dev" };
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
+                "labels": {"verdict.dev/tier": tier, "team": format!("team-{}", i % 50)}}})
+        })
+        .collect();
+    for chunk in items.chunks(500) {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": chunk});
+        kube.kubectl(
+            &["create", "-f", "-", "-o", "name"],
+            Some(&list.to_string()),
+        );
+    }
+    println!("{n} namespaces created in {:?}", started.elapsed());
+    kube
+}
+
+/// Creates headless Services until verdict holds `total` synced objects (with the
+/// `namespaces`), waits until it has them all, and gives its RSS then (KiB) and how long
+/// the sync took from the first create.
+async fn rss_with_synced_objects(
+    kube: &kube::Kube,
+    verdict: &Process,
+    namespaces: usize,
+    total: usize,
+) -> (u64, Duration) {
+    let services = total.saturating_sub(namespaces);
+    let started = Instant::now();
+    let items: Vec<Value> = (0..services)
+        .map(|i| {
+            let ns = if i % namespaces == 0 { "team-a".to_string() } else { format!("ns-{:05}", i % namespaces) };
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": format!("svc-{i}"), "namespace": ns, "labels": {"app": format!("app-{i}")}},
+                "spec": {"clusterIP": "None", "selector": {"app": format!("app-{i}")}, "ports": [{"port": 80}]}})
+        })
+        .collect();
+    for chunk in items.chunks(1000) {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": chunk});
+        kube.kubectl(
+            &["create", "-f", "-", "-o", "name"],
+            Some(&list.to_string()),
+        );
+    }
+    loop {
+        let held = verdict
+            .metric("verdict_inventory_objects{kind=\"v1/Service\"}")
+            .await;
+        if held as usize >= services {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{held} of {services} Services synced"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = rss_kib(verdict.child.id());
+    println!(
+        "{total} synced objects ({namespaces} namespaces, {services} Services) in {took:?}: RSS {:.1} MiB",
+        rss as f64 / 1024.0
+    );
+    (rss, took)
 }
 
 /// One server under test, as the load generator reaches it.

@@ -208,11 +208,11 @@ impl Reviewer {
             findings.push(finding);
             Verdict::from_parts(findings, Vec::new(), timings)
         };
+        // The policy set says what it lacks; the sync says why (an error), when it knows.
         let unsynced = self.inventory.get().and_then(|sync| {
-            sync.not_synced().or_else(|| {
-                (!policy.has_synced_inventory())
-                    .then(|| "the inventory is being handed to the policies".to_string())
-            })
+            policy
+                .inventory_gap()
+                .map(|gap| sync.not_synced().unwrap_or(gap))
         });
         if let Some(why) = unsynced {
             return refuse(Finding::builtin(

@@ -353,6 +353,37 @@ fn forbidden_kind(kube: &Kube) {
             "{message}"
         );
     });
+    // A reload that adds such a kind: from the first review under the new policies on,
+    // nothing is judged on a copy without it; removing it again brings reviews back.
+    runtime().block_on(async {
+        let server = verdict(kube, &[]);
+        wait_ready(&server).await;
+        let review = pod_review("team-a", &["docker.io/library/nginx:1.25"]);
+        assert_eq!(judged(&server, &review).await, Vec::<String>::new());
+        let declared = server.policies().join("sync/config.yaml");
+        std::fs::create_dir_all(declared.parent().unwrap()).unwrap();
+        std::fs::write(&declared, CONFIG_SECRETS).unwrap();
+        let mut seen = Vec::new();
+        let blocked = eventually(Duration::from_secs(10), || {
+            let review = &review;
+            let server = &server;
+            async move { judged(server, review).await == ["INVENTORY_NOT_SYNCED"] }
+        })
+        .await;
+        assert!(blocked, "the added kind was never waited for");
+        // Never an allow in between: every answer from now on is the denial.
+        for _ in 0..20 {
+            seen.push(judged(&server, &review).await);
+        }
+        assert!(
+            seen.iter().all(|c| c == &["INVENTORY_NOT_SYNCED"]),
+            "{seen:?}"
+        );
+        assert_eq!(readyz(&server).await.0, 503);
+        std::fs::remove_file(&declared).unwrap();
+        judged_within(&server, &review, &[], Duration::from_secs(10)).await;
+        wait_ready(&server).await;
+    });
 }
 
 const SCOPED_POLICY: &str = r#"apiVersion: verdict.dev/v1alpha1

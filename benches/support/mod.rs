@@ -166,6 +166,16 @@ pub async fn wait_ready(url: &str, started: Instant) -> Duration {
 
 /// The release `verdict serve` on free loopback ports; ready when `/readyz` answers.
 pub async fn start_verdict(certs: &Path, policies: &Path, registry_host: &str) -> Process {
+    start_verdict_with(certs, policies, registry_host, &[]).await
+}
+
+/// `start_verdict` with more flags (`--kubeconfig ...`).
+pub async fn start_verdict_with(
+    certs: &Path,
+    policies: &Path,
+    registry_host: &str,
+    extra: &[String],
+) -> Process {
     let (port, metrics_port) = (free_port(), free_port());
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_verdict"))
@@ -188,6 +198,8 @@ pub async fn start_verdict(certs: &Path, policies: &Path, registry_host: &str) -
             "--tag-cache-ttl",
             "10m",
         ])
+        .args(extra)
+        .env_remove("KUBECONFIG")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

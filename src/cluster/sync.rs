@@ -23,8 +23,9 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Hands a new inventory document to the judge; an error keeps the judge's last one.
-pub type Publish = Arc<dyn Fn(&Document) -> Result<(), String> + Send + Sync>;
+/// Hands a new inventory document, and the kinds whose first list it holds, to the judge;
+/// an error keeps the judge's last one.
+pub type Publish = Arc<dyn Fn(&Document, &BTreeSet<Gvk>) -> Result<(), String> + Send + Sync>;
 
 /// One synced kind, as `/readyz` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -217,11 +218,18 @@ async fn hand_on(shared: Arc<Shared>) {
         shared.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
         let _publishing = lock(&shared.publishing);
-        let (doc, all_listed) = {
+        let (doc, listed, all_listed) = {
             let inner = lock(&shared.inner);
-            (inner.doc.clone(), inner.kinds.values().all(|k| k.listed))
+            let listed: BTreeSet<Gvk> = inner
+                .kinds
+                .iter()
+                .filter(|(_, k)| k.listed)
+                .map(|(gvk, _)| gvk.clone())
+                .collect();
+            let all = listed.len() == inner.kinds.len();
+            (inner.doc.clone(), listed, all)
         };
-        match (shared.publish)(&doc) {
+        match (shared.publish)(&doc, &listed) {
             Ok(()) => shared.synced.store(all_listed, Ordering::Release),
             // The judge keeps its last inventory, as when the API server is away.
             Err(e) => tracing::error!(error = %e, "the synced inventory cannot be used"),

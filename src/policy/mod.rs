@@ -21,7 +21,7 @@ use crate::verify::imagepolicy::{self, ImagePolicy};
 use crate::verify::trust::TrustRoot;
 use regorus::{Engine, Value};
 use serde::Deserialize as _;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
@@ -108,8 +108,9 @@ pub struct PolicySet {
     inventory: Document,
     /// `data` without the inventory objects.
     base_data: Value,
-    /// `inventory` holds a synced copy of the cluster (`with_inventory`).
-    synced: bool,
+    /// The kinds whose first list `inventory` holds; none before a synced copy of the
+    /// cluster was put in (`with_inventory`).
+    listed: Option<Arc<BTreeSet<Gvk>>>,
 }
 
 impl PolicySet {
@@ -167,14 +168,18 @@ impl PolicySet {
             inventory: data.inventory.clone(),
             offline: data.inventory,
             base_data: data.base,
-            synced: false,
+            listed: None,
         })
     }
 
     /// This set with `synced` (the cluster's objects) at `data.inventory`, over the objects
     /// of `inventory/` files, and nothing remembered: no finding reached under the old
     /// inventory is answered from.
-    pub fn with_inventory(&self, synced: &Document) -> Result<Self, PolicyError> {
+    pub fn with_inventory(
+        &self,
+        synced: &Document,
+        listed: &BTreeSet<Gvk>,
+    ) -> Result<Self, PolicyError> {
         let inventory = self.offline.overlaid(synced);
         let mut engine = self.engine.clone();
         engine.clear_data();
@@ -193,7 +198,7 @@ impl PolicySet {
             engine,
             inventory,
             decisions: self.decisions.as_ref().map(|_| Arc::default()),
-            synced: true,
+            listed: Some(Arc::new(listed.clone())),
             ..self.clone()
         })
     }
@@ -204,9 +209,20 @@ impl PolicySet {
         self.image_policies.iter().any(|p| p.scope.is_scoped())
     }
 
-    /// This set's `data.inventory` holds the cluster's objects, not only `inventory/` files.
-    pub fn has_synced_inventory(&self) -> bool {
-        self.synced
+    /// Why this set cannot judge with a cluster yet: its inventory lacks the first list of
+    /// a kind it syncs (Namespaces, or a kind of its `Config`/`SyncSet`), or holds no synced
+    /// copy at all. A reload that adds a kind is never judged on a copy without it.
+    pub fn inventory_gap(&self) -> Option<String> {
+        let Some(listed) = &self.listed else {
+            return Some("the policies have no synced copy of the cluster yet".to_string());
+        };
+        let missing: Vec<String> = std::iter::once(Gvk::namespace())
+            .chain(self.sync_kinds.iter().cloned())
+            .filter(|k| !listed.contains(k))
+            .map(|k| k.to_string())
+            .collect();
+        (!missing.is_empty())
+            .then(|| format!("waiting for the first list of {}", missing.join(", ")))
     }
 
     /// The labels of namespace `name` in the inventory (synced or from `inventory/`); none

@@ -2,9 +2,10 @@
 //! A set that fails to compile never replaces the working one.
 
 use super::{PolicyError, PolicySet, PolicySources};
-use crate::cluster::Document;
+use crate::cluster::{Document, Gvk};
 use crate::verify::trust::TrustRoot;
 use arc_swap::{ArcSwap, ArcSwapOption};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,7 +41,7 @@ pub struct PolicyStore {
     /// The cluster's objects last handed over, put into every set made live; none without
     /// a cluster. Its lock is held while a set is made live, so a reload and a sync never
     /// undo each other.
-    synced: Mutex<Option<Document>>,
+    synced: Mutex<Option<(Document, BTreeSet<Gvk>)>>,
 }
 
 impl PolicyStore {
@@ -92,7 +93,7 @@ impl PolicyStore {
         let compiled = read
             .and_then(|sources| PolicySet::compile(&sources, &self.trust))
             .and_then(|set| match &*synced {
-                Some(doc) => set.with_inventory(doc),
+                Some((doc, listed)) => set.with_inventory(doc, listed),
                 None => Ok(set),
             });
         match compiled {
@@ -109,13 +110,18 @@ impl PolicyStore {
         }
     }
 
-    /// Makes `synced` (the cluster's objects) what the policies see at `data.inventory`,
-    /// from the next review on. The remembered decisions start over.
-    pub fn set_inventory(&self, synced: &Document) -> Result<(), PolicyError> {
+    /// Makes `synced` (the cluster's objects; `listed` the kinds whose first list it holds)
+    /// what the policies see at `data.inventory`, from the next review on. The remembered
+    /// decisions start over.
+    pub fn set_inventory(
+        &self,
+        synced: &Document,
+        listed: &BTreeSet<Gvk>,
+    ) -> Result<(), PolicyError> {
         let mut held = lock(&self.synced);
-        let set = self.current().with_inventory(synced)?;
+        let set = self.current().with_inventory(synced, listed)?;
         self.current.store(Arc::new(set));
-        *held = Some(synced.clone());
+        *held = Some((synced.clone(), listed.clone()));
         Ok(())
     }
 

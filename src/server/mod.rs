@@ -310,8 +310,11 @@ async fn start_inventory(
         state.app.reviewer.attach_pull_secrets(Arc::new(secrets));
     }
     let policies = state.policies.clone();
-    let publish: crate::cluster::Publish =
-        Arc::new(move |doc| policies.set_inventory(doc).map_err(|e| e.to_string()));
+    let publish: crate::cluster::Publish = Arc::new(move |doc, listed| {
+        policies
+            .set_inventory(doc, listed)
+            .map_err(|e| e.to_string())
+    });
     let sync = Arc::new(InventorySync::start(
         client,
         state.app.metrics.clone(),

@@ -14,6 +14,11 @@ pub struct Kube {
     pub kubeconfig_verdict: PathBuf,
 }
 
+/// The repository (this file is also a module of the benches, which have no `common`).
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -25,7 +30,7 @@ fn free_port() -> u16 {
 impl Kube {
     /// Starts etcd and kube-apiserver (building them on first use) and waits for `/readyz`.
     pub fn start() -> Self {
-        let kit = super::repo().join("../shared/k8s");
+        let kit = repo().join("../shared/k8s");
         let run = tempfile::tempdir().unwrap();
         let ports = [free_port(), free_port(), free_port()];
         let kube = Self {
@@ -129,7 +134,7 @@ use std::time::Instant;
 fn kubectl() -> PathBuf {
     std::env::var_os("KUBECTL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| super::repo().join("target/venv/bin/kubectl"))
+        .unwrap_or_else(|| repo().join("target/venv/bin/kubectl"))
 }
 
 impl Drop for Kube {

@@ -212,7 +212,7 @@ impl Reviewer {
         let unsynced = self.inventory.get().and_then(|sync| {
             policy
                 .inventory_gap()
-                .map(|gap| sync.not_synced().unwrap_or(gap))
+                .map(|gap| sync.not_synced().unwrap_or_else(|| gap.to_string()))
         });
         if let Some(why) = unsynced {
             return refuse(Finding::builtin(

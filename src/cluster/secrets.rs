@@ -34,6 +34,11 @@ pub struct PullSecrets {
     ttl: Duration,
     secrets: moka::future::Cache<(String, String), Read<Arc<DockerConfig>>>,
     accounts: moka::future::Cache<(String, String), Read<Arc<Vec<String>>>>,
+    /// The keyring of a (namespace, ServiceAccount, named Secrets) request, by a 128-bit
+    /// keyed hash of it: a review of a known object costs one lookup, no allocation.
+    keyrings: moka::future::Cache<(u64, u64), Keyring>,
+    /// The hash keys, chosen at start.
+    hashers: [std::collections::hash_map::RandomState; 2],
 }
 
 impl std::fmt::Debug for PullSecrets {
@@ -43,13 +48,20 @@ impl std::fmt::Debug for PullSecrets {
 }
 
 impl PullSecrets {
+    /// Reads are kept for half of `ttl` and the keyrings made from them for the other half,
+    /// so nothing is used more than `ttl` after it was read.
     pub fn new(client: kube::Client, ttl: Duration) -> Self {
-        let ttl = ttl.max(Duration::from_millis(1));
+        let ttl = (ttl / 2).max(Duration::from_millis(1));
         Self {
             client,
             ttl,
             secrets: cache(ttl),
             accounts: cache(ttl),
+            keyrings: moka::future::Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .time_to_live(ttl)
+                .build(),
+            hashers: Default::default(),
         }
     }
 
@@ -70,6 +82,26 @@ impl PullSecrets {
         let account = service_account
             .filter(|a| !a.is_empty())
             .unwrap_or("default");
+        let request = (namespace, account, named);
+        let key = (
+            std::hash::BuildHasher::hash_one(&self.hashers[0], request),
+            std::hash::BuildHasher::hash_one(&self.hashers[1], request),
+        );
+        if let Some(keyring) = self.keyrings.get(&key).await {
+            return keyring;
+        }
+        let keyring = self.read(namespace, account, named, deadline).await;
+        self.keyrings.insert(key, keyring.clone()).await;
+        keyring
+    }
+
+    async fn read(
+        &self,
+        namespace: &str,
+        account: &str,
+        named: &[String],
+        deadline: Instant,
+    ) -> Keyring {
         let mut names: Vec<String> = named.to_vec();
         if let Some(listed) = self.account(namespace, account, deadline).await {
             names.extend(listed.iter().cloned());

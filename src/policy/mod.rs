@@ -108,9 +108,9 @@ pub struct PolicySet {
     inventory: Document,
     /// `data` without the inventory objects.
     base_data: Value,
-    /// The kinds whose first list `inventory` holds; none before a synced copy of the
-    /// cluster was put in (`with_inventory`).
-    listed: Option<Arc<BTreeSet<Gvk>>>,
+    /// What `inventory` lacks to judge with a cluster (see `inventory_gap`), worked out
+    /// once per set rather than per review.
+    gap: Option<Arc<str>>,
 }
 
 impl PolicySet {
@@ -168,7 +168,7 @@ impl PolicySet {
             inventory: data.inventory.clone(),
             offline: data.inventory,
             base_data: data.base,
-            listed: None,
+            gap: Some(Arc::from("the policies have no synced copy of the cluster yet")),
         })
     }
 
@@ -198,7 +198,7 @@ impl PolicySet {
             engine,
             inventory,
             decisions: self.decisions.as_ref().map(|_| Arc::default()),
-            listed: Some(Arc::new(listed.clone())),
+            gap: gap(&self.sync_kinds, listed),
             ..self.clone()
         })
     }
@@ -212,17 +212,8 @@ impl PolicySet {
     /// Why this set cannot judge with a cluster yet: its inventory lacks the first list of
     /// a kind it syncs (Namespaces, or a kind of its `Config`/`SyncSet`), or holds no synced
     /// copy at all. A reload that adds a kind is never judged on a copy without it.
-    pub fn inventory_gap(&self) -> Option<String> {
-        let Some(listed) = &self.listed else {
-            return Some("the policies have no synced copy of the cluster yet".to_string());
-        };
-        let missing: Vec<String> = std::iter::once(Gvk::namespace())
-            .chain(self.sync_kinds.iter().cloned())
-            .filter(|k| !listed.contains(k))
-            .map(|k| k.to_string())
-            .collect();
-        (!missing.is_empty())
-            .then(|| format!("waiting for the first list of {}", missing.join(", ")))
+    pub fn inventory_gap(&self) -> Option<&str> {
+        self.gap.as_deref()
     }
 
     /// The labels of namespace `name` in the inventory (synced or from `inventory/`); none
@@ -317,6 +308,17 @@ impl PolicySet {
         }
         Ok(findings)
     }
+}
+
+/// The kinds of `sync_kinds` (and Namespaces) whose first list `listed` lacks, if any.
+fn gap(sync_kinds: &[Gvk], listed: &BTreeSet<Gvk>) -> Option<Arc<str>> {
+    let missing: Vec<String> = std::iter::once(Gvk::namespace())
+        .chain(sync_kinds.iter().cloned())
+        .filter(|k| !listed.contains(k))
+        .map(|k| k.to_string())
+        .collect();
+    (!missing.is_empty())
+        .then(|| Arc::from(format!("waiting for the first list of {}", missing.join(", "))))
 }
 
 /// The generated package that gathers every target rule in one evaluation.

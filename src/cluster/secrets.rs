@@ -18,7 +18,7 @@ const FAILED_TTL: Duration = Duration::from_secs(5);
 /// One read waits at most this (and never past the review's deadline).
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Secrets and ServiceAccounts remembered at once.
-const MAX_ENTRIES: u64 = 10_000;
+const MAX_ENTRIES: usize = 10_000;
 
 /// What one read found, and until when it is used.
 #[derive(Clone)]
@@ -35,8 +35,9 @@ pub struct PullSecrets {
     secrets: moka::future::Cache<(String, String), Read<Arc<DockerConfig>>>,
     accounts: moka::future::Cache<(String, String), Read<Arc<Vec<String>>>>,
     /// The keyring of a (namespace, ServiceAccount, named Secrets) request, by a 128-bit
-    /// keyed hash of it: a review of a known object costs one lookup, no allocation.
-    keyrings: moka::future::Cache<(u64, u64), Keyring>,
+    /// keyed hash of it, and until when it is used: a review of a known object costs one
+    /// read-locked lookup, no allocation and nothing async.
+    keyrings: std::sync::RwLock<std::collections::HashMap<(u64, u64), (Keyring, Instant)>>,
     /// The hash keys, chosen at start.
     hashers: [std::collections::hash_map::RandomState; 2],
 }
@@ -57,10 +58,7 @@ impl PullSecrets {
             ttl,
             secrets: cache(ttl),
             accounts: cache(ttl),
-            keyrings: moka::future::Cache::builder()
-                .max_capacity(MAX_ENTRIES)
-                .time_to_live(ttl)
-                .build(),
+            keyrings: Default::default(),
             hashers: Default::default(),
         }
     }
@@ -87,11 +85,30 @@ impl PullSecrets {
             std::hash::BuildHasher::hash_one(&self.hashers[0], request),
             std::hash::BuildHasher::hash_one(&self.hashers[1], request),
         );
-        if let Some(keyring) = self.keyrings.get(&key).await {
+        let now = Instant::now();
+        let known = self
+            .keyrings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .filter(|(_, until)| *until > now)
+            .map(|(keyring, _)| keyring.clone());
+        if let Some(keyring) = known {
             return keyring;
         }
         let keyring = self.read(namespace, account, named, deadline).await;
-        self.keyrings.insert(key, keyring.clone()).await;
+        let mut keyrings = self
+            .keyrings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if keyrings.len() >= MAX_ENTRIES {
+            let now = Instant::now();
+            keyrings.retain(|_, (_, until)| *until > now);
+            if keyrings.len() >= MAX_ENTRIES {
+                keyrings.clear();
+            }
+        }
+        keyrings.insert(key, (keyring.clone(), Instant::now() + self.ttl));
         keyring
     }
 
@@ -164,7 +181,7 @@ fn cache<T: Clone + Send + Sync + 'static>(
     ttl: Duration,
 ) -> moka::future::Cache<(String, String), Read<T>> {
     moka::future::Cache::builder()
-        .max_capacity(MAX_ENTRIES)
+        .max_capacity(MAX_ENTRIES as u64)
         .time_to_live(ttl)
         .build()
 }

@@ -168,7 +168,9 @@ impl PolicySet {
             inventory: data.inventory.clone(),
             offline: data.inventory,
             base_data: data.base,
-            gap: Some(Arc::from("the policies have no synced copy of the cluster yet")),
+            gap: Some(Arc::from(
+                "the policies have no synced copy of the cluster yet",
+            )),
         })
     }
 
@@ -317,8 +319,12 @@ fn gap(sync_kinds: &[Gvk], listed: &BTreeSet<Gvk>) -> Option<Arc<str>> {
         .filter(|k| !listed.contains(k))
         .map(|k| k.to_string())
         .collect();
-    (!missing.is_empty())
-        .then(|| Arc::from(format!("waiting for the first list of {}", missing.join(", "))))
+    (!missing.is_empty()).then(|| {
+        Arc::from(format!(
+            "waiting for the first list of {}",
+            missing.join(", ")
+        ))
+    })
 }
 
 /// The generated package that gathers every target rule in one evaluation.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::cluster::Place;
 use std::time::Instant;
 
 fn sources(rego: &[(&str, &str)], data: &[(&str, &[&str], &str)]) -> PolicySources {
@@ -371,4 +372,101 @@ fn set_findings(set: &PolicySet, i: usize, bodies: &[Vec<u8>]) -> Vec<String> {
         .iter()
         .map(|f| f.message.clone())
         .collect()
+}
+
+const LABEL_POLICY: &str = "package p\ndeny contains \"labelled\" if data.inventory.cluster.v1.Namespace[input.ns].metadata.labels.x == \"1\"\n";
+
+fn namespace(name: &str, x: &str) -> (Place, Value) {
+    let object = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"x": x}, "managedFields": [{"manager": "m"}]}});
+    let place = Place::of(&object).expect("an object");
+    (place, Value::from(crate::cluster::inventory::kept(object)))
+}
+
+fn denied(set: &PolicySet, ns: &str) -> bool {
+    let findings = set
+        .evaluate(input(serde_json::json!({"ns": ns})), SECOND)
+        .expect("evaluates");
+    !findings.is_empty()
+}
+
+#[test]
+fn inventory_files_and_the_synced_copy_reach_rego_at_the_same_paths() {
+    let offline = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a, labels: {x: '1'}}}\n- {apiVersion: v1, kind: Namespace, metadata: {name: b, labels: {x: '1'}}}\n";
+    let set = PolicySet::compile_for_test(&sources(
+        &[("p.rego", LABEL_POLICY)],
+        &[
+            ("inventory/ns.yaml", &["inventory"], offline),
+            // Not Kubernetes objects: plain data at data.inventory.notes.
+            ("inventory/notes.yaml", &["inventory"], "notes: {team: a}\n"),
+            (
+                "sync.yaml",
+                &[],
+                "apiVersion: syncset.gatekeeper.sh/v1alpha1\nkind: SyncSet\nmetadata: {name: s}\nspec:\n  gvks: [{version: v1, kind: Service}]\n",
+            ),
+        ],
+    ))
+    .expect("compiles");
+    assert!(denied(&set, "a") && denied(&set, "b"));
+    assert_eq!(set.sync_kinds.len(), 1);
+    assert!(set.inventory_gap().is_some(), "no synced copy yet");
+
+    // The cluster says `a` is no longer labelled and knows `c`: synced objects replace the
+    // files' whole; `b` stays as the file has it.
+    let mut synced = Document::default();
+    for (place, object) in [namespace("a", "0"), namespace("c", "1")] {
+        synced.insert(&place, object);
+    }
+    let listed: BTreeSet<Gvk> = [Gvk::namespace()].into();
+    let with = set.with_inventory(&synced, &listed).expect("merges");
+    assert!(!denied(&with, "a") && denied(&with, "b") && denied(&with, "c"));
+    assert_eq!(
+        with.namespace_labels("a"),
+        Some(BTreeMap::from([("x".to_string(), "0".to_string())]))
+    );
+    assert!(
+        with.inventory_gap()
+            .is_some_and(|g| g.contains("v1/Service")),
+        "the SyncSet's kind is not listed yet"
+    );
+    let all: BTreeSet<Gvk> = [
+        Gvk::namespace(),
+        Gvk {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "Service".into(),
+        },
+    ]
+    .into();
+    assert_eq!(
+        set.with_inventory(&synced, &all)
+            .expect("merges")
+            .inventory_gap(),
+        None
+    );
+    let notes = with
+        .engine
+        .clone()
+        .eval_query("data.inventory.notes.team".to_string(), false)
+        .expect("plain data stays");
+    assert_eq!(notes.result[0].expressions[0].value, Value::from("a"));
+}
+
+#[test]
+fn a_new_inventory_forgets_remembered_findings() {
+    let set =
+        PolicySet::compile_for_test(&sources(&[("p.rego", LABEL_POLICY)], &[])).expect("compiles");
+    let listed: BTreeSet<Gvk> = [Gvk::namespace()].into();
+    let mut synced = Document::default();
+    let (place, object) = namespace("a", "1");
+    synced.insert(&place, object);
+    let before = set.with_inventory(&synced, &listed).expect("merges");
+    let key: Key = [7; 32];
+    before.remember(key, &[]);
+    assert!(before.recall(&key).is_some());
+    let after = before.with_inventory(&synced, &listed).expect("merges");
+    assert!(
+        after.recall(&key).is_none(),
+        "findings from before the change are not answered"
+    );
 }

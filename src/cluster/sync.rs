@@ -212,28 +212,36 @@ impl Drop for InventorySync {
     }
 }
 
-/// Hands the document on after each burst of changes, then marks readiness.
+/// Hands the document on after each burst of changes, then marks readiness. Handing on
+/// rebuilds the policies' data (milliseconds with many objects, and it may wait for a reload
+/// to finish compiling), so it runs on the blocking pool, never on a worker that serves
+/// reviews.
 async fn hand_on(shared: Arc<Shared>) {
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
-        let _publishing = lock(&shared.publishing);
-        let (doc, listed, all_listed) = {
-            let inner = lock(&shared.inner);
-            let listed: BTreeSet<Gvk> = inner
-                .kinds
-                .iter()
-                .filter(|(_, k)| k.listed)
-                .map(|(gvk, _)| gvk.clone())
-                .collect();
-            let all = listed.len() == inner.kinds.len();
-            (inner.doc.clone(), listed, all)
-        };
-        match (shared.publish)(&doc, &listed) {
-            Ok(()) => shared.synced.store(all_listed, Ordering::Release),
-            // The judge keeps its last inventory, as when the API server is away.
-            Err(e) => tracing::error!(error = %e, "the synced inventory cannot be used"),
-        }
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || publish_now(&shared)).await;
+    }
+}
+
+fn publish_now(shared: &Shared) {
+    let _publishing = lock(&shared.publishing);
+    let (doc, listed, all_listed) = {
+        let inner = lock(&shared.inner);
+        let listed: BTreeSet<Gvk> = inner
+            .kinds
+            .iter()
+            .filter(|(_, k)| k.listed)
+            .map(|(gvk, _)| gvk.clone())
+            .collect();
+        let all = listed.len() == inner.kinds.len();
+        (inner.doc.clone(), listed, all)
+    };
+    match (shared.publish)(&doc, &listed) {
+        Ok(()) => shared.synced.store(all_listed, Ordering::Release),
+        // The judge keeps its last inventory, as when the API server is away.
+        Err(e) => tracing::error!(error = %e, "the synced inventory cannot be used"),
     }
 }
 

@@ -339,19 +339,23 @@ async fn reload_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (p, c) = (policies.clone(), certs.clone());
-        let Ok((policy_outcome, cert_outcome)) =
-            tokio::task::spawn_blocking(move || (p.reload(), c.reload())).await
-        else {
+        let (p, c, sync) = (policies.clone(), certs.clone(), inventory.clone());
+        let reloaded = move || {
+            let outcome = p.reload();
+            // The kinds the new policies sync are synced from then on (off the workers:
+            // it may wait for the inventory being handed on).
+            if let (ReloadOutcome::Reloaded, Some(sync)) = (&outcome, &sync) {
+                sync.set_kinds(&p.current().sync_kinds);
+            }
+            (outcome, c.reload())
+        };
+        let Ok((policy_outcome, cert_outcome)) = tokio::task::spawn_blocking(reloaded).await else {
             continue;
         };
         match policy_outcome {
             ReloadOutcome::Unchanged => {}
             ReloadOutcome::Reloaded => {
                 metrics.policy_reloads.with_label_values(&["success"]).inc();
-                if let Some(sync) = &inventory {
-                    sync.set_kinds(&policies.current().sync_kinds);
-                }
                 set_expiry_gauges(&policies, &certs, &metrics);
                 let status = policies.status();
                 tracing::info!(

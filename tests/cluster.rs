@@ -551,6 +551,14 @@ fn pull_secrets(kube: &Kube) {
         // B naming A's secret: not in B, so no credentials, whatever A was allowed.
         assert_eq!(judged(&server, &with_pull(pod("ps-b", &image), &["regcred"], None)).await, ["REGISTRY_AUTH"]);
         assert_eq!(judged(&server, &pod("ps-a", &image)).await, ["REGISTRY_AUTH"], "no secret named");
+        // Nor by a name that the API server would read as a path into A, or by a
+        // ServiceAccount named that way: names that are not Kubernetes names name nothing.
+        for name in ["../../ps-a/secrets/regcred", "..%2F..%2Fps-a%2Fsecrets%2Fregcred", "regcred?x=1", "REGCRED"] {
+            let named = with_pull(pod("ps-b", &image), &[name], None);
+            assert_eq!(judged(&server, &named).await, ["REGISTRY_AUTH"], "secret {name}");
+        }
+        let account = with_pull(pod("ps-b", &image), &[], Some("../../ps-a/serviceaccounts/builder"));
+        assert_eq!(judged(&server, &account).await, ["REGISTRY_AUTH"], "account");
         // A public repository needs no secret.
         assert_eq!(judged(&server, &pod("ps-b", &open)).await, Vec::<String>::new());
 

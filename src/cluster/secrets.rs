@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 const FAILED_TTL: Duration = Duration::from_secs(5);
 /// One read waits at most this (and never past the review's deadline).
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Secrets read for one object at most (named by it and by its ServiceAccount): the names
+/// come from Pod authors, and each is a request to the API server.
+const MAX_SECRETS: usize = 32;
 /// Secrets and ServiceAccounts remembered at once.
 const MAX_ENTRIES: usize = 10_000;
 
@@ -74,12 +77,13 @@ impl PullSecrets {
         service_account: Option<&str>,
         deadline: Instant,
     ) -> Keyring {
-        if namespace.is_empty() {
+        let account = service_account.unwrap_or("default");
+        // Names go into the API server's URL path unescaped: one that is not a Kubernetes
+        // name (`../other/secrets/x`, `a?b`) could be read there as another object's.
+        if !is_name(namespace, 63) || !is_name(account, 253) {
             return Keyring::default();
         }
-        let account = service_account
-            .filter(|a| !a.is_empty())
-            .unwrap_or("default");
+        let named = &named[..named.len().min(MAX_SECRETS)];
         let request = (namespace, account, named);
         let key = (
             std::hash::BuildHasher::hash_one(&self.hashers[0], request),
@@ -124,7 +128,8 @@ impl PullSecrets {
             names.extend(listed.iter().cloned());
         }
         let mut seen = std::collections::BTreeSet::new();
-        names.retain(|n| !n.is_empty() && seen.insert(n.clone()));
+        names.retain(|n| is_name(n, 253) && seen.insert(n.clone()));
+        names.truncate(MAX_SECRETS);
         let reads = names
             .iter()
             .map(|name| self.secret(namespace, name, deadline));
@@ -175,6 +180,19 @@ impl PullSecrets {
         .await;
         read.found
     }
+}
+
+/// A Kubernetes object name: at most `max` lower-case letters, digits, `-` and `.`, starting
+/// and ending with a letter or digit (a DNS subdomain; a namespace is a DNS label, `max`
+/// 63, and has no dots either, which the API server checks when it is created).
+fn is_name(name: &str, max: usize) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    name.len() <= max
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
 }
 
 fn cache<T: Clone + Send + Sync + 'static>(
@@ -249,5 +267,33 @@ fn credentials(secret: &Secret, namespace: &str, name: &str) -> Option<DockerCon
             tracing::warn!(secret = %format!("{namespace}/{name}"), error = %e, "unusable pull secret");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_kubernetes_names_reach_the_api_server() {
+        for good in ["regcred", "a", "my-secret.v2", "0abc"] {
+            assert!(is_name(good, 253), "{good}");
+        }
+        for bad in [
+            "",
+            "../../ps-a/secrets/regcred",
+            "a/b",
+            "a?b",
+            "a%2Fb",
+            "REGCRED",
+            "-a",
+            "a-",
+            ".a",
+            "a b",
+            "ré",
+        ] {
+            assert!(!is_name(bad, 253), "{bad}");
+        }
+        assert!(!is_name(&"a".repeat(64), 63));
     }
 }

@@ -362,25 +362,35 @@ fn cluster_with_namespaces(n: usize) -> kube::Kube {
     let started = Instant::now();
     let items: Vec<Value> = (0..n)
         .map(|i| {
-            let name = if i == 0 {
-                "team-a".to_string()
-            } else {
-                format!("ns-{i:05}")
-            };
+            let name = bench_namespace(i);
             // Labels no shipped policy acts on: the decisions stay those of scenario (b).
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
                 "labels": {"bench.verdict.dev/index": i.to_string(), "team": format!("team-{}", i % 50)}}})
         })
         .collect();
-    for chunk in items.chunks(500) {
+    create_all(&kube, &items, 500);
+    println!("{n} namespaces created in {:?}", started.elapsed());
+    kube
+}
+
+/// Namespace `i` of the bench cluster: `team-a` (where the bench Pods are) first.
+fn bench_namespace(i: usize) -> String {
+    if i == 0 {
+        "team-a".to_string()
+    } else {
+        format!("ns-{i:05}")
+    }
+}
+
+/// Creates `items` with kubectl, `chunk` of them per request.
+fn create_all(kube: &kube::Kube, items: &[Value], chunk: usize) {
+    for chunk in items.chunks(chunk) {
         let list = json!({"apiVersion": "v1", "kind": "List", "items": chunk});
         kube.kubectl(
             &["create", "-f", "-", "-o", "name"],
             Some(&list.to_string()),
         );
     }
-    println!("{n} namespaces created in {:?}", started.elapsed());
-    kube
 }
 
 /// Creates headless Services until verdict holds `total` synced objects (with the
@@ -396,19 +406,13 @@ async fn rss_with_synced_objects(
     let started = Instant::now();
     let items: Vec<Value> = (0..services)
         .map(|i| {
-            let ns = if i % namespaces == 0 { "team-a".to_string() } else { format!("ns-{:05}", i % namespaces) };
+            let ns = bench_namespace(i % namespaces);
             json!({"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": format!("svc-{i}"), "namespace": ns, "labels": {"app": format!("app-{i}")}},
                 "spec": {"clusterIP": "None", "selector": {"app": format!("app-{i}")}, "ports": [{"port": 80}]}})
         })
         .collect();
-    for chunk in items.chunks(1000) {
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": chunk});
-        kube.kubectl(
-            &["create", "-f", "-", "-o", "name"],
-            Some(&list.to_string()),
-        );
-    }
+    create_all(kube, &items, 1000);
     loop {
         let held = verdict
             .metric("verdict_inventory_objects{kind=\"v1/Service\"}")

@@ -135,6 +135,15 @@ impl Reviewer {
         self.inventory.get()
     }
 
+    /// Why `policy` cannot judge yet, with a cluster: its inventory lacks the first list
+    /// of a kind it syncs. The policy set says what it lacks; the sync says why (the API
+    /// server's error), when it knows. `/readyz` says the same.
+    pub fn inventory_gap(&self, policy: &PolicySet) -> Option<String> {
+        let sync = self.inventory.get()?;
+        let gap = policy.inventory_gap()?;
+        Some(sync.waiting().unwrap_or_else(|| gap.to_string()))
+    }
+
     pub fn policies(&self) -> &PolicyStore {
         &self.policies
     }
@@ -208,13 +217,7 @@ impl Reviewer {
             findings.push(finding);
             Verdict::from_parts(findings, Vec::new(), timings)
         };
-        // The policy set says what it lacks; the sync says why (an error), when it knows.
-        let unsynced = self.inventory.get().and_then(|sync| {
-            policy
-                .inventory_gap()
-                .map(|gap| sync.not_synced().unwrap_or_else(|| gap.to_string()))
-        });
-        if let Some(why) = unsynced {
+        if let Some(why) = self.inventory_gap(&policy) {
             return refuse(Finding::builtin(
                 Severity::Deny,
                 ReasonCode::InventoryNotSynced,

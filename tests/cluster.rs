@@ -130,7 +130,7 @@ fn install_rbac(kube: &Kube) {
         2,
         "the base renders a ClusterRole and its binding"
     );
-    kube.kubectl(&["create", "namespace", "verdict-system"], None);
+    kube.create_namespace("verdict-system");
     apply(kube, rbac);
 }
 
@@ -235,7 +235,7 @@ fn shipped_rbac(kube: &Kube) {
 }
 
 fn relabel(kube: &Kube) {
-    kube.kubectl(&["create", "namespace", "team-a"], None);
+    kube.create_namespace("team-a");
     runtime().block_on(async {
         let server = verdict(kube, &[]);
         wait_ready(&server).await;
@@ -244,15 +244,7 @@ fn relabel(kube: &Kube) {
         // Remembered: the same review again is answered from the decision cache.
         assert_eq!(judged(&server, &review).await, Vec::<String>::new());
 
-        kube.kubectl(
-            &[
-                "label",
-                "namespace",
-                "team-a",
-                "verdict.dev/require-digest=true",
-            ],
-            None,
-        );
+        kube.label_namespace("team-a", "verdict.dev/require-digest=true");
         let took = judged_within(
             &server,
             &review,
@@ -262,15 +254,7 @@ fn relabel(kube: &Kube) {
         .await;
         println!("label added: the next decision changed within {took:?}");
 
-        kube.kubectl(
-            &[
-                "label",
-                "namespace",
-                "team-a",
-                "verdict.dev/require-digest-",
-            ],
-            None,
-        );
+        kube.label_namespace("team-a", "verdict.dev/require-digest-");
         let took = judged_within(&server, &review, &[], Duration::from_secs(2)).await;
         println!("label removed: the next decision changed within {took:?}");
     });
@@ -297,7 +281,7 @@ fn syncset(kube: &Kube) {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "verdict-sync-services"},
         "subjects": [{"kind": "ServiceAccount", "name": "verdict", "namespace": "verdict-system"}]});
     apply(kube, vec![role, binding]);
-    kube.kubectl(&["create", "namespace", "team-b"], None);
+    kube.create_namespace("team-b");
     runtime().block_on(async {
         let server = verdict(
             kube,
@@ -405,17 +389,9 @@ spec:
 "#;
 
 fn namespace_selector(kube: &Kube) {
-    kube.kubectl(&["create", "namespace", "team-d"], None);
-    kube.kubectl(&["create", "namespace", "other-d"], None);
-    kube.kubectl(
-        &[
-            "label",
-            "namespace",
-            "other-d",
-            "verdict.dev/signed=required",
-        ],
-        None,
-    );
+    kube.create_namespace("team-d");
+    kube.create_namespace("other-d");
+    kube.label_namespace("other-d", "verdict.dev/signed=required");
     runtime().block_on(async {
         let server = verdict(
             kube,
@@ -442,15 +418,7 @@ fn namespace_selector(kube: &Kube) {
             Vec::<String>::new(),
             "name not listed"
         );
-        kube.kubectl(
-            &[
-                "label",
-                "namespace",
-                "team-d",
-                "verdict.dev/signed=required",
-            ],
-            None,
-        );
+        kube.label_namespace("team-d", "verdict.dev/signed=required");
         judged_within(
             &server,
             &in_team,
@@ -505,7 +473,7 @@ fn pull_secrets(kube: &Kube) {
         let config = json!({"auths": {private.host.clone(): {"auth": auth}}});
         let legacy = json!({format!("http://{}", private.host): {"auth": auth}});
         for ns in ["ps-a", "ps-b", "ps-c"] {
-            kube.kubectl(&["create", "namespace", ns], None);
+            kube.create_namespace(ns);
         }
         apply(
             kube,
@@ -617,7 +585,7 @@ fn register(kube: &Kube, server: &Server) {
 }
 
 fn webhook(kube: &Kube) {
-    kube.kubectl(&["create", "namespace", "web"], None);
+    kube.create_namespace("web");
     runtime().block_on(async {
         let server = verdict(kube, &[]);
         wait_ready(&server).await;
@@ -666,7 +634,7 @@ fn webhook(kube: &Kube) {
         assert!(!found, "a dry run created the Pod");
 
         // A namespace label policy, judged from the synced inventory.
-        kube.kubectl(&["label", "namespace", "web", "verdict.dev/require-digest=true"], None);
+        kube.label_namespace("web", "verdict.dev/require-digest=true");
         let tagged = pod("tagged", "web", "docker.io/library/nginx:1.25");
         let mut out = String::new();
         let applied = eventually(Duration::from_secs(2), || {
@@ -688,16 +656,8 @@ fn webhook(kube: &Kube) {
 }
 
 fn api_down(kube: &Kube) {
-    kube.kubectl(&["create", "namespace", "team-c"], None);
-    kube.kubectl(
-        &[
-            "label",
-            "namespace",
-            "team-c",
-            "verdict.dev/require-digest=true",
-        ],
-        None,
-    );
+    kube.create_namespace("team-c");
+    kube.label_namespace("team-c", "verdict.dev/require-digest=true");
     runtime().block_on(async {
         let server = verdict(kube, &[]);
         wait_ready(&server).await;

@@ -131,30 +131,32 @@ impl Document {
         &self.root
     }
 
-    /// Puts `object` (already `kept`) at its place, replacing what was there.
-    pub fn insert(&mut self, place: &Place, object: Value) {
+    /// Puts `object` (already `kept`) at its place, replacing what was there; true when
+    /// nothing was.
+    pub fn insert(&mut self, place: &Place, object: Value) -> bool {
         let path = place.path();
         let mut node = &mut self.root;
         for key in &path[..path.len() - 1] {
             let Ok(map) = node.as_object_mut() else {
-                return;
+                return false;
             };
             if !map.contains_key(key) {
                 map.insert(key.clone(), Value::new_object());
             }
             let Some(child) = map.get_mut(key) else {
-                return;
+                return false;
             };
             node = child;
         }
-        if let (Ok(map), Some(last)) = (node.as_object_mut(), path.last()) {
-            map.insert(last.clone(), object);
+        match (node.as_object_mut(), path.last()) {
+            (Ok(map), Some(last)) => map.insert(last.clone(), object).is_none(),
+            _ => false,
         }
     }
 
-    /// Removes the object at `place`, and the maps it leaves empty.
-    pub fn remove(&mut self, place: &Place) {
-        remove_at(&mut self.root, &place.path());
+    /// Removes the object at `place`, and the maps it leaves empty; true when it was there.
+    pub fn remove(&mut self, place: &Place) -> bool {
+        remove_at(&mut self.root, &place.path())
     }
 
     /// Every object of one apiVersion and kind, in every namespace, removed.
@@ -258,21 +260,37 @@ fn overlay(base: &mut Value, top: &Value, levels: usize) {
     }
 }
 
+/// Removes what `path` leads to under `node`, and the maps that leaves empty; true when it
+/// was there. Nothing is written (a write copies a map shared with a judge's copy) unless
+/// something goes.
 fn remove_at(node: &mut Value, path: &[Value]) -> bool {
-    let Some((first, rest)) = path.split_first() else {
-        return false;
+    let mut there: &Value = node;
+    for key in path {
+        match there.as_object().ok().and_then(|m| m.get(key)) {
+            Some(child) => there = child,
+            None => return false,
+        }
+    }
+    remove_present(node, path);
+    true
+}
+
+/// `remove_at` once `path` is known to lead somewhere.
+fn remove_present(node: &mut Value, path: &[Value]) {
+    let (Some((first, rest)), Ok(map)) = (path.split_first(), node.as_object_mut()) else {
+        return;
     };
-    let Ok(map) = node.as_object_mut() else {
-        return false;
-    };
-    if rest.is_empty() {
-        map.remove(first);
-    } else if let Some(child) = map.get_mut(first) {
-        if remove_at(child, rest) {
+    match map.get_mut(first) {
+        Some(child) if !rest.is_empty() => {
+            remove_present(child, rest);
+            if child.as_object().is_ok_and(|m| m.is_empty()) {
+                map.remove(first);
+            }
+        }
+        _ => {
             map.remove(first);
         }
     }
-    map.is_empty()
 }
 
 #[cfg(test)]

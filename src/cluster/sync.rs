@@ -1,7 +1,8 @@
 //! Keeping the inventory in step with the cluster: each synced kind is listed, then watched
 //! (kube's watcher: relist on 410 Gone, backoff on errors), into one `Document` that is
-//! handed on (debounced) to whoever judges. Owns readiness of the inventory; reviews never
-//! wait here, they read the last document handed on.
+//! handed on (debounced), with the kinds whose first list it holds, to whoever judges (the
+//! judge tells from that whether it can). Reviews never wait here, they read the last
+//! document handed on.
 
 use super::inventory::{kept, Document, Gvk, Place};
 use crate::metrics::Metrics;
@@ -9,7 +10,6 @@ use futures_util::StreamExt as _;
 use kube::api::{Api, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -31,7 +31,7 @@ pub type Publish = Arc<dyn Fn(&Document, &BTreeSet<Gvk>) -> Result<(), String> +
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KindStatus {
     pub kind: String,
-    /// Its first list has finished (and reached the judge).
+    /// Its first list has finished.
     pub synced: bool,
     pub objects: usize,
     /// Why it is not listed or watched right now, e.g. the API server's Forbidden.
@@ -42,8 +42,9 @@ pub struct KindStatus {
 struct Kind {
     task: JoinHandle<()>,
     listed: bool,
-    /// (namespace, name) of the objects held, for the count and for relists.
-    objects: BTreeSet<(Option<String>, String)>,
+    /// Objects held, and the gauge that shows it.
+    objects: usize,
+    objects_gauge: prometheus::IntGauge,
     error: Option<String>,
     last_event: Option<Instant>,
     /// Since when it has been out of sync (not listed yet, or its watch failing).
@@ -57,11 +58,7 @@ struct Inner {
 
 struct Shared {
     inner: Mutex<Inner>,
-    /// Every kind has finished its first list and that document was handed on.
-    synced: AtomicBool,
     changed: Notify,
-    /// Held while handing on, so readiness is never set from an older set of kinds.
-    publishing: Mutex<()>,
     publish: Publish,
     metrics: Metrics,
 }
@@ -91,9 +88,7 @@ impl InventorySync {
                 doc: Document::default(),
                 kinds: BTreeMap::new(),
             }),
-            synced: AtomicBool::new(false),
             changed: Notify::new(),
-            publishing: Mutex::new(()),
             publish,
             metrics,
         });
@@ -114,7 +109,6 @@ impl InventorySync {
     /// kinds no longer named are stopped and their objects dropped.
     pub fn set_kinds(&self, kinds: &[Gvk]) {
         let wanted: BTreeSet<Gvk> = kinds.iter().cloned().chain([Gvk::namespace()]).collect();
-        let _publishing = lock(&self.shared.publishing);
         let mut inner = lock(&self.shared.inner);
         let gone: Vec<Gvk> = inner
             .kinds
@@ -143,24 +137,24 @@ impl InventorySync {
                 self.client.clone(),
                 gvk.clone(),
             ));
+            let objects_gauge = self
+                .shared
+                .metrics
+                .inventory_objects
+                .with_label_values(&[&gvk.to_string()]);
             inner.kinds.insert(
                 gvk,
                 Kind {
                     task,
                     listed: false,
-                    objects: BTreeSet::new(),
+                    objects: 0,
+                    objects_gauge,
                     error: None,
                     last_event: None,
                     stale_since: Some(Instant::now()),
                 },
             );
-            self.shared.synced.store(false, Ordering::SeqCst);
         }
-    }
-
-    /// Every kind has finished its first list and the judge has that document.
-    pub fn is_synced(&self) -> bool {
-        self.shared.synced.load(Ordering::Acquire)
     }
 
     /// Every synced kind and where it stands.
@@ -172,18 +166,16 @@ impl InventorySync {
             .map(|(gvk, kind)| KindStatus {
                 kind: gvk.to_string(),
                 synced: kind.listed,
-                objects: kind.objects.len(),
+                objects: kind.objects,
                 error: kind.error.clone(),
                 last_event_seconds_ago: kind.last_event.map(|t| t.elapsed().as_secs_f64()),
             })
             .collect()
     }
 
-    /// Why the inventory is not synced yet: the kinds still to finish their first list.
-    pub fn not_synced(&self) -> Option<String> {
-        if self.is_synced() {
-            return None;
-        }
+    /// The kinds still to finish their first list, and why (the API server's error), if
+    /// any: what a judge that lacks them says.
+    pub fn waiting(&self) -> Option<String> {
         let waiting: Vec<String> = self
             .status()
             .into_iter()
@@ -193,11 +185,8 @@ impl InventorySync {
                 None => k.kind,
             })
             .collect();
-        Some(if waiting.is_empty() {
-            "the inventory is being handed to the policies".to_string()
-        } else {
-            format!("waiting for the first list of {}", waiting.join(", "))
-        })
+        (!waiting.is_empty())
+            .then(|| format!("waiting for the first list of {}", waiting.join(", ")))
     }
 }
 
@@ -212,7 +201,7 @@ impl Drop for InventorySync {
     }
 }
 
-/// Hands the document on after each burst of changes, then marks readiness. Handing on
+/// Hands the document on after each burst of changes. Handing on
 /// rebuilds the policies' data (milliseconds with many objects, and it may wait for a reload
 /// to finish compiling), so it runs on the blocking pool, never on a worker that serves
 /// reviews.
@@ -226,8 +215,7 @@ async fn hand_on(shared: Arc<Shared>) {
 }
 
 fn publish_now(shared: &Shared) {
-    let _publishing = lock(&shared.publishing);
-    let (doc, listed, all_listed) = {
+    let (doc, listed) = {
         let inner = lock(&shared.inner);
         let listed: BTreeSet<Gvk> = inner
             .kinds
@@ -235,13 +223,11 @@ fn publish_now(shared: &Shared) {
             .filter(|(_, k)| k.listed)
             .map(|(gvk, _)| gvk.clone())
             .collect();
-        let all = listed.len() == inner.kinds.len();
-        (inner.doc.clone(), listed, all)
+        (inner.doc.clone(), listed)
     };
-    match (shared.publish)(&doc, &listed) {
-        Ok(()) => shared.synced.store(all_listed, Ordering::Release),
-        // The judge keeps its last inventory, as when the API server is away.
-        Err(e) => tracing::error!(error = %e, "the synced inventory cannot be used"),
+    // On an error the judge keeps its last inventory, as when the API server is away.
+    if let Err(e) = (shared.publish)(&doc, &listed) {
+        tracing::error!(error = %e, "the synced inventory cannot be used");
     }
 }
 
@@ -327,11 +313,9 @@ async fn watch(
                 let list = listing.take().unwrap_or_default();
                 changed(shared, gvk, |kind, doc| {
                     doc.remove_kind(&gvk.api_version(), &gvk.kind);
-                    kind.objects.clear();
+                    kind.objects = 0;
                     for (place, object) in list {
-                        kind.objects
-                            .insert((place.namespace.clone(), place.name.clone()));
-                        doc.insert(&place, regorus::Value::from(object));
+                        kind.objects += usize::from(doc.insert(&place, object.into()));
                     }
                     kind.listed = true;
                 });
@@ -339,18 +323,14 @@ async fn watch(
             Ok(Event::Apply(object)) => {
                 if let Some((place, object)) = object_of(gvk, &object) {
                     changed(shared, gvk, |kind, doc| {
-                        kind.objects
-                            .insert((place.namespace.clone(), place.name.clone()));
-                        doc.insert(&place, regorus::Value::from(object));
+                        kind.objects += usize::from(doc.insert(&place, object.into()));
                     });
                 }
             }
             Ok(Event::Delete(object)) => {
                 if let Some((place, _)) = object_of(gvk, &object) {
                     changed(shared, gvk, |kind, doc| {
-                        kind.objects
-                            .remove(&(place.namespace.clone(), place.name.clone()));
-                        doc.remove(&place);
+                        kind.objects -= usize::from(doc.remove(&place));
                     });
                 }
             }
@@ -374,11 +354,7 @@ fn changed(shared: &Shared, gvk: &Gvk, change: impl FnOnce(&mut Kind, &mut Docum
         kind.error = None;
         kind.stale_since = None;
     }
-    shared
-        .metrics
-        .inventory_objects
-        .with_label_values(&[&gvk.to_string()])
-        .set(kind.objects.len() as i64);
+    kind.objects_gauge.set(kind.objects as i64);
     shared.changed.notify_one();
 }
 

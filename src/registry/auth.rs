@@ -123,8 +123,18 @@ impl From<serde_json::Error> for DockerConfigError {
 impl DockerConfig {
     pub fn parse(bytes: &[u8]) -> Result<Self, DockerConfigError> {
         let json: ConfigJson = serde_json::from_slice(bytes)?;
+        Self::from_auths(json.auths)
+    }
+
+    /// The legacy `.dockercfg` form (a `kubernetes.io/dockercfg` Secret): the `auths` map
+    /// itself, without the wrapper.
+    pub fn parse_legacy(bytes: &[u8]) -> Result<Self, DockerConfigError> {
+        Self::from_auths(serde_json::from_slice(bytes)?)
+    }
+
+    fn from_auths(auths: BTreeMap<String, AuthJson>) -> Result<Self, DockerConfigError> {
         let mut credentials = BTreeMap::new();
-        for (key, entry) in json.auths {
+        for (key, entry) in auths {
             let pair = match (entry.auth, entry.username, entry.password) {
                 (Some(auth), _, _) => {
                     let decoded = base64::engine::general_purpose::STANDARD
@@ -143,13 +153,6 @@ impl DockerConfig {
             credentials.insert(normalize_host(&key), pair);
         }
         Ok(Self { credentials })
-    }
-
-    /// The legacy `.dockercfg` form (a `kubernetes.io/dockercfg` Secret): the `auths` map
-    /// itself, without the wrapper.
-    pub fn parse_legacy(bytes: &[u8]) -> Result<Self, DockerConfigError> {
-        let auths: serde_json::Value = serde_json::from_slice(bytes)?;
-        Self::parse(serde_json::json!({ "auths": auths }).to_string().as_bytes())
     }
 
     pub fn credentials(&self, host: &str) -> Option<&(String, String)> {

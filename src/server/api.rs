@@ -234,7 +234,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         return Json(json!({"status": "ready", "policies": status})).into_response();
     };
     let kinds = sync.status();
-    match sync.not_synced() {
+    match state.reviewer.inventory_gap(&state.reviewer.policies().current()) {
         None => Json(json!({"status": "ready", "policies": status, "inventory": kinds}))
             .into_response(),
         Some(why) => (

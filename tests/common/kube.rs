@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Instant;
 
 pub struct Kube {
     run: tempfile::TempDir,
@@ -90,6 +91,15 @@ impl Kube {
         out
     }
 
+    pub fn create_namespace(&self, name: &str) {
+        self.kubectl(&["create", "namespace", name], None);
+    }
+
+    /// Sets (`key=value`) or removes (`key-`) a label of namespace `name`.
+    pub fn label_namespace(&self, name: &str, label: &str) {
+        self.kubectl(&["label", "namespace", name, label], None);
+    }
+
     /// Runs kubectl with `kubeconfig`; (success, stdout and stderr).
     pub fn try_kubectl(
         &self,
@@ -127,8 +137,6 @@ impl Kube {
         (out.status.success(), text)
     }
 }
-
-use std::time::Instant;
 
 /// kubectl: `$KUBECTL`, else the one `make render-deploy` installs into target/venv.
 fn kubectl() -> PathBuf {

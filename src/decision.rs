@@ -66,6 +66,9 @@ pub enum ReasonCode {
     /// The cluster inventory has not finished its first list (or the policies have not
     /// received it yet): policies reading `data.inventory` cannot be trusted to judge.
     InventoryNotSynced,
+    /// A Gatekeeper constraint's template found a violation (denied, warned or reported
+    /// by its enforcement action).
+    ConstraintViolation,
     /// A code chosen by a policy (`{"code": "...", "msg": "..."}`).
     Custom(String),
 }
@@ -100,6 +103,7 @@ impl ReasonCode {
             Self::NoMatchingPolicy => "NO_MATCHING_POLICY",
             Self::TooManyImages => "TOO_MANY_IMAGES",
             Self::InventoryNotSynced => "INVENTORY_NOT_SYNCED",
+            Self::ConstraintViolation => "CONSTRAINT_VIOLATION",
             Self::Custom(code) => code,
         }
     }
@@ -123,6 +127,9 @@ impl fmt::Display for ReasonCode {
 pub enum Severity {
     Deny,
     Warn,
+    /// Reported by dry runs (and audit) only: a Gatekeeper constraint with
+    /// `enforcementAction: dryrun`. Never denies, never warns.
+    Dryrun,
 }
 
 /// Where a finding came from: a policy rule, or verdict itself.
@@ -131,6 +138,19 @@ pub enum Severity {
 pub enum Origin {
     /// A Rego rule: the file(s) declaring it and its full path, e.g. `data.kubernetes.admission.deny`.
     Policy { files: Vec<String>, rule: String },
+    /// A Gatekeeper constraint: its name and kind, its template, the file it is in, the
+    /// enforcement action that gave the finding its severity, and the violation's
+    /// `details`.
+    Constraint {
+        constraint: String,
+        kind: String,
+        template: String,
+        file: String,
+        #[serde(rename = "enforcementAction")]
+        enforcement_action: String,
+        #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+        details: serde_json::Value,
+    },
     /// A check built into verdict (reference parsing, deadlines, request shape).
     Builtin,
 }

@@ -69,12 +69,79 @@ pub fn reviews_at_most(body: &[u8], max: usize) -> Result<Vec<Value>, ManifestEr
         .enumerate()
         .map(|(i, object)| {
             if object["kind"] == "AdmissionReview" {
-                object
+                complete(object, i)
             } else {
                 wrap(object, i)
             }
         })
         .collect())
+}
+
+/// An AdmissionReview of a dry run with what the API server always sends and a review
+/// file may leave out (the Gatekeeper library's UPDATE samples have neither `uid` nor
+/// `request.kind`): see [`complete_request`].
+fn complete(mut review: Value, index: usize) -> Value {
+    if let Some(request) = review.get_mut("request").filter(|r| r.is_object()) {
+        complete_request(request, index);
+    }
+    review
+}
+
+/// The AdmissionRequest of creating `object`, as gator builds it for an object (its
+/// `kind` from the object's apiVersion and kind, `name` and `namespace` only when the
+/// object has them, no user), judged as a CREATE.
+pub fn create_request(object: Value, index: usize) -> Value {
+    let mut request = json!({"operation": "CREATE", "object": object});
+    complete_request(&mut request, index);
+    request
+}
+
+/// Fills in what the API server always sends and a hand-written request may lack, from
+/// the object (`oldObject` on DELETE): `uid` (`dry-run-<index>`), `kind`, `resource`,
+/// `requestKind`, `requestResource`, `name`, `namespace` (only when the object has one)
+/// and `userInfo` (empty: no user is invented). What the request has is kept.
+pub fn complete_request(request: &mut Value, index: usize) {
+    let Some(fields) = request.as_object_mut() else {
+        return;
+    };
+    let object = match fields.get("object") {
+        Some(o) if o.is_object() => o.clone(),
+        _ => fields.get("oldObject").cloned().unwrap_or(Value::Null),
+    };
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let resource = plural(kind);
+    let metadata = &object["metadata"];
+    let mut fill = |key: &str, value: Value| {
+        if fields.get(key).is_none_or(Value::is_null) {
+            fields.insert(key.to_string(), value);
+        }
+    };
+    fill("uid", json!(format!("dry-run-{index}")));
+    fill(
+        "kind",
+        json!({"group": group, "version": version, "kind": kind}),
+    );
+    fill(
+        "resource",
+        json!({"group": group, "version": version, "resource": resource}),
+    );
+    fill(
+        "requestKind",
+        json!({"group": group, "version": version, "kind": kind}),
+    );
+    fill(
+        "requestResource",
+        json!({"group": group, "version": version, "resource": resource}),
+    );
+    if let Some(name) = metadata["name"].as_str() {
+        fill("name", json!(name));
+    }
+    if let Some(namespace) = metadata["namespace"].as_str() {
+        fill("namespace", json!(namespace));
+    }
+    fill("userInfo", json!({}));
 }
 
 fn documents(text: &str, max: usize) -> Result<Vec<Value>, ManifestError> {
@@ -232,30 +299,12 @@ fn flatten(doc: Value, index: usize, out: &mut Vec<Value>) -> Result<(), Manifes
     Ok(())
 }
 
-/// An AdmissionReview for creating `object`, as the API server would send it.
+/// An AdmissionReview for creating `object` (see [`create_request`]).
 fn wrap(object: Value, index: usize) -> Value {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let kind = object["kind"].as_str().unwrap_or_default().to_string();
-    let resource = plural(&kind);
-    let metadata = &object["metadata"];
     json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
-        "request": {
-            "uid": format!("dry-run-{index}"),
-            "kind": {"group": group, "version": version, "kind": kind},
-            "resource": {"group": group, "version": version, "resource": resource},
-            "requestKind": {"group": group, "version": version, "kind": kind},
-            "requestResource": {"group": group, "version": version, "resource": resource},
-            "name": metadata["name"].as_str().unwrap_or_default(),
-            "namespace": metadata["namespace"].as_str().unwrap_or("default"),
-            "operation": "CREATE",
-            "userInfo": {"username": "verdict-dry-run"},
-            "object": object,
-            "oldObject": null,
-            "dryRun": true,
-        }
+        "request": create_request(object, index),
     })
 }
 
@@ -286,7 +335,10 @@ mod tests {
             reviews[1]["request"]["kind"],
             json!({"group": "apps", "version": "v1", "kind": "Deployment"})
         );
-        assert_eq!(reviews[1]["request"]["namespace"], "default");
+        // No namespace is invented for an object without one, and no user.
+        assert_eq!(reviews[1]["request"].get("namespace"), None);
+        assert_eq!(reviews[1]["request"]["userInfo"], json!({}));
+        assert_eq!(reviews[1]["request"]["operation"], "CREATE");
         assert_eq!(reviews[1]["request"]["resource"]["resource"], "deployments");
     }
 
@@ -335,6 +387,27 @@ mod tests {
         let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x"}}"#;
         let reviews = reviews(body).expect("parses");
         assert_eq!(reviews[0]["request"]["uid"], "x");
+    }
+
+    /// The Gatekeeper library's UPDATE samples: no uid, no kind, no user.
+    #[test]
+    fn fills_in_what_the_api_server_always_sends() {
+        let body = b"kind: AdmissionReview\napiVersion: admission.k8s.io/v1beta1\nrequest:\n  operation: UPDATE\n  object:\n    apiVersion: apps/v1\n    kind: Deployment\n    metadata: {name: d, namespace: n}\n";
+        let reviews = reviews(body).expect("parses");
+        let request = &reviews[0]["request"];
+        assert_eq!(request["uid"], "dry-run-0");
+        assert_eq!(request["operation"], "UPDATE");
+        assert_eq!(
+            request["kind"],
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"})
+        );
+        assert_eq!(request["resource"]["resource"], "deployments");
+        assert_eq!(
+            (request["name"].as_str(), request["namespace"].as_str()),
+            (Some("d"), Some("n"))
+        );
+        assert_eq!(request["userInfo"], json!({}));
+        assert_eq!(reviews[0]["apiVersion"], "admission.k8s.io/v1beta1");
     }
 
     #[test]

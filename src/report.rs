@@ -130,6 +130,7 @@ pub fn render_text(report: &Report) -> String {
             let severity = match m.severity {
                 Severity::Deny => "deny",
                 Severity::Warn => "warn",
+                Severity::Dryrun => "dryrun",
             };
             let _ = writeln!(
                 out,
@@ -137,8 +138,28 @@ pub fn render_text(report: &Report) -> String {
                 m.code,
                 m.message.replace('\n', "\n        ")
             );
-            if let Origin::Policy { files, rule } = &m.origin {
-                let _ = writeln!(out, "        from {rule} in {}", files.join(", "));
+            match &m.origin {
+                Origin::Policy { files, rule } => {
+                    let _ = writeln!(out, "        from {rule} in {}", files.join(", "));
+                }
+                Origin::Constraint {
+                    constraint,
+                    kind,
+                    template,
+                    file,
+                    enforcement_action,
+                    details,
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "        from constraint {kind}/{constraint} (template {template}, \
+                         enforcementAction {enforcement_action}) in {file}"
+                    );
+                    if !details.is_null() {
+                        let _ = writeln!(out, "        details: {details}");
+                    }
+                }
+                Origin::Builtin => {}
             }
         }
         if !v.images.is_empty() {

@@ -229,7 +229,13 @@ impl Reviewer {
                 ),
             ));
         }
-        let occurrences = match images::extract(&review.subject.kind, review.object()) {
+        // A DELETE runs nothing: its images are not judged.
+        let extracted = if review.is_delete() {
+            Ok(Vec::new())
+        } else {
+            images::extract(&review.subject.kind, review.object())
+        };
+        let occurrences = match extracted {
             Ok(occurrences) if occurrences.len() > MAX_IMAGES => {
                 return refuse(Finding::builtin(
                     Severity::Deny,

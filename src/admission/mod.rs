@@ -74,9 +74,28 @@ pub struct Review<'a> {
 }
 
 impl<'a> Review<'a> {
-    /// The object under review (`request.object`); present by construction.
+    /// The object under review: `request.object`, or on DELETE `request.oldObject` (the
+    /// object being deleted, as Gatekeeper judges it); present by construction.
     pub fn object(&self) -> &Node<'a> {
-        &self.raw["request"]["object"]
+        judged(&self.raw["request"])
+    }
+
+    /// A DELETE: nothing will run, so images are not judged.
+    pub fn is_delete(&self) -> bool {
+        is_delete(&self.raw["request"])
+    }
+}
+
+fn is_delete(request: &Node) -> bool {
+    request["operation"].as_str() == Some("DELETE") && !request["object"].is_object()
+}
+
+/// `request.object`, or `request.oldObject` for a DELETE.
+fn judged<'r, 'a>(request: &'r Node<'a>) -> &'r Node<'a> {
+    if is_delete(request) {
+        &request["oldObject"]
+    } else {
+        &request["object"]
     }
 }
 
@@ -248,7 +267,13 @@ pub fn own_reads() -> Vec<Vec<&'static str>> {
         .chain(images::reads());
     for path in object {
         let mut full = vec!["request", "object"];
-        full.extend(path);
+        full.extend(path.iter().copied());
+        paths.push(full);
+    }
+    // A DELETE is judged on oldObject: its kind and name are read from there.
+    for path in KIND_READS.iter().chain(&SUBJECT_READS) {
+        let mut full = vec!["request", "oldObject"];
+        full.extend(path.iter().copied());
         paths.push(full);
     }
     paths
@@ -284,11 +309,11 @@ pub fn decode(raw: Node<'_>) -> Result<Decoded<'_>, NotAReview> {
             &format!("the AdmissionReview request is malformed: {e}"),
         );
     }
-    if !request["object"].is_object() {
+    if !judged(request).is_object() {
         return refuse(
             subject,
-            "request.object is missing or null; verdict judges the object being admitted and cannot \
-             judge what it cannot see (register the webhook for CREATE and UPDATE only)",
+            "request.object is missing or null (and this is not a DELETE with request.oldObject); \
+             verdict judges the object being admitted and cannot judge what it cannot see",
         );
     }
     if let Some(problem) = kind_disagreement(request) {
@@ -308,7 +333,7 @@ pub fn decode(raw: Node<'_>) -> Result<Decoded<'_>, NotAReview> {
 const KIND_READS: [&[&str]; 2] = [&["kind"], &["apiVersion"]];
 
 fn kind_disagreement(request: &Node) -> Option<String> {
-    let object = &request["object"];
+    let object = judged(request);
     let said = &request["kind"];
     if let (Some(said), Some(own)) = (said["kind"].as_str(), object["kind"].as_str()) {
         if said != own {
@@ -346,7 +371,7 @@ const SUBJECT_READS: [&[&str]; 4] = [
 
 fn subject_of(request: &Node) -> Subject {
     let text = |v: &Node| v.as_str().unwrap_or_default().to_string();
-    let object = &request["object"];
+    let object = judged(request);
     let kind = match request["kind"]["kind"].as_str() {
         Some(kind) => kind.to_string(),
         None => text(&object["kind"]),

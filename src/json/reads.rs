@@ -18,6 +18,13 @@ pub enum Reads {
     Fields(BTreeMap<String, Reads>),
 }
 
+/// Nothing is read.
+impl Default for Reads {
+    fn default() -> Self {
+        Self::Fields(BTreeMap::new())
+    }
+}
+
 impl Reads {
     /// What is read of field `key`, if anything.
     pub fn field(&self, key: &str) -> Option<&Self> {
@@ -41,6 +48,20 @@ impl Reads {
         let value = Pruned(self, 0).deserialize(&mut parser)?;
         parser.end()?;
         Ok(value)
+    }
+
+    /// Adds everything `other` reads to what is read, under `prefix`.
+    pub fn graft(&mut self, prefix: &[&str], other: &Reads) {
+        match other {
+            Self::All => self.add(prefix),
+            Self::Fields(fields) => {
+                for (key, inner) in fields {
+                    let mut path = prefix.to_vec();
+                    path.push(key);
+                    self.graft(&path, inner);
+                }
+            }
+        }
     }
 
     /// Adds `path` (field names from the root) to what is read.

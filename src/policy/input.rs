@@ -213,8 +213,9 @@ deny contains "x" if {
                 review["request"]["namespace"] = json!(namespace);
                 review["images"] = images.clone();
                 let review = Node::from(&review);
-                let whole = set.evaluate(rego_value(&review), Duration::from_secs(5));
-                let reduced = set.evaluate(select(&set.reads, &review), Duration::from_secs(5));
+                let whole = set.evaluate(rego_value(&review).into(), Duration::from_secs(5));
+                let reduced =
+                    set.evaluate(select(&set.reads, &review).into(), Duration::from_secs(5));
                 let show = |r: Result<Vec<crate::decision::Finding>, _>| {
                     r.map(|f| {
                         f.iter()

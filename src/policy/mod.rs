@@ -2,6 +2,8 @@
 //! shareable policy set, and evaluating it for one review under a time limit.
 //! Owns the `deny` / `warn` / `violation` conventions; not the HTTP side or reloads.
 
+mod documents;
+pub mod gatekeeper;
 mod input;
 mod memo;
 mod sources;
@@ -20,7 +22,6 @@ use crate::json::{Node, Object, Reads};
 use crate::verify::imagepolicy::{self, ImagePolicy};
 use crate::verify::trust::TrustRoot;
 use regorus::{Engine, Value};
-use serde::Deserialize as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -41,6 +42,14 @@ pub enum PolicyError {
     ImagePolicy {
         path: String,
         message: imagepolicy::InvalidPolicy,
+    },
+    /// A ConstraintTemplate or Constraint that cannot be loaded, at the line its document
+    /// starts on.
+    #[error("{path}:{line}: {message}")]
+    Gatekeeper {
+        path: String,
+        line: usize,
+        message: String,
     },
 }
 
@@ -96,6 +105,10 @@ pub struct PolicySet {
     pub image_policies: Vec<ImagePolicy>,
     /// What the policies read of `input`; the rest is not converted for them.
     reads: Reads,
+    /// What the decision depends on: `reads`, and what the Gatekeeper constraints read.
+    key_reads: Reads,
+    /// The Gatekeeper templates and constraints.
+    pub gatekeeper: gatekeeper::Gatekeeper,
     /// What is parsed of a review body: what the policies read and what verdict reads.
     review_reads: Reads,
     /// Findings by input digest; none when the set calls a builtin whose answers change.
@@ -128,6 +141,14 @@ impl PolicySet {
             packages.push((file.path.clone(), add_module(&mut engine, file)?));
         }
         let data = add_data(&mut engine, &sources.data, trust)?;
+        let gatekeeper =
+            gatekeeper::Gatekeeper::load(&data.templates, &data.constraints).map_err(|e| {
+                PolicyError::Gatekeeper {
+                    path: e.file,
+                    line: e.line,
+                    message: e.message,
+                }
+            })?;
         let targets = discover_targets(&engine, &packages)?;
         if !targets.is_empty() {
             add_module(&mut engine, &collector_module(&targets))?;
@@ -145,14 +166,22 @@ impl PolicySet {
             }
             None => (Reads::All, false),
         };
+        let gatekeeper_stable = {
+            let calls: BTreeSet<&str> = gatekeeper.calls().collect();
+            !memo::UNSTABLE_BUILTINS
+                .iter()
+                .any(|name| calls.contains(name))
+        };
+        let mut key_reads = reads.clone();
+        key_reads.graft(&[], &gatekeeper.reads());
         // Findings are remembered only if an input can come twice (it cannot when it holds
         // the request's uid) and the same input always gets the same findings.
-        let unique = reads
+        let unique = key_reads
             .field("request")
             .and_then(|r| r.field("uid"))
             .is_some();
-        let decisions = (stable && !unique).then(Arc::default);
-        let mut review_reads = reads.clone();
+        let decisions = (stable && gatekeeper_stable && !unique).then(Arc::default);
+        let mut review_reads = key_reads.clone();
         for path in crate::admission::own_reads() {
             review_reads.add(&path);
         }
@@ -162,6 +191,8 @@ impl PolicySet {
             files,
             image_policies: data.image_policies,
             reads,
+            key_reads,
+            gatekeeper,
             review_reads,
             decisions,
             sync_kinds: data.sync_kinds,
@@ -196,8 +227,13 @@ impl PolicySet {
         engine
             .eval_bool_query("true".to_string(), false)
             .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        let gatekeeper = self
+            .gatekeeper
+            .with_inventory(inventory.value())
+            .map_err(failed)?;
         Ok(Self {
             engine,
+            gatekeeper,
             inventory,
             decisions: self.decisions.as_ref().map(|_| Arc::default()),
             gap: gap(&self.sync_kinds, listed),
@@ -233,24 +269,30 @@ impl PolicySet {
     }
 
     /// The input for one review: the review as received plus `images`, holding only what the
-    /// policies read (`images` is not even serialized when they do not read it).
+    /// policies read (`images` is not even serialized when they do not read it), and
+    /// `input.review` for the Gatekeeper constraints.
     pub fn input(
         &self,
         review: &Object,
         images: &impl serde::Serialize,
-    ) -> Result<Value, serde_json::Error> {
+    ) -> Result<Input, serde_json::Error> {
         let images = match self.reads.field("images") {
             Some(_) => serde_json::to_value(images)?,
             None => serde_json::Value::Null,
         };
-        Ok(input::build(&self.reads, review, &Node::from(&images)))
+        Ok(Input {
+            rego: input::build(&self.reads, review, &Node::from(&images)),
+            review: (!self.gatekeeper.is_empty())
+                .then(|| self.gatekeeper.review(review))
+                .flatten(),
+        })
     }
 
     /// The key the findings for this review and images are remembered under; none when this
     /// set's answers may change between calls.
     pub fn key(&self, review: &Object, images: &[impl Image]) -> Option<Key> {
         self.decisions.as_ref()?;
-        decision_key::key(&self.reads, review, images)
+        decision_key::key(&self.key_reads, review, images)
     }
 
     /// The findings of an earlier evaluation of the input with this key.
@@ -265,10 +307,32 @@ impl PolicySet {
         }
     }
 
-    /// Evaluates every `deny`, `violation` and `warn` rule for `input` within `limit`.
-    /// All of them are evaluated in one pass of one engine, so rules they share are
-    /// computed once per review.
-    pub fn evaluate(&self, input: Value, limit: Duration) -> Result<Vec<Finding>, EvalError> {
+    /// Evaluates every `deny`, `violation` and `warn` rule for `input` within `limit`, then
+    /// every Gatekeeper constraint enforced at admission that matches the review. The
+    /// rules are evaluated in one pass of one engine, so rules they share are computed once
+    /// per review.
+    pub fn evaluate(&self, input: Input, limit: Duration) -> Result<Vec<Finding>, EvalError> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut findings = self.evaluate_rules(input.rego, limit)?;
+        if let Some(review) = &input.review {
+            let found = self
+                .gatekeeper
+                .evaluate(
+                    review,
+                    gatekeeper::Point::Validation,
+                    &self.inventory,
+                    deadline,
+                )
+                .map_err(|_| EvalError::Timeout {
+                    rule: "the Gatekeeper constraints".to_string(),
+                    limit,
+                })?;
+            findings.extend(found);
+        }
+        Ok(findings)
+    }
+
+    fn evaluate_rules(&self, input: Value, limit: Duration) -> Result<Vec<Finding>, EvalError> {
         if self.targets.is_empty() {
             return Ok(Vec::new());
         }
@@ -309,6 +373,20 @@ impl PolicySet {
             }
         }
         Ok(findings)
+    }
+}
+
+/// The input of one review: for the Rego policies and for the Gatekeeper constraints.
+#[derive(Debug, Clone)]
+pub struct Input {
+    rego: Value,
+    review: Option<gatekeeper::Review>,
+}
+
+impl From<Value> for Input {
+    /// An input for the Rego policies alone (no Gatekeeper review).
+    fn from(rego: Value) -> Self {
+        Self { rego, review: None }
     }
 }
 
@@ -354,7 +432,7 @@ pub(crate) fn new_engine() -> Engine {
     engine
 }
 
-fn is_time_limit(e: &anyhow::Error) -> bool {
+pub(crate) fn is_time_limit(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<regorus::LimitError>(),
@@ -397,6 +475,10 @@ pub(crate) struct Data {
     pub inventory: Document,
     /// `data` without those objects, to put a synced inventory over.
     pub base: Value,
+    /// The Gatekeeper templates (with the text of their files) and constraints, loaded by
+    /// `PolicySet::compile` (`verdict test` loads each suite's own instead).
+    pub templates: Vec<(gatekeeper::Source, String)>,
+    pub constraints: Vec<gatekeeper::Source>,
 }
 
 /// Merges each data document into `data` at the path of its folder, as `opa run` does.
@@ -412,21 +494,33 @@ pub(crate) fn add_data(
         sync_kinds: Vec::new(),
         inventory: Document::default(),
         base: Value::new_object(),
+        templates: Vec::new(),
+        constraints: Vec::new(),
     };
     for file in data {
         let invalid = |message: String| PolicyError::Data {
             path: file.path.clone(),
             message,
         };
-        let docs: Vec<serde_json::Value> = if file.path.ends_with(".json") {
-            vec![serde_json::from_str(&file.contents).map_err(|e| invalid(e.to_string()))?]
-        } else {
-            yaml_serde::Deserializer::from_str(&file.contents)
-                .map(serde_json::Value::deserialize)
-                .filter(|doc| !matches!(doc, Ok(serde_json::Value::Null)))
-                .collect::<Result<_, _>>()
-                .map_err(|e| invalid(e.to_string()))?
-        };
+        let mut docs = Vec::new();
+        for doc in documents::read(&file.contents, file.path.ends_with(".json")).map_err(invalid)? {
+            let source = || gatekeeper::Source {
+                file: file.path.clone(),
+                line: doc.line,
+                doc: doc.value.clone(),
+            };
+            match gatekeeper::kind_of(&doc.value) {
+                Some(gatekeeper::Kind::Template) => {
+                    found.templates.push((source(), file.contents.clone()))
+                }
+                Some(gatekeeper::Kind::Constraint) => found.constraints.push(source()),
+                Some(gatekeeper::Kind::Suite) => {}
+                None => docs.push(doc.value),
+            }
+        }
+        if docs.is_empty() {
+            continue;
+        }
         if docs.iter().any(imagepolicy::is_image_policy) {
             let dir = Path::new(&file.path).parent().unwrap_or(Path::new("."));
             for doc in docs {
@@ -458,6 +552,12 @@ pub(crate) fn add_data(
                 continue;
             }
         }
+        // Kubernetes objects elsewhere (the samples and AdmissionReviews beside a gator
+        // suite) are not data.
+        if docs.iter().all(is_kubernetes_object) {
+            tracing::debug!(file = %file.path, "Kubernetes objects outside inventory/: not data");
+            continue;
+        }
         let value = match <[serde_json::Value; 1]>::try_from(docs) {
             Ok([value]) => value,
             Err(docs) if docs.is_empty() => continue,
@@ -488,6 +588,11 @@ pub(crate) fn add_data(
         message,
     })?;
     Ok(found)
+}
+
+/// A document with a string `apiVersion` and `kind`: a Kubernetes object or review.
+fn is_kubernetes_object(doc: &serde_json::Value) -> bool {
+    doc["apiVersion"].is_string() && doc["kind"].is_string()
 }
 
 /// Merges `inventory` into the engine's data at `data.inventory`.

@@ -168,7 +168,7 @@ mod tests {
         let findings = store
             .current()
             .evaluate(
-                regorus::Value::new_object(),
+                regorus::Value::new_object().into(),
                 std::time::Duration::from_secs(1),
             )
             .expect("old set still evaluates");

@@ -18,6 +18,9 @@ pub struct Syntax {
     pub reads: Reads,
     /// Dotted names of every function called, e.g. `time.now_ns`, `lib.describe`.
     pub calls: BTreeSet<String>,
+    /// The first name after `data` of every reference to `data` (`inventory` for
+    /// `data.inventory.namespace[ns]`), or `""` for `data` itself or under a variable key.
+    pub data: BTreeSet<String>,
 }
 
 /// The analysis of every module of `engine`; none when its syntax trees cannot be read.
@@ -26,6 +29,7 @@ pub fn analyze(engine: &Engine) -> Option<Syntax> {
     let mut found = Syntax {
         reads: Reads::Fields(BTreeMap::new()),
         calls: BTreeSet::new(),
+        data: BTreeSet::new(),
     };
     let mut parser = serde_json::Deserializer::from_str(&json);
     let node = NodeSeed(&mut found).deserialize(&mut parser).ok()?;
@@ -51,6 +55,9 @@ impl Syntax {
             if root == "input" {
                 let path: Vec<&str> = path.iter().map(String::as_str).collect();
                 self.reads.add(&path);
+            }
+            if root == "data" {
+                self.data.insert(path.first().cloned().unwrap_or_default());
             }
         }
     }

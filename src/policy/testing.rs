@@ -1,6 +1,7 @@
 //! `verdict test`: runs the `test_*` rules of a policies folder, like `opa test`.
 
-use super::{add_data, add_module, new_engine, PolicyError, PolicySources};
+use super::gatekeeper::suite;
+use super::{add_data, add_module, documents, new_engine, PolicyError, PolicySources};
 use crate::verify::trust::TrustRoot;
 use regorus::unstable::{Rule, RuleHead};
 use regorus::Value;
@@ -16,10 +17,13 @@ const TEST_TIME_LIMIT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Pass,
-    /// The rule was false or undefined.
-    Fail,
-    /// Evaluation failed (runtime error or time limit).
+    /// The rule was false or undefined, or a gator assertion did not hold (why).
+    Fail(String),
+    /// Evaluation failed (runtime error or time limit), or a gator test or case could not
+    /// be run.
     Error(String),
+    /// A gator suite, test or case marked `skip`.
+    Skip,
 }
 
 #[derive(Debug, Clone)]
@@ -32,7 +36,8 @@ pub struct TestResult {
     pub duration: Duration,
 }
 
-/// Compiles every policy, test and data file under `root` and runs each `test_*` rule.
+/// Compiles every policy, test and data file under `root`, runs each `test_*` rule, then
+/// every gator suite (`Suite` of `test.gatekeeper.sh`) in the folder.
 pub fn run(root: &Path) -> Result<Vec<TestResult>, PolicyError> {
     let sources = PolicySources::read(root)?;
     let mut engine = new_engine();
@@ -52,7 +57,7 @@ pub fn run(root: &Path) -> Result<Vec<TestResult>, PolicyError> {
         let started = Instant::now();
         let outcome = match engine.eval_rule(name.clone()) {
             Ok(Value::Bool(true)) => Outcome::Pass,
-            Ok(_) => Outcome::Fail,
+            Ok(_) => Outcome::Fail(String::new()),
             Err(e) => Outcome::Error(e.to_string()),
         };
         results.push(TestResult {
@@ -62,6 +67,14 @@ pub fn run(root: &Path) -> Result<Vec<TestResult>, PolicyError> {
             outcome,
             duration: started.elapsed(),
         });
+    }
+    for file in &sources.data {
+        let Ok(docs) = documents::read(&file.contents, file.path.ends_with(".json")) else {
+            continue;
+        };
+        for doc in docs.iter().filter(|d| suite::is_suite(&d.value)) {
+            results.extend(suite::run(&file.path, doc.line, &doc.value, &file.contents));
+        }
     }
     Ok(results)
 }
@@ -108,9 +121,13 @@ pub fn render(results: &[TestResult], verbose: bool) -> String {
         .count();
     let failed = results
         .iter()
-        .filter(|r| r.outcome == Outcome::Fail)
+        .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
         .count();
-    let errors = results.len() - passed - failed;
+    let skipped = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Skip)
+        .count();
+    let errors = results.len() - passed - failed - skipped;
     for r in results {
         let location = format!("{}:{}", r.file, r.line);
         match &r.outcome {
@@ -118,8 +135,15 @@ pub fn render(results: &[TestResult], verbose: bool) -> String {
                 let _ = writeln!(out, "PASS {location}: {} ({:?})", r.name, r.duration);
             }
             Outcome::Pass => {}
-            Outcome::Fail => {
+            Outcome::Skip if verbose => {
+                let _ = writeln!(out, "SKIP {location}: {}", r.name);
+            }
+            Outcome::Skip => {}
+            Outcome::Fail(why) => {
                 let _ = writeln!(out, "FAIL {location}: {} ({:?})", r.name, r.duration);
+                if !why.is_empty() {
+                    let _ = writeln!(out, "  {}", why.replace('\n', "\n  "));
+                }
             }
             Outcome::Error(e) => {
                 let _ = writeln!(
@@ -132,13 +156,16 @@ pub fn render(results: &[TestResult], verbose: bool) -> String {
         }
     }
     let _ = writeln!(out, "{}", "-".repeat(80));
-    let total = results.len();
+    let total = results.len() - skipped;
     let _ = writeln!(out, "PASS: {passed}/{total}");
     if failed > 0 {
         let _ = writeln!(out, "FAIL: {failed}/{total}");
     }
     if errors > 0 {
         let _ = writeln!(out, "ERROR: {errors}/{total}");
+    }
+    if skipped > 0 {
+        let _ = writeln!(out, "SKIPPED: {skipped}");
     }
     out
 }
@@ -164,7 +191,7 @@ mod tests {
         let results = run(dir.path()).expect("runs");
         assert_eq!(results.len(), 2);
         assert_eq!(results[0].outcome, Outcome::Pass);
-        assert_eq!(results[1].outcome, Outcome::Fail);
+        assert_eq!(results[1].outcome, Outcome::Fail(String::new()));
         assert_eq!(results[1].line, 7);
         let text = render(&results, false);
         let want = format!(

@@ -16,8 +16,8 @@ fn sources(rego: &[(&str, &str)], data: &[(&str, &[&str], &str)]) -> PolicySourc
     }
 }
 
-fn input(json: serde_json::Value) -> Value {
-    Value::from(json)
+fn input(json: serde_json::Value) -> super::Input {
+    Value::from(json).into()
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -346,7 +346,7 @@ warn contains msg if {
             };
             assert_eq!(set.key(&parsed_raw, &images), set.key(&whole_raw, &images));
             let input = |raw| set.input(raw, &images).expect("input");
-            assert_eq!(input(&parsed_raw), input(&whole_raw));
+            assert_eq!(input(&parsed_raw).rego, input(&whole_raw).rego);
             let findings = |raw| {
                 set.evaluate(input(raw), SECOND)
                     .expect("evaluates")

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod scope;
-pub use scope::{Namespace, Scope};
+pub use scope::{Namespace, Scope, Selector};
 
 pub const KINDS: [&str; 2] = ["ImagePolicy", "ClusterImagePolicy"];
 

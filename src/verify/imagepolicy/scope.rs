@@ -42,8 +42,9 @@ pub(super) struct ExpressionSpec {
     values: Vec<String>,
 }
 
+/// A Kubernetes label selector (`matchLabels`, `matchExpressions`).
 #[derive(Debug, Clone)]
-struct Selector {
+pub struct Selector {
     labels: BTreeMap<String, String>,
     expressions: Vec<Expression>,
 }
@@ -91,6 +92,12 @@ impl Scope {
 }
 
 impl Selector {
+    /// A selector from its YAML/JSON form; unknown fields and bad operators are refused.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, String> {
+        let spec = SelectorSpec::deserialize(value).map_err(|e| e.to_string())?;
+        Self::parse(spec).map_err(|e| e.to_string())
+    }
+
     fn parse(spec: SelectorSpec) -> Result<Self, InvalidPolicy> {
         let expressions = spec
             .match_expressions
@@ -126,7 +133,7 @@ impl Selector {
     }
 
     /// Kubernetes' semantics: every term holds; an empty selector selects everything.
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
             && self.expressions.iter().all(|e| match e {
                 Expression::In(k, values) => labels.get(k).is_some_and(|v| values.contains(v)),

@@ -2,7 +2,10 @@
 //! driven by concurrent HTTP/2 and HTTP/1.1 clients, next to a no-op axum + rustls server
 //! answering a fixed allowed review for the same bodies. Scenarios: (a) policies only,
 //! (b) three images per Pod, all verified already, (c) cold verification against a local
-//! docker-registry. Writes `target/bench/results.json`, `results.md` and `latency.png`.
+//! docker-registry, (d) the twelve Gatekeeper library constraints of
+//! `../shared/fixtures/gatekeeper-library` beside the shipped policies, each review evaluated
+//! (a new Pod name each time) or remembered (the same Pod again). Writes
+//! `target/bench/results.json`, `results.md` and `latency.png`.
 //!
 //! verdict runs with a cluster: a real kube-apiserver (`../shared/k8s`) holding
 //! `VERDICT_BENCH_NAMESPACES` (1,000) labelled namespaces, synced into its inventory, so the
@@ -25,8 +28,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    bench_policies, client, drive, fixed, free_port, pace, pod, rss_kib, start_verdict_with,
-    wait_ready, Process, RunStats,
+    bench_policies, client, copy_dir, drive, fixed, free_port, pace, pod, rss_kib,
+    start_verdict_with, wait_ready, Process, RunStats,
 };
 
 const BASELINE_ENV: &str = "VERDICT_BENCH_BASELINE";
@@ -315,6 +318,18 @@ async fn run_all() {
             rows.extend(pair("b-3-images-cached", http2, Load::Open(per_sec), runs));
         }
     }
+    let gatekeeper = gatekeeper_runs(
+        &work.path().join("policies-gatekeeper"),
+        &policies,
+        &certs_dir,
+        &registry.host,
+        &flags,
+        &baseline,
+        &certs.ca_pem,
+        &warm,
+    )
+    .await;
+    rows.extend(gatekeeper.0);
     let loaded_rss = rss_kib(verdict.child.id());
     let synced_rss = match &cluster {
         Some(kube) => Some(rss_with_synced_objects(kube, &verdict, namespaces, 10_000).await),
@@ -334,6 +349,8 @@ async fn run_all() {
         "cached_digests_after_runs": cold_images,
         "registry_requests_per_cold_image": registry_requests.values().sum::<u64>() as f64 / cold_images as f64,
         "registry_requests_by_status": registry_requests,
+        "gatekeeper_constraints": gatekeeper.1,
+        "gatekeeper_decision_cache_hits_evaluated_vs_remembered": gatekeeper.2,
         "rows": rows,
     });
     std::fs::write(
@@ -353,6 +370,131 @@ async fn run_all() {
         wrong, 0,
         "{wrong} answers were not the expected decision: these figures are not of the path they claim"
     );
+}
+
+/// Rounds and reviews per round of scenario (d): its evaluated runs are several times
+/// slower than the others.
+const GATEKEEPER_ROUNDS: usize = 4;
+const GATEKEEPER_PER_ROUND: usize = 4_000;
+
+/// Scenario (d): verdict with `policies` plus the twelve library constraints (the first test
+/// of each suite), as `dryrun` so that the bench Pods stay admitted while every matching
+/// constraint is evaluated, against the baseline over HTTP/2. Returns the rows, how many
+/// constraints were loaded, and the decision cache hit ratio of the evaluated and the
+/// remembered runs.
+#[allow(clippy::too_many_arguments)]
+async fn gatekeeper_runs(
+    dir: &Path,
+    policies: &Path,
+    certs_dir: &Path,
+    registry_host: &str,
+    flags: &[String],
+    baseline: &Process,
+    ca_pem: &str,
+    warm: &[String],
+) -> (Vec<Row>, usize, [f64; 2]) {
+    copy_dir(policies, dir);
+    let constraints = library_constraints(&dir.join("gatekeeper"));
+    let verdict = start_verdict_with(certs_dir, dir, registry_host, flags).await;
+    let servers = [
+        Target::new(baseline, ca_pem, true),
+        Target::new(&verdict, ca_pem, true),
+    ];
+    let warmup = fixed((0..64).map(|i| pod(warm, i)).collect(), true);
+    for server in &servers {
+        drive(
+            &server.client,
+            &server.url,
+            warmup.clone(),
+            64,
+            64,
+            server.pid,
+        )
+        .await;
+    }
+    let mut rows = Vec::new();
+    let mut ratios = [0.0; 2];
+    for concurrency in [16, 64] {
+        for (i, scenario) in ["d-gatekeeper-evaluated", "d-gatekeeper-remembered"]
+            .into_iter()
+            .enumerate()
+        {
+            let total = GATEKEEPER_PER_ROUND;
+            let distinct = i == 0;
+            let bodies = fixed(
+                (0..total)
+                    .map(|n| pod(warm, if distinct { 100_000 + n } else { 7 }))
+                    .collect(),
+                true,
+            );
+            let hits =
+                |m: &str| support::sample(m, "verdict_policy_decision_cache_total{result=\"hit\"}");
+            let misses = |m: &str| {
+                support::sample(m, "verdict_policy_decision_cache_total{result=\"miss\"}")
+            };
+            let before = verdict.metrics().await;
+            let runs = rounds(GATEKEEPER_ROUNDS, &servers, |server| {
+                drive(
+                    &server.client,
+                    &server.url,
+                    bodies.clone(),
+                    total,
+                    concurrency,
+                    server.pid,
+                )
+            })
+            .await;
+            let after = verdict.metrics().await;
+            let (h, m) = (
+                hits(&after) - hits(&before),
+                misses(&after) - misses(&before),
+            );
+            ratios[i] = h / (h + m).max(1.0);
+            println!(
+                "{scenario} c={concurrency}: decision cache hit ratio {:.3}",
+                ratios[i]
+            );
+            rows.extend(pair(scenario, true, Load::Closed(concurrency), runs));
+        }
+    }
+    (rows, constraints, ratios)
+}
+
+/// Writes the template and first tested constraint of each library policy into `dir`,
+/// the constraint as `dryrun`; returns how many.
+fn library_constraints(dir: &Path) -> usize {
+    let library =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gatekeeper-library");
+    std::fs::create_dir_all(dir).unwrap();
+    let mut count = 0;
+    for group in ["general", "pod-security-policy"] {
+        for entry in std::fs::read_dir(library.join(group)).unwrap() {
+            let policy = entry.unwrap().path();
+            let Ok(suite) = std::fs::read_to_string(policy.join("suite.yaml")) else {
+                continue;
+            };
+            let suite: Value = yaml_serde::from_str(&suite).unwrap();
+            let test = &suite["tests"][0];
+            let name = policy.file_name().unwrap().to_string_lossy().to_string();
+            std::fs::copy(
+                policy.join(test["template"].as_str().unwrap()),
+                dir.join(format!("{name}-template.yaml")),
+            )
+            .unwrap();
+            let text =
+                std::fs::read_to_string(policy.join(test["constraint"].as_str().unwrap())).unwrap();
+            let mut constraint: Value = yaml_serde::from_str(&text).unwrap();
+            constraint["spec"]["enforcementAction"] = json!("dryrun");
+            std::fs::write(
+                dir.join(format!("{name}-constraint.json")),
+                constraint.to_string(),
+            )
+            .unwrap();
+            count += 1;
+        }
+    }
+    assert_eq!(count, 12, "the twelve library policies");
+    count
 }
 
 /// A kube-apiserver with `n` labelled namespaces (`team-a`, the one bench Pods are in,

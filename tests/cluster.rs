@@ -41,6 +41,10 @@ fn main() {
             forbidden_kind,
         ),
         (
+            "a_library_constraint_reads_ingresses_synced_by_its_sync_yaml",
+            unique_ingress_host,
+        ),
+        (
             "image_policies_apply_in_the_namespaces_they_select",
             namespace_selector,
         ),
@@ -307,6 +311,63 @@ fn syncset(kube: &Kube) {
         )
         .await;
         kube.kubectl(&["-n", "team-b", "delete", "service", "freeze"], None);
+        judged_within(&server, &review, &[], Duration::from_secs(2)).await;
+    });
+}
+
+/// The Gatekeeper library's uniqueingresshost policy as it is: its template, its sample
+/// constraint and its `sync.yaml` (a `Config` syncing Ingresses of three apiVersions), with
+/// Ingresses granted the way Helm's cluster.syncRules grants them.
+fn unique_ingress_host(kube: &Kube) {
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "verdict-sync-ingresses"},
+        "rules": [{"apiGroups": ["extensions", "networking.k8s.io"], "resources": ["ingresses"], "verbs": ["list", "watch"]}]});
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "verdict-sync-ingresses"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "verdict-sync-ingresses"},
+        "subjects": [{"kind": "ServiceAccount", "name": "verdict", "namespace": "verdict-system"}]});
+    apply(kube, vec![role, binding]);
+    kube.create_namespace("team-i");
+    let library = common::fixture("gatekeeper-library/general/uniqueingresshost");
+    let read = |rel: &str| std::fs::read_to_string(library.join(rel)).unwrap();
+    let (template, constraint, sync) = (
+        read("template.yaml"),
+        read("samples/unique-ingress-host/constraint.yaml"),
+        read("sync.yaml"),
+    );
+    let ingress = |name: &str, host: &str| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "team-i"},
+            "spec": {"rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}})
+    };
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "ingress-1", "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "Ingress"},
+            "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "ingresses"},
+            "name": "second", "namespace": "team-i", "operation": "CREATE", "userInfo": {"username": "tester"},
+            "object": ingress("second", "shop.example.com")}});
+    runtime().block_on(async {
+        let server = verdict(
+            kube,
+            &[
+                ("gatekeeper/template.yaml", &template),
+                ("gatekeeper/constraint.yaml", &constraint),
+                ("gatekeeper/sync.yaml", &sync),
+            ],
+        );
+        wait_ready(&server).await;
+        let (_, status) = readyz(&server).await;
+        assert!(status.to_string().contains("networking.k8s.io/v1/Ingress"), "{status}");
+        assert_eq!(judged(&server, &review).await, Vec::<String>::new());
+        apply(kube, vec![ingress("first", "shop.example.com")]);
+        judged_within(&server, &review, &["CONSTRAINT_VIOLATION"], Duration::from_secs(2)).await;
+        let (_, answer) = server.validate(&server.client(true), &review).await;
+        let message = answer["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("[unique-ingress-host] ingress host conflicts with an existing ingress <shop.example.com>"),
+            "{message}"
+        );
+        kube.kubectl(&["-n", "team-i", "delete", "ingress", "first"], None);
         judged_within(&server, &review, &[], Duration::from_secs(2)).await;
     });
 }

@@ -8,7 +8,7 @@ mod fs;
 mod tls;
 
 use bytes::Bytes;
-use fs::copy_dir;
+pub use fs::copy_dir;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};

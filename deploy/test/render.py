@@ -72,7 +72,12 @@ HELM_VALUES = {
         "warnOnly": True,
         "cluster": {"syncRules": [{"apiGroups": [""], "resources": ["services"]}], "pullSecrets": False},
         "noMatchPolicy": "deny",
-        "webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 15, "exemptNamespaces": ["kube-system", "monitoring"]},
+        "webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 15, "exemptNamespaces": ["kube-system", "monitoring"],
+                    "extraRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                                    "resources": ["services", "namespaces"], "scope": "*"},
+                                   {"apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
+                                    "operations": ["CREATE", "UPDATE"], "resources": ["ingresses"],
+                                    "scope": "Namespaced"}]},
     },
     "helm-provided-certificate": {
         "certificates": {"provided": {"secretName": "my-tls", "caBundle": "LS0tLS1CRUdJTi0tLS0t"}},
@@ -116,7 +121,8 @@ def main(verdict, out):
              "--dns", "verdict.verdict-system.svc", "verdict.verdict-system.svc.cluster.local"],
             check=True, stdout=subprocess.DEVNULL,
         )
-        for layer in ["base", "overlays/self-signed", "overlays/cert-manager", "overlays/warn-only", "monitoring"]:
+        for layer in ["base", "overlays/self-signed", "overlays/cert-manager", "overlays/warn-only",
+                      "overlays/more-kinds", "monitoring"]:
             built = subprocess.run([KUBECTL, "kustomize", str(deploy / layer)],
                                    check=True, capture_output=True, text=True)
             rendered["kustomize-" + layer.replace("/", "-")] = documents(built.stdout)

@@ -167,16 +167,18 @@ impl Template {
     }
 
     /// This template with `inventory` at `data.inventory`.
+    /// A template that does not read it is the same template.
     pub(super) fn with_inventory(&self, inventory: &Value) -> Result<Self, String> {
+        if !self.reads_inventory {
+            return Ok(self.clone());
+        }
         let mut engine = self.engine.clone();
         engine.clear_data();
-        if self.reads_inventory {
-            let mut root = Value::new_object();
-            root.as_object_mut()
-                .map_err(|e| e.to_string())?
-                .insert(Value::from("inventory"), inventory.clone());
-            engine.add_data(root).map_err(|e| e.to_string())?;
-        }
+        let mut root = Value::new_object();
+        root.as_object_mut()
+            .map_err(|e| e.to_string())?
+            .insert(Value::from("inventory"), inventory.clone());
+        engine.add_data(root).map_err(|e| e.to_string())?;
         engine
             .eval_bool_query("true".to_string(), false)
             .map_err(|e| e.to_string())?;

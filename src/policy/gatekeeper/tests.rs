@@ -385,3 +385,67 @@ fn negated_calls_with_undefined_arguments_still_differ_from_opa() {
     );
     assert_eq!(messages(&set, pod("a", json!({}))), ["[fixes] fired"]);
 }
+
+/// The `engine: Rego` code entry with `source.version: v1` is Rego v1; a CEL entry beside
+/// it is ignored; its libs are its own.
+#[test]
+fn code_entries_choose_the_rego_and_its_version() {
+    let text = r#"apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: k8sversioned
+spec:
+  crd:
+    spec:
+      names:
+        kind: K8sVersioned
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      code:
+      - engine: K8sNativeValidation
+        source:
+          validations:
+          - expression: "false"
+      - engine: Rego
+        source:
+          version: v1
+          rego: |
+            package k8sversioned
+
+            import data.lib.names.shout
+
+            violation contains {"msg": shout(input.review.object.metadata.name)} if {
+              input.review.object.kind == "Pod"
+            }
+          libs:
+          - |
+            package lib.names
+
+            shout(name) := upper(name)
+"#;
+    let doc: serde_json::Value = yaml_serde::from_str(text).expect("yaml");
+    let template = Source {
+        file: "v.yaml".to_string(),
+        line: 1,
+        doc,
+    };
+    let constraint = Source {
+        file: "c.yaml".to_string(),
+        line: 1,
+        doc: json!({"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "K8sVersioned", "metadata": {"name": "v"}}),
+    };
+    let set = Gatekeeper::load(&[(template, text.to_string())], &[constraint]).expect("loads");
+    assert_eq!(messages(&set, pod("a", json!({}))), ["[v] WEB"]);
+    // Pre-1.0 syntax is refused as v1 and read as v0: the version is honoured.
+    let old_syntax = text.replace(
+        "violation contains {\"msg\": shout(input.review.object.metadata.name)} if {",
+        "violation[{\"msg\": shout(input.review.object.metadata.name)}] {",
+    );
+    assert_ne!(old_syntax, text);
+    let parse = |text: &str| {
+        let doc: serde_json::Value = yaml_serde::from_str(text).expect("yaml");
+        Template::parse(&doc, "v.yaml", 1, text)
+    };
+    assert!(parse(&old_syntax).is_err());
+    assert!(parse(&old_syntax.replace("version: v1", "version: v0")).is_ok());
+}

@@ -105,7 +105,8 @@ pub struct PolicySet {
     pub image_policies: Vec<ImagePolicy>,
     /// What the policies read of `input`; the rest is not converted for them.
     reads: Reads,
-    /// What the decision depends on: `reads`, and what the Gatekeeper constraints read.
+    /// What the decision depends on besides which constraints match: `reads`, and what the
+    /// Gatekeeper templates read.
     key_reads: Reads,
     /// The Gatekeeper templates and constraints.
     pub gatekeeper: gatekeeper::Gatekeeper,
@@ -189,6 +190,7 @@ impl PolicySet {
             .is_some();
         let decisions = (stable && gatekeeper_stable && !unique).then(Arc::default);
         let mut review_reads = key_reads.clone();
+        review_reads.graft(&[], &gatekeeper.match_reads());
         for path in crate::admission::own_reads() {
             review_reads.add(&path);
         }
@@ -297,9 +299,18 @@ impl PolicySet {
 
     /// The key the findings for this review and images are remembered under; none when this
     /// set's answers may change between calls.
+    /// With Gatekeeper constraints, the key also holds which constraints match the review
+    /// (`Gatekeeper::match_key`), not the fields matching reads.
     pub fn key(&self, review: &Object, images: &[impl Image]) -> Option<Key> {
         self.decisions.as_ref()?;
-        decision_key::key(&self.key_reads, review, images)
+        let key = decision_key::key(&self.key_reads, review, images)?;
+        if self.gatekeeper.is_empty() {
+            return Some(key);
+        }
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(&key);
+        digest.update(&self.gatekeeper.match_key(review, &self.inventory));
+        digest.finish().as_ref().try_into().ok()
     }
 
     /// The findings of an earlier evaluation of the input with this key.

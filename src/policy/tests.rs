@@ -470,3 +470,57 @@ fn a_new_inventory_forgets_remembered_findings() {
         "findings from before the change are not answered"
     );
 }
+
+const LABELS_TEMPLATE: &str = "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata: {name: k8sneedsimage}\nspec:\n  crd: {spec: {names: {kind: K8sNeedsImage}}}\n  targets:\n  - target: admission.k8s.gatekeeper.sh\n    rego: |\n      package k8sneedsimage\n      violation[{\"msg\": msg}] {\n        c := input.review.object.spec.containers[_]\n        not startswith(c.image, input.parameters.prefix)\n        msg := sprintf(\"%v is not from %v\", [c.image, input.parameters.prefix])\n      }\n";
+
+const LABELS_CONSTRAINT: &str = "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sNeedsImage\nmetadata: {name: ours}\nspec:\n  match:\n    excludedNamespaces: [\"kube-*\"]\n    labelSelector: {matchLabels: {app: web}}\n  parameters: {prefix: ghcr.io/acme/}\n";
+
+/// The decision key holds which constraints match, not what matching read: Pods that
+/// differ in name, uid and labels no constraint selects on share a key, and one that a
+/// constraint stops (or starts) matching does not.
+#[test]
+fn constraints_are_keyed_by_what_they_match() {
+    let set = PolicySet::compile_for_test(&sources(
+        &[],
+        &[
+            ("gk/template.yaml", &["gk"], LABELS_TEMPLATE),
+            ("gk/constraint.yaml", &["gk"], LABELS_CONSTRAINT),
+        ],
+    ))
+    .expect("compiles");
+    let pod = |name: &str, namespace: &str, labels: serde_json::Value| {
+        serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": format!("uid-{name}"), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": namespace,
+                "operation": "CREATE", "userInfo": {"username": "u"},
+                "object": {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                    "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}})
+    };
+    let images = serde_json::json!([]);
+    let key = |review: &serde_json::Value| key_of(&set, &(review.clone(), images.clone()));
+    let judged = |review: &serde_json::Value| {
+        let raw = Node::from(review);
+        let input = set
+            .input(raw.as_object().expect("object"), &images)
+            .expect("input");
+        set.evaluate(input, SECOND).expect("evaluates").len()
+    };
+    let web = json_labels("web", "x");
+    let first = pod("web-1", "team-a", web.clone());
+    let second = pod("web-2", "team-a", json_labels("web", "y"));
+    assert!(key(&first).is_some());
+    assert_eq!(key(&first), key(&second));
+    assert_eq!((judged(&first), judged(&second)), (1, 1));
+    for other in [
+        pod("web-1", "kube-system", web.clone()),
+        pod("web-1", "team-a", json_labels("db", "x")),
+    ] {
+        assert_ne!(key(&first), key(&other), "{other}");
+        assert_eq!(judged(&other), 0, "{other}");
+    }
+}
+
+fn json_labels(app: &str, other: &str) -> serde_json::Value {
+    serde_json::json!({"app": app, "pod-template-hash": other})
+}

@@ -145,17 +145,24 @@ impl Gatekeeper {
             .flat_map(|c| self.templates[c.template].calls.iter().map(String::as_str))
     }
 
-    /// What judging reads of an AdmissionReview: what the templates read of
-    /// `input.review` (as `request`, and as `request.oldObject` for what they read of
-    /// `object`, which DELETE reviews take from there), and what matching reads.
+    /// What the templates read of an AdmissionReview: what they read of `input.review`, as
+    /// `request`, and as `request.oldObject` for what they read of `object` (which DELETE
+    /// reviews take from there). With the outcome of matching ([`Gatekeeper::match_key`])
+    /// and the fixed parameters and inventory, this is all their findings depend on.
     pub fn reads(&self) -> Reads {
         let mut reads = Reads::Fields(BTreeMap::new());
-        if self.is_empty() {
-            return reads;
-        }
         reads.graft(&["request"], &self.review_reads);
         if let Some(object) = self.review_reads.field("object") {
             reads.graft(&["request", "oldObject"], object);
+        }
+        reads
+    }
+
+    /// What matching reads of an AdmissionReview (see [`Subject::of`]).
+    pub fn match_reads(&self) -> Reads {
+        let mut reads = Reads::Fields(BTreeMap::new());
+        if self.is_empty() {
+            return reads;
         }
         for path in [
             &["request", "kind"][..],
@@ -198,6 +205,29 @@ impl Gatekeeper {
     pub fn review(&self, raw: &Object) -> Option<Review> {
         let request = raw.get("request")?;
         Some(Review::of(request, &self.review_reads))
+    }
+
+    /// The outcome of matching each constraint against the review `raw`, as bytes for a
+    /// decision key: a tag per constraint (`0` no match, `1` match, `2` an error, then its
+    /// length-prefixed text), so that the key need not hold the names, namespaces and
+    /// labels matching reads, only what it made of them (the next Pod of a Deployment
+    /// differs in name alone).
+    pub fn match_key(&self, raw: &Object, inventory: &Document) -> Vec<u8> {
+        let subject = Subject::of(raw.get("request").unwrap_or(&Node::Null));
+        let labels = |name: &str| inventory.namespace_labels(name);
+        let mut out = Vec::with_capacity(self.constraints.len());
+        for constraint in &self.constraints {
+            match constraint.matches(&subject, &labels) {
+                Ok(false) => out.push(0),
+                Ok(true) => out.push(1),
+                Err(e) => {
+                    out.push(2);
+                    out.extend_from_slice(&(e.len() as u64).to_le_bytes());
+                    out.extend_from_slice(e.as_bytes());
+                }
+            }
+        }
+        out
     }
 
     /// The findings of every constraint enforced at `point` that matches the review,
@@ -383,6 +413,20 @@ impl Review {
                 fields.insert(Value::from("object"), old);
             }
         }
+        Self {
+            value,
+            subject: Subject::of(request),
+        }
+    }
+}
+
+impl Subject {
+    /// What matching reads of `request`: its kind (`request.kind`, else the object's
+    /// apiVersion and kind; the object is `oldObject` on DELETE), its namespace, and the
+    /// name, namespace and labels of `object` and `oldObject`.
+    pub fn of(request: &Node) -> Self {
+        let delete =
+            request["operation"].as_str() == Some("DELETE") && !request["object"].is_object();
         let object = if delete {
             &request["oldObject"]
         } else {
@@ -419,18 +463,13 @@ impl Review {
             })
             .collect();
         Self {
-            value,
-            subject: Subject {
-                group,
-                kind,
-                namespace: text(&request["namespace"]),
-                objects,
-            },
+            group,
+            kind,
+            namespace: text(&request["namespace"]),
+            objects,
         }
     }
-}
 
-impl Subject {
     /// `Pod team-a/web`, for messages.
     fn describe(&self) -> String {
         let object = self.objects.first();

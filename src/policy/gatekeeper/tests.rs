@@ -76,16 +76,12 @@ fn findings(set: &Gatekeeper, review: &serde_json::Value, inventory: &Document) 
         .review(node.as_object().expect("object"))
         .expect("request");
     set.evaluate(
-        review_ref(&review),
+        &review,
         Point::Validation,
         inventory,
         Instant::now() + Duration::from_secs(5),
     )
     .expect("in time")
-}
-
-fn review_ref(review: &Review) -> &Review {
-    review
 }
 
 fn pod(namespace: &str, labels: serde_json::Value) -> serde_json::Value {

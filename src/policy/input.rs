@@ -162,6 +162,65 @@ deny contains "x" if {
         assert_eq!(reads_of("package p\nx := 1\n"), fields(&[]));
     }
 
+    /// A reference passed to a function the policies define reads what that function
+    /// reads of its parameter (in any function of that name, under any variable of the
+    /// parameter's name); a builtin or a function that uses its parameter whole reads all.
+    #[test]
+    fn functions_read_what_they_read_of_their_parameters() {
+        let lib = "package p.lib\nis_update(review) if review.operation == \"UPDATE\"\n";
+        let policy = r#"package p
+import data.p.lib.is_update
+deny contains "x" if {
+    not is_update(input.request)
+    c := input.request.object.spec.containers[_]
+    object.get(input, "parameters", {}).allowed[_] == c.image
+}
+"#;
+        let mut engine = crate::policy::new_engine();
+        for (path, text) in [("lib.rego", lib), ("p.rego", policy)] {
+            engine
+                .add_policy(path.to_string(), text.to_string())
+                .expect("compiles");
+        }
+        let reads = crate::policy::syntax::analyze(&engine).map_or(Reads::All, |s| s.reads);
+        assert_eq!(
+            reads,
+            fields(&[
+                ("parameters", Reads::All),
+                (
+                    "request",
+                    fields(&[
+                        (
+                            "object",
+                            fields(&[("spec", fields(&[("containers", Reads::All)]))])
+                        ),
+                        ("operation", Reads::All),
+                    ])
+                ),
+            ])
+        );
+        for rules in [
+            // a builtin
+            "x := count(input.request)",
+            // a function that uses its parameter whole, or has a pattern for it
+            "f(r) := r\nx := f(input.request)",
+            "g(r) := h(r)\nh(r) := r.a\nx := g(input.request)",
+            "k({\"a\": a}) := a\nx := k(input.request)",
+            // a function nobody defines here
+            "x := data.elsewhere.f(input.request)",
+        ] {
+            assert_eq!(
+                reads_of(&format!(
+                    "package p
+{rules}
+"
+                )),
+                fields(&[("request", Reads::All)]),
+                "{rules}"
+            );
+        }
+    }
+
     #[test]
     fn rego_value_is_regorus_own_conversion() {
         let mut compared = 0;

@@ -522,18 +522,33 @@ pub(crate) fn add_data(
         };
         let mut docs = Vec::new();
         for doc in documents::read(&file.contents, file.path.ends_with(".json")).map_err(invalid)? {
-            let source = || gatekeeper::Source {
-                file: file.path.clone(),
-                line: doc.line,
-                doc: doc.value.clone(),
-            };
-            match gatekeeper::kind_of(&doc.value) {
-                Some(gatekeeper::Kind::Template) => {
-                    found.templates.push((source(), file.contents.clone()))
+            // A `v1 List` (what `kubectl get ... -o yaml` writes) counts by its items.
+            let values = match doc.value["items"].as_array() {
+                Some(items) if doc.value["kind"] == "List" && doc.value["apiVersion"] == "v1" => {
+                    items.clone()
                 }
-                Some(gatekeeper::Kind::Constraint) => found.constraints.push(source()),
-                Some(gatekeeper::Kind::Suite) => {}
-                None => docs.push(doc.value),
+                _ => vec![doc.value],
+            };
+            for value in values {
+                match gatekeeper::kind_of(&value) {
+                    Some(gatekeeper::Kind::Template) => found.templates.push((
+                        gatekeeper::Source {
+                            file: file.path.clone(),
+                            line: doc.line,
+                            doc: value,
+                        },
+                        file.contents.clone(),
+                    )),
+                    Some(gatekeeper::Kind::Constraint) => {
+                        found.constraints.push(gatekeeper::Source {
+                            file: file.path.clone(),
+                            line: doc.line,
+                            doc: value,
+                        })
+                    }
+                    Some(gatekeeper::Kind::Suite) => {}
+                    None => docs.push(value),
+                }
             }
         }
         if docs.is_empty() {

@@ -4,7 +4,12 @@
 //!
 //! A reference made only of names and string keys (`input.request["object"].spec`) reads its
 //! path. Any other use of `input` (as a value, as an index, under a variable key, in `with`)
-//! reads all of it.
+//! reads all of it, except one: a reference passed to a function the policies define
+//! (`is_update(input.review)`, as Gatekeeper's libraries write it) reads what that function
+//! reads of its parameter. That is over-approximated by every reference, anywhere, rooted at
+//! a variable of the parameter's name, in every function of that name; a builtin, an
+//! unknown function, or a parameter that is a pattern rather than a variable reads all of
+//! it. References to `data` are collected by their first name.
 
 use crate::json::Reads;
 use regorus::Engine;
@@ -21,6 +26,14 @@ pub struct Syntax {
     /// The first name after `data` of every reference to `data` (`inventory` for
     /// `data.inventory.namespace[ns]`), or `""` for `data` itself or under a variable key.
     pub data: BTreeSet<String>,
+    /// What references rooted at each other variable read.
+    vars: BTreeMap<String, Reads>,
+    /// The parameters of each function the policies define, by the last name of the
+    /// function, one list per definition (none for a parameter that is not a variable).
+    functions: BTreeMap<String, Vec<Vec<Option<String>>>>,
+    /// `(function called, argument index, path of input)` of each reference to `input`
+    /// passed to a function.
+    passed: Vec<(String, usize, Vec<String>)>,
 }
 
 /// The analysis of every module of `engine`; none when its syntax trees cannot be read.
@@ -30,12 +43,43 @@ pub fn analyze(engine: &Engine) -> Option<Syntax> {
         reads: Reads::Fields(BTreeMap::new()),
         calls: BTreeSet::new(),
         data: BTreeSet::new(),
+        vars: BTreeMap::new(),
+        functions: BTreeMap::new(),
+        passed: Vec::new(),
     };
     let mut parser = serde_json::Deserializer::from_str(&json);
     let node = NodeSeed(&mut found).deserialize(&mut parser).ok()?;
     parser.end().ok()?;
     found.finish(node);
+    found.resolve_passed();
     Some(found)
+}
+
+impl Syntax {
+    /// What the functions read of the references to `input` passed to them.
+    fn resolve_passed(&mut self) {
+        for (function, index, path) in std::mem::take(&mut self.passed) {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            let last = function.rsplit('.').next().unwrap_or_default();
+            let definitions = match self.functions.get(last) {
+                Some(d) if !regorus::unstable::BUILTINS.contains_key(function.as_str()) => d,
+                _ => {
+                    self.reads.add(&path);
+                    continue;
+                }
+            };
+            for parameters in definitions {
+                match parameters.get(index) {
+                    Some(Some(name)) => {
+                        if let Some(read) = self.vars.get(name) {
+                            self.reads.graft(&path, read);
+                        }
+                    }
+                    _ => self.reads.add(&path),
+                }
+            }
+        }
+    }
 }
 
 /// One node of the tree, as far as the analysis cares.
@@ -58,6 +102,10 @@ impl Syntax {
             }
             if root == "data" {
                 self.data.insert(path.first().cloned().unwrap_or_default());
+            }
+            if root != "input" && root != "data" {
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                self.vars.entry(root).or_default().add(&path);
             }
         }
     }
@@ -118,6 +166,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
             "RefBrack" => Some(Kind::Brack),
             "Call" => Some(Kind::Call),
             "String" | "RawString" => Some(Kind::Text),
+            "Func" => Some(Kind::Func),
             _ => None,
         };
         let node = match kind {
@@ -142,6 +191,32 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
     }
 }
 
+/// A list of nodes, each returned rather than finished.
+struct Nodes<'a>(&'a mut Syntax);
+
+impl<'de> DeserializeSeed<'de> for Nodes<'_> {
+    type Value = Vec<Node>;
+    fn deserialize<D: Deserializer<'de>>(self, parser: D) -> Result<Vec<Node>, D::Error> {
+        parser.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Nodes<'_> {
+    type Value = Vec<Node>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of expressions")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Vec<Node>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(node) = items.next_element_seed(NodeSeed(self.0))? {
+            out.push(node);
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Var,
@@ -149,6 +224,8 @@ enum Kind {
     Brack,
     Call,
     Text,
+    /// A function's head: `{"refr", "args", "assign"}`.
+    Func,
 }
 
 /// The fields of one expression of `kind`: `{"span", "value"}` (Var, String),
@@ -176,6 +253,7 @@ impl<'de> Visitor<'de> for Parts<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Node, A::Error> {
         let found = self.found;
         let (mut refr, mut inner, mut value, mut name) = (None, None, None, None);
+        let mut list: Option<Vec<Node>> = None;
         while let Some(key) = fields.next_key::<String>()? {
             match key.as_str() {
                 "value" => {
@@ -189,6 +267,14 @@ impl<'de> Visitor<'de> for Parts<'_> {
                     name = field.get(1).and_then(|n| n.as_str()).map(String::from);
                 }
                 "refr" | "fcn" => refr = Some(fields.next_value_seed(NodeSeed(found))?),
+                // A call's arguments and a function's parameters are kept, to be seen
+                // once the function is known.
+                "params" if matches!(self.kind, Kind::Call) => {
+                    list = Some(fields.next_value_seed(Nodes(found))?)
+                }
+                "args" if matches!(self.kind, Kind::Func) => {
+                    list = Some(fields.next_value_seed(Nodes(found))?)
+                }
                 "index" => inner = Some(fields.next_value_seed(NodeSeed(found))?),
                 _ => {
                     let other = fields.next_value_seed(NodeSeed(found))?;
@@ -208,9 +294,51 @@ impl<'de> Visitor<'de> for Parts<'_> {
                 Node::Ref(root, path)
             }
             (Kind::Call, refr, inner) => {
+                let called = match &refr {
+                    Some(Node::Ref(root, path)) => {
+                        let name = std::iter::once(root).chain(path).cloned();
+                        let name = name.collect::<Vec<_>>().join(".");
+                        found.calls.insert(name.clone());
+                        Some(name)
+                    }
+                    _ => None,
+                };
+                let mut list = list.unwrap_or_default();
+                // `object.get(input.x, "key", default)` reads `input.x.key`, as Gatekeeper's
+                // libraries read parameters.
+                if called.as_deref() == Some("object.get") && list.len() == 3 {
+                    if let (Node::Ref(root, path), Node::Text(key)) = (&list[0], &list[1]) {
+                        if root == "input" {
+                            let mut path = path.clone();
+                            path.push(key.clone());
+                            found.finish(Node::Ref(root.clone(), path));
+                            list.drain(..2);
+                        }
+                    }
+                }
+                for (index, argument) in list.into_iter().enumerate() {
+                    match (argument, &called) {
+                        (Node::Ref(root, path), Some(called)) if root == "input" => {
+                            found.passed.push((called.clone(), index, path))
+                        }
+                        (argument, _) => found.finish(argument),
+                    }
+                }
+                refr.into_iter().chain(inner).for_each(|n| found.finish(n));
+                Node::Other
+            }
+            (Kind::Func, refr, inner) => {
                 if let Some(Node::Ref(root, path)) = &refr {
-                    let name = std::iter::once(root).chain(path).cloned();
-                    found.calls.insert(name.collect::<Vec<_>>().join("."));
+                    let last = path.last().unwrap_or(root).clone();
+                    let parameters = list
+                        .into_iter()
+                        .flatten()
+                        .map(|p| match p {
+                            Node::Ref(name, path) if path.is_empty() => Some(name),
+                            _ => None,
+                        })
+                        .collect();
+                    found.functions.entry(last).or_default().push(parameters);
                 }
                 refr.into_iter().chain(inner).for_each(|n| found.finish(n));
                 Node::Other

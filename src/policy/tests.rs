@@ -524,3 +524,75 @@ fn constraints_are_keyed_by_what_they_match() {
 fn json_labels(app: &str, other: &str) -> serde_json::Value {
     serde_json::json!({"app": app, "pod-template-hash": other})
 }
+
+/// `kubectl get constrainttemplates,constraints -o yaml` writes one `v1 List`: its items
+/// are read, status and all.
+#[test]
+fn templates_and_constraints_come_in_a_list() {
+    let indent = |text: &str| {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| format!("{}{l}\n", if i == 0 { "- " } else { "  " }))
+            .collect::<String>()
+    };
+    let list = format!(
+        "apiVersion: v1\nkind: List\nitems:\n{}{}",
+        indent(&format!("{LABELS_TEMPLATE}status: {{created: true}}")),
+        indent(&format!(
+            "{LABELS_CONSTRAINT}status: {{totalViolations: 3}}"
+        ))
+    );
+    let set =
+        PolicySet::compile_for_test(&sources(&[], &[("gk.yaml", &[], &list)])).expect("compiles");
+    assert_eq!(set.gatekeeper.constraints().len(), 1);
+    assert_eq!(set.gatekeeper.constraints()[0].name, "ours");
+}
+
+/// The twelve library policies of `../shared/fixtures/gatekeeper-library` (template and the
+/// first tested constraint of each): what their libraries read of `input.review` through
+/// functions (`is_update(input.review)`, `object.get(input, "parameters", {})`) is known,
+/// so they do not read the uid, and a Pod sent again is remembered.
+#[test]
+fn the_library_policies_leave_decisions_to_remember() {
+    let library =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gatekeeper-library");
+    let mut data = Vec::new();
+    for group in ["general", "pod-security-policy"] {
+        for entry in std::fs::read_dir(library.join(group)).expect("library") {
+            let policy = entry.expect("entry").path();
+            let Ok(suite) = std::fs::read_to_string(policy.join("suite.yaml")) else {
+                continue;
+            };
+            let suite: serde_json::Value = yaml_serde::from_str(&suite).expect("suite");
+            for key in ["template", "constraint"] {
+                let path = policy.join(suite["tests"][0][key].as_str().expect(key));
+                let text = std::fs::read_to_string(&path).expect("file");
+                data.push((path.display().to_string(), text));
+            }
+        }
+    }
+    assert_eq!(data.len(), 24);
+    let data: Vec<(&str, &[&str], &str)> = data
+        .iter()
+        .map(|(p, t)| (p.as_str(), &[][..], t.as_str()))
+        .collect();
+    let set = PolicySet::compile_for_test(&sources(&[], &data)).expect("compiles");
+    assert_eq!(set.gatekeeper.constraints().len(), 12);
+    assert!(set
+        .key_reads
+        .field("request")
+        .and_then(|r| r.field("uid"))
+        .is_none());
+    let pod = |uid: &str| {
+        serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "default",
+                "operation": "CREATE", "userInfo": {"username": "u"},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"},
+                    "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}})
+    };
+    let images = serde_json::json!([]);
+    let first = key_of(&set, &(pod("a"), images.clone()));
+    assert!(first.is_some());
+    assert_eq!(first, key_of(&set, &(pod("b"), images)));
+}

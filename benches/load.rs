@@ -4,7 +4,7 @@
 //! (b) three images per Pod, all verified already, (c) cold verification against a local
 //! docker-registry, (d) the twelve Gatekeeper library constraints of
 //! `../shared/fixtures/gatekeeper-library` beside the shipped policies, each review evaluated
-//! (a new Pod name each time) or remembered (the same Pod again). Writes
+//! (a Pod of a name never sent before) or remembered (the same Pod again). Writes
 //! `target/bench/results.json`, `results.md` and `latency.png`.
 //!
 //! verdict runs with a cluster: a real kube-apiserver (`../shared/k8s`) holding
@@ -420,13 +420,18 @@ async fn gatekeeper_runs(
             .enumerate()
         {
             let total = GATEKEEPER_PER_ROUND;
-            let distinct = i == 0;
-            let bodies = fixed(
-                (0..total)
-                    .map(|n| pod(warm, if distinct { 100_000 + n } else { 7 }))
-                    .collect(),
-                true,
-            );
+            // Evaluated: every review a Pod of a new name, never sent before (built as it
+            // is sent, for both servers alike). Remembered: the same Pod each time.
+            let bodies: support::Bodies = if i == 0 {
+                let next = Arc::new(std::sync::atomic::AtomicUsize::new(1_000_000 * concurrency));
+                let warm = warm.to_vec();
+                Arc::new(move |_| {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    (pod(&warm, n).into(), true)
+                })
+            } else {
+                fixed((0..total).map(|_| pod(warm, 7)).collect(), true)
+            };
             let hits =
                 |m: &str| support::sample(m, "verdict_policy_decision_cache_total{result=\"hit\"}");
             let misses = |m: &str| {

@@ -292,6 +292,14 @@ fn a_bad_constraint_is_refused_naming_file_and_line() {
     );
 }
 
+/// Writes `text` to `path` by a rename, so that the server's poll never reads it half
+/// written.
+fn write_atomically(path: &Path, text: &str) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
 fn namespace_review(name: &str, labels: Value) -> Value {
     json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -419,13 +427,12 @@ async fn the_server_enforces_constraints_by_their_action() {
 
     // A new constraint is live on reload; a broken one is refused and the last set stays.
     let client2 = client_trusting(&server.ca_pem, false);
-    std::fs::write(
-        server.policies().join("more.yaml"),
-        constraint("need-tier", "deny", "tier"),
-    )
-    .unwrap();
+    write_atomically(
+        &server.policies().join("more.yaml"),
+        &constraint("need-tier", "deny", "tier"),
+    );
     let tiered = json!({"owner": "a", "team": "b", "cost": "c"});
-    let live = eventually(Duration::from_secs(5), || async {
+    let live = eventually(Duration::from_secs(15), || async {
         let (_, body) = server
             .validate(&client2, &namespace_review("team-d", tiered.clone()))
             .await;
@@ -436,26 +443,22 @@ async fn the_server_enforces_constraints_by_their_action() {
     })
     .await;
     assert!(live, "the new constraint was not live");
-    std::fs::write(
-        server.policies().join("more.yaml"),
+    write_atomically(
+        &server.policies().join("more.yaml"),
         "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sRequiredLabels\nmetadata: {name: need-tier}\nspec: {enforcementAction: block}\n",
-    )
-    .unwrap();
-    let refused = eventually(Duration::from_secs(5), || async {
+    );
+    // The failure is counted, then logged: wait for both (the log line comes a little later).
+    let refused = eventually(Duration::from_secs(15), || async {
         server
             .metrics_text()
             .await
             .contains("verdict_policy_reloads_total{result=\"failure\"} 1")
+            && server
+                .logs()
+                .contains("unknown enforcementAction \\\"block\\\"")
     })
     .await;
     assert!(refused, "{}", server.logs());
-    assert!(
-        server
-            .logs()
-            .contains("unknown enforcementAction \\\"block\\\""),
-        "{}",
-        server.logs()
-    );
     let (_, body) = server
         .validate(&client2, &namespace_review("team-e", tiered))
         .await;

@@ -1,6 +1,6 @@
 //! The `verdict` command line: `serve`, `check`, `test`, `certs`.
 
-use crate::config::{PolicyConfig, RegistryConfig, ServeConfig};
+use crate::config::{ClusterConfig, PolicyConfig, RegistryConfig, ServeConfig};
 use crate::metrics::Metrics;
 use crate::policy::testing;
 use crate::report;
@@ -29,8 +29,12 @@ enum Command {
     Serve(ServeConfig),
     /// Judge manifests or AdmissionReviews from files or stdin; exit 1 if any is denied.
     Check(CheckArgs),
-    /// Run the Rego unit tests (`test_*` rules) of a policies folder, like `opa test`.
+    /// Run the Rego unit tests (`test_*` rules) of a policies folder, like `opa test`, and
+    /// its gator suites, like `gator verify`.
     Test(TestArgs),
+    /// Judge what already runs in the cluster (Pods, workloads, and the kinds constraints
+    /// name) with the same engine and policies; exit 1 if anything is denied.
+    Audit(AuditArgs),
     /// Verify a Sigstore bundle over a file or a `sha256:` digest, as the Sigstore
     /// conformance suite drives it: exit 0 when verified, 1 with the reason when rejected.
     VerifyBundle(VerifyBundleArgs),
@@ -43,6 +47,27 @@ struct CheckArgs {
     /// File with manifests or AdmissionReviews (JSON or YAML, several documents); `-` for stdin.
     #[arg(short = 'f', long = "file", required = true)]
     files: Vec<String>,
+    #[command(flatten)]
+    policy: PolicyConfig,
+    #[command(flatten)]
+    registry: RegistryConfig,
+    #[arg(short, long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditArgs {
+    /// Only this namespace.
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Only objects with these labels (a label selector, as `kubectl get -l` takes it).
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// Only this kind (repeatable), e.g. `Deployment`.
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
+    #[command(flatten)]
+    cluster: ClusterConfig,
     #[command(flatten)]
     policy: PolicyConfig,
     #[command(flatten)]
@@ -117,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Serve(config) => serve(config),
         Command::Check(args) => check(args),
         Command::Test(args) => test(&args),
+        Command::Audit(args) => audit(args),
         Command::Certs(args) => certs(&args),
         Command::VerifyBundle(args) => verify_bundle(&args),
     };
@@ -169,6 +195,62 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         crate::setup::reviewer(&args.policy, &args.registry, Metrics::unregistered())?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let report = runtime()?.block_on(report::check(&reviewer, &body, deadline))?;
+    match args.output {
+        Output::Text => print!("{}", report::render_text(&report)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// How long `verdict audit` waits for its first copy of the cluster.
+const AUDIT_SYNC_WAIT: Duration = Duration::from_secs(60);
+/// How long one audit may take in all.
+const AUDIT_DEADLINE: Duration = Duration::from_secs(600);
+
+fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init(None);
+    let metrics = Metrics::unregistered();
+    let (policies, reviewer) =
+        crate::setup::reviewer(&args.policy, &args.registry, metrics.clone())?;
+    let selection = crate::audit::Selection {
+        namespace: args.namespace.clone(),
+        selector: args.selector.clone(),
+        kinds: args.kinds.clone(),
+    };
+    let report = runtime()?.block_on(async {
+        let client = crate::cluster::client(args.cluster.kubeconfig.as_deref())
+            .await?
+            .context("verdict audit needs a cluster: --kubeconfig, KUBECONFIG or the in-cluster configuration")?;
+        if args.cluster.pull_secrets {
+            let secrets =
+                crate::cluster::PullSecrets::new(client.clone(), args.cluster.pull_secret_ttl);
+            reviewer.attach_pull_secrets(std::sync::Arc::new(secrets));
+        }
+        // The policies read the cluster as admission does: wait for the first copy.
+        let store = policies.clone();
+        let publish: crate::cluster::Publish = std::sync::Arc::new(move |doc, listed| {
+            store.set_inventory(doc, listed).map_err(|e| e.to_string())
+        });
+        let sync = std::sync::Arc::new(crate::cluster::InventorySync::start(
+            client.clone(),
+            metrics,
+            &policies.current().sync_kinds,
+            publish,
+        ));
+        reviewer.attach_inventory(sync);
+        let waited = Instant::now();
+        while let Some(why) = reviewer.inventory_gap(&policies.current()) {
+            if waited.elapsed() > AUDIT_SYNC_WAIT {
+                anyhow::bail!("the cluster's inventory did not sync within {AUDIT_SYNC_WAIT:?}: {why}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        crate::audit::audit(&client, &reviewer, &selection, Instant::now() + AUDIT_DEADLINE).await
+    })?;
     match args.output {
         Output::Text => print!("{}", report::render_text(&report)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),

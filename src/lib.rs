@@ -18,10 +18,12 @@
 //! 8. `config`: the settings of every command.
 //! 9. `review`: conducts one review (admission → images → verify → policy → decision).
 //! 10. `report` (findings for people) and `setup` (wiring a reviewer from settings).
-//! 11. `server`: HTTPS, the metrics port, reloads.
-//! 12. `cli`, on top.
+//! 11. `audit`: judging what already runs in the cluster.
+//! 12. `server`: HTTPS, the metrics port, reloads.
+//! 13. `cli`, on top.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod cluster;

@@ -36,14 +36,22 @@ pub async fn check(
     body: &[u8],
     deadline: Instant,
 ) -> Result<Report, ManifestError> {
-    Ok(judge(reviewer, manifest::reviews(body)?, deadline).await)
+    Ok(judge(
+        reviewer,
+        manifest::reviews(body)?,
+        deadline,
+        Placement::Offloaded,
+    )
+    .await)
 }
 
-/// Judges dry-run reviews (from [`manifest::reviews`]) with the same path as `/validate`.
+/// Judges dry-run reviews (from [`manifest::reviews`]) with the same path as `/validate`,
+/// placed as `placement` says (`Offloaded` for dry runs, `Audit` for `verdict audit`).
 pub async fn judge(
     reviewer: &Reviewer,
     reviews: Vec<serde_json::Value>,
     deadline: Instant,
+    placement: Placement,
 ) -> Report {
     let mut objects = Vec::new();
     for review in reviews {
@@ -52,12 +60,7 @@ pub async fn judge(
         let (subject, verdict) = match admission::decode(crate::json::Node::from(&review)) {
             Ok(Decoded::Judge(review)) => {
                 let verdict = reviewer
-                    .judge(
-                        &review,
-                        reviewer.policies().current(),
-                        deadline,
-                        Placement::Offloaded,
-                    )
+                    .judge(&review, reviewer.policies().current(), deadline, placement)
                     .await;
                 (review.subject, verdict)
             }

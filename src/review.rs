@@ -8,6 +8,7 @@ use crate::config::NoMatchPolicy;
 use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
 use crate::images;
 use crate::metrics::Metrics;
+use crate::policy::gatekeeper::Point;
 use crate::policy::{EvalError, PolicySet, PolicyStore};
 use crate::registry::auth::Keyring;
 use crate::verify::imagepolicy::{Mode, Namespace};
@@ -337,7 +338,7 @@ impl Reviewer {
     ) -> Vec<Finding> {
         let empty = crate::json::Object::default();
         let raw = review.raw.as_object().unwrap_or(&empty);
-        let key = policy.key(raw, facts);
+        let key = policy.key(raw, facts, placement.point());
         if let Some(key) = &key {
             if let Some(findings) = policy.recall(key) {
                 self.metrics.decision_cache_hits.inc();
@@ -346,7 +347,7 @@ impl Reviewer {
             self.metrics.decision_cache_misses.inc();
         }
         let input = match policy.input(raw, &facts) {
-            Ok(input) => input,
+            Ok(input) => input.at(placement.point()),
             Err(e) => {
                 return vec![internal_error(format!(
                     "building the policy input failed: {e}"
@@ -404,6 +405,19 @@ pub enum Placement {
     /// On the blocking pool only: dry runs, which must never take an async worker from the
     /// API server's reviews.
     Offloaded,
+    /// As `Offloaded`, for `verdict audit`: Gatekeeper constraints are enforced as at
+    /// Gatekeeper's audit point (`audit.gatekeeper.sh`) rather than at admission.
+    Audit,
+}
+
+impl Placement {
+    /// The Gatekeeper enforcement point reviews placed so are judged at.
+    fn point(self) -> Point {
+        match self {
+            Self::Audit => Point::Audit,
+            Self::InlineFirst | Self::Offloaded => Point::Validation,
+        }
+    }
 }
 
 /// How long Rego may run on a request's own thread (see `Reviewer::evaluate_policies`).

@@ -44,6 +44,7 @@ fn main() {
             "a_library_constraint_reads_ingresses_synced_by_its_sync_yaml",
             unique_ingress_host,
         ),
+        ("verdict_audit_finds_what_already_runs", audit_one_shot),
         (
             "image_policies_apply_in_the_namespaces_they_select",
             namespace_selector,
@@ -370,6 +371,116 @@ fn unique_ingress_host(kube: &Kube) {
         kube.kubectl(&["-n", "team-i", "delete", "ingress", "first"], None);
         judged_within(&server, &review, &[], Duration::from_secs(2)).await;
     });
+}
+
+/// `verdict audit`: a Deployment created before any policy judged it is found; its
+/// ReplicaSet and the Pod that is as its template says are reported under it, a Pod changed
+/// since is reported on its own; `--selector` and `--kind` narrow it.
+fn audit_one_shot(kube: &Kube) {
+    kube.create_namespace("team-audit");
+    let template = |image: &str| {
+        json!({"metadata": {"labels": {"app": "web"}},
+               "spec": {"containers": [{"name": "web", "image": image}]}})
+    };
+    apply(
+        kube,
+        vec![json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "team-audit", "labels": {"app": "web"}},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template("nginx:latest")}})],
+    );
+    let uid = |kind: &str, name: &str| {
+        kube.kubectl(
+            &[
+                "-n",
+                "team-audit",
+                "get",
+                kind,
+                name,
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+            None,
+        )
+        .trim()
+        .to_string()
+    };
+    let owner = |kind: &str, name: &str, api_version: &str| json!([{"apiVersion": api_version, "kind": kind, "name": name, "uid": uid(kind, name), "controller": true}]);
+    apply(
+        kube,
+        vec![json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web-1", "namespace": "team-audit", "labels": {"app": "web"},
+                         "ownerReferences": owner("Deployment", "web", "apps/v1")},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template("nginx:latest")}})],
+    );
+    let pod = |name: &str, app: &str, image: &str, owners: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "team-audit", "labels": {"app": app}, "ownerReferences": owners},
+            "spec": {"containers": [{"name": "web", "image": image}]}})
+    };
+    let rs = owner("ReplicaSet", "web-1", "apps/v1");
+    apply(
+        kube,
+        vec![
+            pod("web-1-a", "web", "nginx:latest", rs.clone()),
+            pod("web-1-b", "web", "nginx:1.27", rs),
+            pod("db", "db", "postgres:16", json!([])),
+        ],
+    );
+    let policies = common::repo().join("policies");
+    let audit = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "--kubeconfig",
+            kube.kubeconfig.to_str().unwrap(),
+            "--policies",
+            policies.to_str().unwrap(),
+            "--namespace",
+            "team-audit",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let output = std::process::Command::new(common::BIN)
+            .args(&args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+        let found: Vec<(String, String)> = report["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["object"].as_str().unwrap().to_string(),
+                    o["decision"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (output.status.code(), found, report)
+    };
+    let (code, mut found, report) = audit(&[]);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("Deployment team-audit/web".to_string(), "deny".to_string()),
+            ("Pod team-audit/db".to_string(), "allow".to_string()),
+            ("Pod team-audit/web-1-b".to_string(), "allow".to_string()),
+        ],
+        "{report}"
+    );
+    assert_eq!(code, Some(1));
+    assert!(report.to_string().contains("IMAGE_TAG_LATEST"), "{report}");
+    let (code, found, _) = audit(&["--selector", "app=db"]);
+    assert_eq!((code, found.len()), (Some(0), 1), "{found:?}");
+    let (code, found, _) = audit(&["--kind", "Deployment"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        found,
+        [("Deployment team-audit/web".to_string(), "deny".to_string())]
+    );
 }
 
 const CONFIG_SECRETS: &str = "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config, namespace: gatekeeper-system}\nspec:\n  sync:\n    syncOnly:\n    - {group: '', version: v1, kind: Namespace}\n    - {group: '', version: v1, kind: Secret}\n";

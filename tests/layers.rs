@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["review"],
     &["report", "setup"],
+    &["audit"],
     &["server"],
     &["cli"],
 ];

@@ -294,6 +294,7 @@ impl PolicySet {
             review: (!self.gatekeeper.is_empty())
                 .then(|| self.gatekeeper.review(review))
                 .flatten(),
+            point: gatekeeper::Point::Validation,
         })
     }
 
@@ -301,7 +302,13 @@ impl PolicySet {
     /// set's answers may change between calls.
     /// With Gatekeeper constraints, the key also holds which constraints match the review
     /// (`Gatekeeper::match_key`), not the fields matching reads.
-    pub fn key(&self, review: &Object, images: &[impl Image]) -> Option<Key> {
+    /// The enforcement point counts too: a scoped constraint may act otherwise at audit.
+    pub fn key(
+        &self,
+        review: &Object,
+        images: &[impl Image],
+        point: gatekeeper::Point,
+    ) -> Option<Key> {
         self.decisions.as_ref()?;
         let key = decision_key::key(&self.key_reads, review, images)?;
         if self.gatekeeper.is_empty() {
@@ -309,6 +316,7 @@ impl PolicySet {
         }
         let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
         digest.update(&key);
+        digest.update(&[point as u8]);
         digest.update(&self.gatekeeper.match_key(review, &self.inventory));
         digest.finish().as_ref().try_into().ok()
     }
@@ -335,12 +343,7 @@ impl PolicySet {
         if let Some(review) = &input.review {
             let found = self
                 .gatekeeper
-                .evaluate(
-                    review,
-                    gatekeeper::Point::Validation,
-                    &self.inventory,
-                    deadline,
-                )
+                .evaluate(review, input.point, &self.inventory, deadline)
                 .map_err(|_| EvalError::Timeout {
                     rule: "the Gatekeeper constraints".to_string(),
                     limit,
@@ -394,17 +397,30 @@ impl PolicySet {
     }
 }
 
-/// The input of one review: for the Rego policies and for the Gatekeeper constraints.
+/// The input of one review: for the Rego policies and for the Gatekeeper constraints, and
+/// the enforcement point the constraints are judged at (admission unless said otherwise).
 #[derive(Debug, Clone)]
 pub struct Input {
     rego: Value,
     review: Option<gatekeeper::Review>,
+    point: gatekeeper::Point,
+}
+
+impl Input {
+    /// This input judged at `point`.
+    pub fn at(self, point: gatekeeper::Point) -> Self {
+        Self { point, ..self }
+    }
 }
 
 impl From<Value> for Input {
     /// An input for the Rego policies alone (no Gatekeeper review).
     fn from(rego: Value) -> Self {
-        Self { rego, review: None }
+        Self {
+            rego,
+            review: None,
+            point: gatekeeper::Point::Validation,
+        }
     }
 }
 

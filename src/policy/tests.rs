@@ -190,6 +190,7 @@ fn key_of(set: &PolicySet, (raw, images): &(serde_json::Value, serde_json::Value
     set.key(
         raw.as_object().expect("object"),
         images.as_array().expect("array"),
+        gatekeeper::Point::Validation,
     )
 }
 
@@ -344,7 +345,11 @@ warn contains msg if {
             let (Some(whole_raw), Some(parsed_raw)) = (whole_raw, parsed_raw) else {
                 continue;
             };
-            assert_eq!(set.key(&parsed_raw, &images), set.key(&whole_raw, &images));
+            let point = gatekeeper::Point::Validation;
+            assert_eq!(
+                set.key(&parsed_raw, &images, point),
+                set.key(&whole_raw, &images, point)
+            );
             let input = |raw| set.input(raw, &images).expect("input");
             assert_eq!(input(&parsed_raw).rego, input(&whole_raw).rego);
             let findings = |raw| {
@@ -511,6 +516,14 @@ fn constraints_are_keyed_by_what_they_match() {
     let second = pod("web-2", "team-a", json_labels("web", "y"));
     assert!(key(&first).is_some());
     assert_eq!(key(&first), key(&second));
+    // Audit is another enforcement point: another key.
+    let raw = Node::from(&first);
+    let at_audit = set.key(
+        raw.as_object().expect("object"),
+        images.as_array().expect("array"),
+        gatekeeper::Point::Audit,
+    );
+    assert_ne!(key(&first), at_audit);
     assert_eq!((judged(&first), judged(&second)), (1, 1));
     for other in [
         pod("web-1", "kube-system", web.clone()),

@@ -208,7 +208,13 @@ async fn check(
             .into_response()
         }
     };
-    let report = report::judge(&state.reviewer, reviews, received + timeout).await;
+    let report = report::judge(
+        &state.reviewer,
+        reviews,
+        received + timeout,
+        crate::review::Placement::Offloaded,
+    )
+    .await;
     state
         .metrics
         .check_duration

@@ -183,6 +183,11 @@ impl Constraint {
         }
     }
 
+    /// `spec.match.kinds`: `(apiGroups, kinds)` pairs; empty when it matches every kind.
+    pub fn kinds(&self) -> &[(Vec<String>, Vec<String>)] {
+        &self.matcher.kinds
+    }
+
     /// Whether the constraint applies to the review (see [`Match::matches`]).
     pub fn matches(
         &self,

@@ -221,6 +221,9 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         selector: args.selector.clone(),
         kinds: args.kinds.clone(),
     };
+    if args.cluster.mode == crate::config::ClusterMode::Off {
+        anyhow::bail!("verdict audit judges what runs in a cluster: --cluster off leaves it none");
+    }
     let report = runtime()?.block_on(async {
         let client = crate::cluster::client(args.cluster.kubeconfig.as_deref())
             .await?

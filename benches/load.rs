@@ -240,18 +240,7 @@ async fn run_all() {
             Target::new(&verdict, &certs.ca_pem, http2),
         ];
         // Warm the three images of (b) and the connections of both clients.
-        let warmup = fixed((0..64).map(|i| pod(&warm, i)).collect(), true);
-        for server in &servers {
-            drive(
-                &server.client,
-                &server.url,
-                warmup.clone(),
-                64,
-                64,
-                server.pid,
-            )
-            .await;
-        }
+        warm_up(&servers, &warm).await;
         for concurrency in CONCURRENCY {
             for (scenario, images) in [
                 ("a-policies-only", &policies_only),
@@ -400,18 +389,7 @@ async fn gatekeeper_runs(
         Target::new(baseline, ca_pem, true),
         Target::new(&verdict, ca_pem, true),
     ];
-    let warmup = fixed((0..64).map(|i| pod(warm, i)).collect(), true);
-    for server in &servers {
-        drive(
-            &server.client,
-            &server.url,
-            warmup.clone(),
-            64,
-            64,
-            server.pid,
-        )
-        .await;
-    }
+    warm_up(&servers, warm).await;
     let mut rows = Vec::new();
     let mut ratios = [0.0; 2];
     for concurrency in [16, 64] {
@@ -597,6 +575,22 @@ impl Target {
             url: format!("https://localhost:{}/validate?timeout=10s", server.port),
             pid: server.child.id(),
         }
+    }
+}
+
+/// 64 reviews of Pods with `images` to each server: images verified, connections open.
+async fn warm_up(servers: &[Target; 2], images: &[String]) {
+    let warmup = fixed((0..64).map(|i| pod(images, i)).collect(), true);
+    for server in servers {
+        drive(
+            &server.client,
+            &server.url,
+            warmup.clone(),
+            64,
+            64,
+            server.pid,
+        )
+        .await;
     }
 }
 

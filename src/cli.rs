@@ -195,9 +195,14 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         crate::setup::reviewer(&args.policy, &args.registry, Metrics::unregistered())?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let report = runtime()?.block_on(report::check(&reviewer, &body, deadline))?;
-    match args.output {
-        Output::Text => print!("{}", report::render_text(&report)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    print_report(&report, args.output)
+}
+
+/// Prints `report` as `output` asks; exit 0 when everything is allowed, else 1.
+fn print_report(report: &report::Report, output: Output) -> anyhow::Result<ExitCode> {
+    match output {
+        Output::Text => print!("{}", report::render_text(report)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(report)?),
     }
     Ok(if report.allowed {
         ExitCode::SUCCESS
@@ -228,23 +233,8 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         let client = crate::cluster::client(args.cluster.kubeconfig.as_deref())
             .await?
             .context("verdict audit needs a cluster: --kubeconfig, KUBECONFIG or the in-cluster configuration")?;
-        if args.cluster.pull_secrets {
-            let secrets =
-                crate::cluster::PullSecrets::new(client.clone(), args.cluster.pull_secret_ttl);
-            reviewer.attach_pull_secrets(std::sync::Arc::new(secrets));
-        }
         // The policies read the cluster as admission does: wait for the first copy.
-        let store = policies.clone();
-        let publish: crate::cluster::Publish = std::sync::Arc::new(move |doc, listed| {
-            store.set_inventory(doc, listed).map_err(|e| e.to_string())
-        });
-        let sync = std::sync::Arc::new(crate::cluster::InventorySync::start(
-            client.clone(),
-            metrics,
-            &policies.current().sync_kinds,
-            publish,
-        ));
-        reviewer.attach_inventory(sync);
+        crate::setup::attach_cluster(client.clone(), &args.cluster, &policies, &reviewer, metrics);
         let waited = Instant::now();
         while let Some(why) = reviewer.inventory_gap(&policies.current()) {
             if waited.elapsed() > AUDIT_SYNC_WAIT {
@@ -254,15 +244,7 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         }
         crate::audit::audit(&client, &reviewer, &selection, Instant::now() + AUDIT_DEADLINE).await
     })?;
-    match args.output {
-        Output::Text => print!("{}", report::render_text(&report)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-    }
-    Ok(if report.allowed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    print_report(&report, args.output)
 }
 
 fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {

@@ -118,23 +118,13 @@ pub fn complete_request(request: &mut Value, index: usize) {
             fields.insert(key.to_string(), value);
         }
     };
+    let gvk = json!({"group": group, "version": version, "kind": kind});
+    let gvr = json!({"group": group, "version": version, "resource": resource});
     fill("uid", json!(format!("dry-run-{index}")));
-    fill(
-        "kind",
-        json!({"group": group, "version": version, "kind": kind}),
-    );
-    fill(
-        "resource",
-        json!({"group": group, "version": version, "resource": resource}),
-    );
-    fill(
-        "requestKind",
-        json!({"group": group, "version": version, "kind": kind}),
-    );
-    fill(
-        "requestResource",
-        json!({"group": group, "version": version, "resource": resource}),
-    );
+    fill("kind", gvk.clone());
+    fill("resource", gvr.clone());
+    fill("requestKind", gvk);
+    fill("requestResource", gvr);
     if let Some(name) = metadata["name"].as_str() {
         fill("name", json!(name));
     }

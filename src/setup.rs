@@ -1,7 +1,8 @@
 //! Building the judge from flags: trust root, registry client, verifier, policies.
 //! Shared by `serve` and `check` so both judge through the same path.
 
-use crate::config::{PolicyConfig, RegistryConfig};
+use crate::cluster::InventorySync;
+use crate::config::{ClusterConfig, PolicyConfig, RegistryConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
 use crate::registry::auth::DockerConfig;
@@ -63,4 +64,31 @@ pub fn reviewer(
     };
     let reviewer = Reviewer::new(policies.clone(), verifier, metrics, settings);
     Ok((policies, reviewer))
+}
+
+/// Has `reviewer` judge with the cluster of `client`: each object's pull secrets (unless
+/// `cluster.pull_secrets` is off), and the inventory synced into `policies`, reviews being
+/// denied until its first copy is in. Shared by `serve` and `audit`.
+pub fn attach_cluster(
+    client: kube::Client,
+    cluster: &ClusterConfig,
+    policies: &Arc<PolicyStore>,
+    reviewer: &Reviewer,
+    metrics: Metrics,
+) -> Arc<InventorySync> {
+    if cluster.pull_secrets {
+        let secrets = crate::cluster::PullSecrets::new(client.clone(), cluster.pull_secret_ttl);
+        reviewer.attach_pull_secrets(Arc::new(secrets));
+    }
+    let store = policies.clone();
+    let publish: crate::cluster::Publish =
+        Arc::new(move |doc, listed| store.set_inventory(doc, listed).map_err(|e| e.to_string()));
+    let sync = Arc::new(InventorySync::start(
+        client,
+        metrics,
+        &policies.current().sync_kinds,
+        publish,
+    ));
+    reviewer.attach_inventory(sync.clone());
+    sync
 }

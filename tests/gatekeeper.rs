@@ -384,15 +384,12 @@ async fn the_server_enforces_constraints_by_their_action() {
     assert!(body["response"].get("warnings").is_none(), "{body}");
 
     // The dry run reports every finding with its constraint.
-    let report: Value = client
-        .post(server.url("/v1/check"))
-        .body("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-c}\n")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = server
+        .dry_run(
+            &client,
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-c}\n",
+        )
+        .await;
     let messages = report["objects"][0]["messages"].as_array().unwrap();
     let by_name = |name: &str| {
         messages

@@ -580,15 +580,7 @@ async fn dry_run_reports_messages_images_and_timings() {
     let server = Server::start();
     let manifests = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: team-a}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: app, image: nginx}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: ok, namespace: team-a}\nspec:\n  containers:\n  - {name: app, image: 'ghcr.io/acme/app:v1'}\n";
     let client = server.client(true);
-    let report: Value = client
-        .post(server.url("/v1/check"))
-        .body(manifests)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = server.dry_run(&client, manifests).await;
     assert_eq!(report["decision"], "deny");
     assert_eq!(report["allowed"], false);
     let web = &report["objects"][0];

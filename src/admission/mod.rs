@@ -86,12 +86,13 @@ impl<'a> Review<'a> {
     }
 }
 
-fn is_delete(request: &Node) -> bool {
+/// A DELETE request: no `object`, the object being deleted in `oldObject`.
+pub fn is_delete(request: &Node) -> bool {
     request["operation"].as_str() == Some("DELETE") && !request["object"].is_object()
 }
 
 /// `request.object`, or `request.oldObject` for a DELETE.
-fn judged<'r, 'a>(request: &'r Node<'a>) -> &'r Node<'a> {
+pub fn judged<'r, 'a>(request: &'r Node<'a>) -> &'r Node<'a> {
     if is_delete(request) {
         &request["oldObject"]
     } else {

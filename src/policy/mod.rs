@@ -150,13 +150,18 @@ impl PolicySet {
                     message: e.message,
                 }
             })?;
-        // The templates read the objects of `inventory/` until a cluster's copy comes.
-        let gatekeeper = gatekeeper
-            .with_inventory(data.inventory.value())
-            .map_err(|message| PolicyError::Data {
-                path: "inventory/".to_string(),
-                message,
-            })?;
+        // The templates read the objects of `inventory/` until a cluster's copy comes (none:
+        // they are ready as loaded).
+        let gatekeeper = if data.inventory.is_empty() {
+            gatekeeper
+        } else {
+            gatekeeper
+                .with_inventory(data.inventory.value())
+                .map_err(|message| PolicyError::Data {
+                    path: "inventory/".to_string(),
+                    message,
+                })?
+        };
         let targets = discover_targets(&engine, &packages)?;
         if !targets.is_empty() {
             add_module(&mut engine, &collector_module(&targets))?;

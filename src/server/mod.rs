@@ -304,24 +304,13 @@ async fn start_inventory(
     let Some(client) = crate::cluster::client(config.cluster.kubeconfig.as_deref()).await? else {
         return Ok(None);
     };
-    if config.cluster.pull_secrets {
-        let secrets =
-            crate::cluster::PullSecrets::new(client.clone(), config.cluster.pull_secret_ttl);
-        state.app.reviewer.attach_pull_secrets(Arc::new(secrets));
-    }
-    let policies = state.policies.clone();
-    let publish: crate::cluster::Publish = Arc::new(move |doc, listed| {
-        policies
-            .set_inventory(doc, listed)
-            .map_err(|e| e.to_string())
-    });
-    let sync = Arc::new(InventorySync::start(
+    let sync = crate::setup::attach_cluster(
         client,
+        &config.cluster,
+        &state.policies,
+        &state.app.reviewer,
         state.app.metrics.clone(),
-        &state.policies.current().sync_kinds,
-        publish,
-    ));
-    state.app.reviewer.attach_inventory(sync.clone());
+    );
     tracing::info!("syncing the cluster inventory");
     Ok(Some(sync))
 }

@@ -273,6 +273,19 @@ impl Server {
         (status, response.json().await.unwrap())
     }
 
+    /// The JSON report of a `/v1/check` dry run of `body`.
+    pub async fn dry_run(&self, client: &reqwest::Client, body: impl Into<reqwest::Body>) -> Value {
+        client
+            .post(self.url("/v1/check"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn metrics_text(&self) -> String {
         reqwest::get(self.metrics_url("/metrics"))
             .await

@@ -2,8 +2,8 @@
 //! (`spec.match`) and what a violation does (`enforcementAction`), with Gatekeeper's
 //! semantics (its `pkg/mutation/match`, `pkg/util/enforcement_action.go`).
 
-use super::schema;
 use super::Template;
+use super::{schema, strings};
 use crate::verify::imagepolicy::Selector;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -273,20 +273,6 @@ impl Match {
         if !spec.is_object() {
             return Err("must be an object".to_string());
         }
-        let strings = |v: &Json, what: &str| -> Result<Vec<String>, String> {
-            match v {
-                Json::Null => Ok(Vec::new()),
-                Json::Array(items) => items
-                    .iter()
-                    .map(|i| {
-                        i.as_str()
-                            .map(String::from)
-                            .ok_or_else(|| format!("{what} holds a non-string"))
-                    })
-                    .collect(),
-                _ => Err(format!("{what} must be a list of strings")),
-            }
-        };
         let mut kinds = Vec::new();
         match &spec["kinds"] {
             Json::Null => {}

@@ -365,6 +365,22 @@ enum Failure {
     Error(String),
 }
 
+/// A list of strings (`null`: none), or why `v`, named `what`, is not one.
+fn strings(v: &serde_json::Value, what: &str) -> Result<Vec<String>, String> {
+    match v {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| format!("{what} holds a non-string"))
+            })
+            .collect(),
+        _ => Err(format!("{what} must be a list of strings")),
+    }
+}
+
 /// One element of `violation`: `msg` and `details`; an element without a string `msg`
 /// is shown whole.
 fn violation(item: &Value) -> Violation {
@@ -400,10 +416,8 @@ impl Review {
     /// `input.review` of `request`, holding what `reads` reads; on DELETE `object` is
     /// `oldObject`, as Gatekeeper's webhook sets it.
     pub fn of(request: &Node, reads: &Reads) -> Self {
-        let delete =
-            request["operation"].as_str() == Some("DELETE") && !request["object"].is_object();
         let mut value = crate::policy::input::select(reads, request);
-        if delete {
+        if crate::admission::is_delete(request) {
             if let (Some(old), Ok(fields)) = (
                 reads
                     .field("object")
@@ -425,13 +439,7 @@ impl Subject {
     /// apiVersion and kind; the object is `oldObject` on DELETE), its namespace, and the
     /// name, namespace and labels of `object` and `oldObject`.
     pub fn of(request: &Node) -> Self {
-        let delete =
-            request["operation"].as_str() == Some("DELETE") && !request["object"].is_object();
-        let object = if delete {
-            &request["oldObject"]
-        } else {
-            &request["object"]
-        };
+        let object = crate::admission::judged(request);
         let text = |v: &Node| v.as_str().unwrap_or_default().to_string();
         let (group, kind) = match request["kind"]["kind"].as_str() {
             Some(kind) => (text(&request["kind"]["group"]), kind.to_string()),

@@ -192,19 +192,8 @@ impl Template {
 /// The Rego entry of a target: `code[]`'s `engine: Rego` (`source.rego`, `source.libs`,
 /// `source.version`), else the legacy `rego` and `libs` (Rego v0).
 fn source_of(target: &Json, name: &str) -> Result<Source, String> {
-    let strings = |v: &Json, what: &str| -> Result<Vec<String>, String> {
-        match v {
-            Json::Null => Ok(Vec::new()),
-            Json::Array(items) => items
-                .iter()
-                .map(|i| {
-                    i.as_str().map(String::from).ok_or_else(|| {
-                        format!("ConstraintTemplate {name}: {what} holds a non-string")
-                    })
-                })
-                .collect(),
-            _ => Err(format!("ConstraintTemplate {name}: {what} is not a list")),
-        }
+    let strings = |v: &Json, what: &str| {
+        super::strings(v, what).map_err(|e| format!("ConstraintTemplate {name}: {e}"))
     };
     let code = target["code"].as_array().cloned().unwrap_or_default();
     if let Some(entry) = code.iter().find(|c| c["engine"] == "Rego") {

@@ -213,8 +213,6 @@ fn print_report(report: &report::Report, output: Output) -> anyhow::Result<ExitC
 
 /// How long `verdict audit` waits for its first copy of the cluster.
 const AUDIT_SYNC_WAIT: Duration = Duration::from_secs(60);
-/// How long one audit may take in all.
-const AUDIT_DEADLINE: Duration = Duration::from_secs(600);
 
 fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(None);
@@ -242,7 +240,7 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        crate::audit::audit(&client, &reviewer, &selection, Instant::now() + AUDIT_DEADLINE).await
+        crate::audit::audit(&client, &reviewer, &selection, Instant::now() + crate::audit::DEADLINE).await
     })?;
     print_report(&report, args.output)
 }

@@ -44,6 +44,11 @@ pub struct ServeConfig {
     /// How long in-flight reviews may take to finish after SIGTERM.
     #[arg(long, env = "VERDICT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Audit what runs in the cluster this often (e.g. `1h`), writing PolicyReports; off
+    /// when absent or 0. One replica audits at a time, chosen with the Lease `verdict-audit`
+    /// in the namespace of the cluster configuration (the one verdict runs in).
+    #[arg(long, env = "VERDICT_AUDIT_INTERVAL", value_parser = parse_duration)]
+    pub audit_interval: Option<Duration>,
 }
 
 /// Which Kubernetes cluster `serve` reads its inventory from.
@@ -175,7 +180,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        _ => Err(format!("{text:?} is not a duration such as 500ms or 2s")),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(number.saturating_mul(3600))),
+        _ => Err(format!(
+            "{text:?} is not a duration such as 500ms, 2s, 5m or 1h"
+        )),
     }
 }

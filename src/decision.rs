@@ -151,6 +151,18 @@ pub enum Origin {
         #[serde(skip_serializing_if = "serde_json::Value::is_null")]
         details: serde_json::Value,
     },
+    /// One image of the object: an image policy it does not satisfy (`policy`, `file`), or
+    /// a check of verdict's on it (no image policy matches, an invalid reference).
+    Image {
+        container: String,
+        image: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        policy: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+    },
     /// A check built into verdict (reference parsing, deadlines, request shape).
     Builtin,
 }

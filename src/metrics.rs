@@ -66,6 +66,22 @@ pub struct Metrics {
     /// Seconds each synced kind has been out of sync (its watch failing or its first list
     /// not finished); 0 while in sync.
     pub inventory_stale: GaugeVec,
+    /// Findings of the last background audit, by policy, namespace (`""` for cluster-scoped
+    /// objects) and reason code.
+    pub audit_violations: IntGaugeVec,
+    /// Background audits, by result (`success`, `failure`).
+    pub audit_runs: IntCounterVec,
+    /// How long the last background audit took.
+    pub audit_duration: prometheus::Gauge,
+    /// Objects the last background audit judged.
+    pub audit_objects: IntGauge,
+    /// When the last background audit succeeded (Unix seconds; the start of the process
+    /// until one has).
+    pub audit_last_success: IntGauge,
+    /// `--audit-interval` in seconds (0: off), for the VerdictAuditStale alert.
+    pub audit_interval: IntGauge,
+    /// 1 while this replica holds the audit Lease.
+    pub audit_leader: IntGauge,
 }
 
 impl Metrics {
@@ -194,6 +210,44 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let audit_violations = IntGaugeVec::new(
+            Opts::new(
+                "verdict_audit_violations",
+                "Findings of the last background audit, by policy, namespace and reason code",
+            ),
+            &["policy", "namespace", "code"],
+        )?;
+        let audit_runs = IntCounterVec::new(
+            Opts::new("verdict_audit_runs_total", "Background audits, by result"),
+            &["result"],
+        )?;
+        let audit_duration = prometheus::Gauge::new(
+            "verdict_audit_duration_seconds",
+            "How long the last background audit took",
+        )?;
+        let audit_objects = IntGauge::new(
+            "verdict_audit_objects",
+            "Objects the last background audit judged",
+        )?;
+        let audit_last_success = IntGauge::new(
+            "verdict_audit_last_success_timestamp_seconds",
+            "When the last background audit succeeded (Unix seconds; process start until then)",
+        )?;
+        let audit_interval = IntGauge::new(
+            "verdict_audit_interval_seconds",
+            "The background audit's interval (0: off)",
+        )?;
+        let audit_leader = IntGauge::new(
+            "verdict_audit_leader",
+            "1 while this replica holds the audit Lease",
+        )?;
+        registry.register(Box::new(audit_violations.clone()))?;
+        registry.register(Box::new(audit_runs.clone()))?;
+        registry.register(Box::new(audit_duration.clone()))?;
+        registry.register(Box::new(audit_objects.clone()))?;
+        registry.register(Box::new(audit_last_success.clone()))?;
+        registry.register(Box::new(audit_interval.clone()))?;
+        registry.register(Box::new(audit_leader.clone()))?;
         registry.register(Box::new(inventory_objects.clone()))?;
         registry.register(Box::new(inventory_watch_restarts.clone()))?;
         registry.register(Box::new(inventory_last_event_age.clone()))?;
@@ -231,6 +285,13 @@ impl Metrics {
             inventory_watch_restarts,
             inventory_last_event_age,
             inventory_stale,
+            audit_violations,
+            audit_runs,
+            audit_duration,
+            audit_objects,
+            audit_last_success,
+            audit_interval,
+            audit_leader,
             reviews,
             review_duration,
             policy_eval_duration,

@@ -57,39 +57,56 @@ pub async fn judge(
     for review in reviews {
         // Between objects, the worker may serve others.
         tokio::task::yield_now().await;
-        let (subject, verdict) = match admission::decode(crate::json::Node::from(&review)) {
-            Ok(Decoded::Judge(review)) => {
-                let verdict = reviewer
-                    .judge(&review, reviewer.policies().current(), deadline, placement)
-                    .await;
-                (review.subject, verdict)
-            }
-            Ok(Decoded::Refuse {
-                subject, problem, ..
-            }) => (subject, refused(&problem)),
-            Err(e) => (Subject::default(), refused(&e.to_string())),
-        };
-        objects.push(ObjectReport {
-            object: subject.describe(),
-            kind: subject.kind,
-            namespace: subject.namespace,
-            name: subject.name,
-            operation: subject.operation,
-            verdict,
-        });
+        objects.push(judge_one(reviewer, &review, deadline, placement).await);
     }
-    let allowed = objects
-        .iter()
-        .all(|o| o.verdict.decision == Decision::Allow);
-    Report {
-        decision: if allowed {
-            Decision::Allow
-        } else {
-            Decision::Deny
-        },
-        allowed,
-        objects,
-        policy_revision: reviewer.policies().status().revision,
+    Report::of(objects, reviewer.policies().status().revision)
+}
+
+impl Report {
+    /// The report of judged objects, denied when any is.
+    pub fn of(objects: Vec<ObjectReport>, policy_revision: u64) -> Self {
+        let allowed = objects
+            .iter()
+            .all(|o| o.verdict.decision == Decision::Allow);
+        Report {
+            decision: if allowed {
+                Decision::Allow
+            } else {
+                Decision::Deny
+            },
+            allowed,
+            objects,
+            policy_revision,
+        }
+    }
+}
+
+/// Judges one dry-run review (see [`judge`]).
+pub async fn judge_one(
+    reviewer: &Reviewer,
+    review: &serde_json::Value,
+    deadline: Instant,
+    placement: Placement,
+) -> ObjectReport {
+    let (subject, verdict) = match admission::decode(crate::json::Node::from(review)) {
+        Ok(Decoded::Judge(review)) => {
+            let verdict = reviewer
+                .judge(&review, reviewer.policies().current(), deadline, placement)
+                .await;
+            (review.subject, verdict)
+        }
+        Ok(Decoded::Refuse {
+            subject, problem, ..
+        }) => (subject, refused(&problem)),
+        Err(e) => (Subject::default(), refused(&e.to_string())),
+    };
+    ObjectReport {
+        object: subject.describe(),
+        kind: subject.kind,
+        namespace: subject.namespace,
+        name: subject.name,
+        operation: subject.operation,
+        verdict,
     }
 }
 
@@ -162,7 +179,14 @@ pub fn render_text(report: &Report) -> String {
                         let _ = writeln!(out, "        details: {details}");
                     }
                 }
-                Origin::Builtin => {}
+                Origin::Image {
+                    policy: Some(policy),
+                    file: Some(file),
+                    ..
+                } => {
+                    let _ = writeln!(out, "        from image policy {policy} in {file}");
+                }
+                Origin::Image { .. } | Origin::Builtin => {}
             }
         }
         if !v.images.is_empty() {

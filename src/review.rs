@@ -5,7 +5,7 @@
 use crate::admission::Review;
 use crate::cluster::{InventorySync, PullSecrets};
 use crate::config::NoMatchPolicy;
-use crate::decision::{Decision, Finding, Findings, ReasonCode, Severity};
+use crate::decision::{Decision, Finding, Findings, Origin, ReasonCode, Severity};
 use crate::images;
 use crate::metrics::Metrics;
 use crate::policy::gatekeeper::Point;
@@ -294,7 +294,13 @@ impl Reviewer {
             .await;
         let mut messages = Findings::default();
         for image in &facts {
-            image_findings(image, &review.subject, self.no_match, &mut messages);
+            image_findings(
+                image,
+                &review.subject,
+                self.no_match,
+                placement.point(),
+                &mut messages,
+            );
         }
         let verified = Instant::now();
 
@@ -441,11 +447,12 @@ fn verify_deadline(deadline: Instant, now: Instant) -> Instant {
 
 /// Built-in findings for one image: an invalid reference, no image policy where
 /// `--no-match-policy` wants one, and every image policy it fails (`enforce` denies, `warn`
-/// warns, `audit` only logs).
+/// warns, `audit` only logs at admission and is a `dryrun` finding at the audit point).
 fn image_findings(
     image: &ImageFacts,
     subject: &crate::admission::Subject,
     no_match: NoMatchPolicy,
+    point: Point,
     out: &mut Findings,
 ) {
     let severity = match no_match {
@@ -456,10 +463,11 @@ fn image_findings(
     if let (Some(severity), Some(normalized), true) =
         (severity, &image.normalized, image.policies.is_empty())
     {
-        out.push(Finding::builtin(
+        out.push(Finding {
             severity,
-            ReasonCode::NoMatchingPolicy,
-            format!(
+            code: ReasonCode::NoMatchingPolicy,
+            origin: image_origin(image, None),
+            message: format!(
                 "{} {:?} image {:?} ({normalized}) matches no image policy, and verdict runs \
                  with --no-match-policy {}: nothing vouches for it. Add an image policy whose \
                  images cover {normalized}, or use an image from a registry that has one",
@@ -471,17 +479,18 @@ fn image_findings(
                     _ => "deny",
                 },
             ),
-        ));
+        });
     }
     for error in image
         .errors
         .iter()
         .filter(|e| e.code == ReasonCode::InvalidImageRef)
     {
-        out.push(Finding::builtin(
-            Severity::Deny,
-            ReasonCode::InvalidImageRef,
-            format!(
+        out.push(Finding {
+            severity: Severity::Deny,
+            code: ReasonCode::InvalidImageRef,
+            origin: image_origin(image, None),
+            message: format!(
                 "{} {:?} image {:?} is not a valid image reference ({}). Fix {}: a reference \
                  looks like registry.example.com/team/app:1.2.3 or ...@sha256:<digest>",
                 describe_kind(image),
@@ -490,7 +499,7 @@ fn image_findings(
                 error.message,
                 image.path
             ),
-        ));
+        });
     }
     for outcome in image.policies.iter().filter(|o| !o.satisfied) {
         let Some(error) = &outcome.error else {
@@ -507,18 +516,13 @@ fn image_findings(
             error.message,
             outcome.reproduce,
         );
-        match outcome.mode {
-            Mode::Enforce => out.push(Finding::builtin(
-                Severity::Deny,
-                error.code.clone(),
-                message,
-            )),
-            Mode::Warn => out.push(Finding::builtin(
-                Severity::Warn,
-                error.code.clone(),
-                message,
-            )),
-            Mode::Audit => tracing::info!(
+        let severity = match outcome.mode {
+            Mode::Enforce => Severity::Deny,
+            Mode::Warn => Severity::Warn,
+            // The audit of what runs reports it; admission only logs it.
+            Mode::Audit if point == Point::Audit => Severity::Dryrun,
+            Mode::Audit => {
+                tracing::info!(
                 target: "verdict::audit",
                 uid = %subject.uid,
                 namespace = %subject.namespace,
@@ -527,8 +531,27 @@ fn image_findings(
                 code = %error.code,
                 detail = %error.message,
                 "image policy not satisfied (audit mode)"
-            ),
-        }
+                );
+                continue;
+            }
+        };
+        out.push(Finding {
+            severity,
+            code: error.code.clone(),
+            message,
+            origin: image_origin(image, Some(outcome)),
+        });
+    }
+}
+
+/// Where an image's finding comes from: the image, and the image policy that judged it.
+fn image_origin(image: &ImageFacts, outcome: Option<&crate::verify::PolicyOutcome>) -> Origin {
+    Origin::Image {
+        container: image.container.clone(),
+        image: image.reference.clone(),
+        digest: image.digest.as_deref().map(str::to_string),
+        policy: outcome.map(|o| o.policy.clone()),
+        file: outcome.map(|o| o.file.clone()),
     }
 }
 

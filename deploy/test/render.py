@@ -122,7 +122,7 @@ def main(verdict, out):
             check=True, stdout=subprocess.DEVNULL,
         )
         for layer in ["base", "overlays/self-signed", "overlays/cert-manager", "overlays/warn-only",
-                      "overlays/more-kinds", "monitoring"]:
+                      "overlays/more-kinds", "overlays/audit", "crds", "monitoring"]:
             built = subprocess.run([KUBECTL, "kustomize", str(deploy / layer)],
                                    check=True, capture_output=True, text=True)
             rendered["kustomize-" + layer.replace("/", "-")] = documents(built.stdout)

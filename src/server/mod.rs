@@ -95,7 +95,22 @@ pub async fn serve(
         "listening"
     );
 
-    let inventory = start_inventory(&config, &state).await?;
+    let (client, inventory) = start_inventory(&config, &state).await?.unzip();
+    let (audit_stop, audit_stopped) = watch::channel(false);
+    let audit = match (config.audit_interval.filter(|d| !d.is_zero()), client) {
+        (Some(interval), Some(client)) => Some(tokio::spawn(crate::audit::background::run(
+            client,
+            state.app.reviewer.clone(),
+            state.app.metrics.clone(),
+            interval,
+            audit_stopped,
+        ))),
+        (Some(_), None) => anyhow::bail!(
+            "--audit-interval audits a cluster, and there is none: give --kubeconfig, \
+             KUBECONFIG or run in a cluster (and not --cluster off)"
+        ),
+        (None, _) => None,
+    };
     let reload = tokio::spawn(reload_loop(
         state.policies.clone(),
         state.certs.clone(),
@@ -140,6 +155,11 @@ pub async fn serve(
     let _ = admission_loop.await;
     let _ = metrics_loop.await;
     reload.abort();
+    // The audit stops and releases its Lease, so another replica takes it at once.
+    let _ = audit_stop.send(true);
+    if let Some(audit) = audit {
+        let _ = tokio::time::timeout(Duration::from_secs(5), audit).await;
+    }
     // The accept loops have returned, so this is the last handle.
     let drained = match Arc::try_unwrap(graceful) {
         Ok(graceful) => tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
@@ -297,7 +317,7 @@ where
 async fn start_inventory(
     config: &ServeConfig,
     state: &State,
-) -> anyhow::Result<Option<Arc<InventorySync>>> {
+) -> anyhow::Result<Option<(kube::Client, Arc<InventorySync>)>> {
     if config.cluster.mode == ClusterMode::Off {
         return Ok(None);
     }
@@ -305,14 +325,14 @@ async fn start_inventory(
         return Ok(None);
     };
     let sync = crate::setup::attach_cluster(
-        client,
+        client.clone(),
         &config.cluster,
         &state.policies,
         &state.app.reviewer,
         state.app.metrics.clone(),
     );
     tracing::info!("syncing the cluster inventory");
-    Ok(Some(sync))
+    Ok(Some((client, sync)))
 }
 
 /// Polls the policies folder and certificate files. Polling, rather than inotify, sees

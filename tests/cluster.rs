@@ -46,6 +46,10 @@ fn main() {
         ),
         ("verdict_audit_finds_what_already_runs", audit_one_shot),
         (
+            "the_background_audit_writes_policy_reports_from_the_lease_holder",
+            background_audit,
+        ),
+        (
             "image_policies_apply_in_the_namespaces_they_select",
             namespace_selector,
         ),
@@ -481,6 +485,250 @@ fn audit_one_shot(kube: &Kube) {
         found,
         [("Deployment team-audit/web".to_string(), "deny".to_string())]
     );
+}
+
+/// The audit's RBAC from `deploy/overlays/audit` and the PolicyReport CRDs from
+/// `deploy/crds`, as kustomize renders them.
+fn install_audit(kube: &Kube) {
+    let rbac: Vec<Value> = rendered("kustomize-overlays-audit")
+        .into_iter()
+        .filter(|d| d["metadata"]["name"] == "verdict-audit")
+        .collect();
+    assert_eq!(rbac.len(), 4, "ClusterRole, Role and their bindings");
+    apply(kube, rendered("kustomize-crds"));
+    kube.kubectl(
+        &[
+            "wait",
+            "--for=condition=established",
+            "crd/policyreports.wgpolicyk8s.io",
+            "crd/clusterpolicyreports.wgpolicyk8s.io",
+        ],
+        None,
+    );
+    apply(kube, rbac);
+    // verdict's Lease lives in the namespace of its cluster configuration.
+    let (ok, out) = kube.try_kubectl(
+        &kube.kubeconfig_verdict,
+        &[
+            "config",
+            "set-context",
+            "--current",
+            "--namespace=verdict-system",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+}
+
+/// A report as JSON, `Null` when there is none.
+fn report(kube: &Kube, namespace: Option<&str>) -> Value {
+    let args: Vec<&str> = match namespace {
+        Some(ns) => vec!["-n", ns, "get", "policyreport", "verdict", "-o", "json"],
+        None => vec!["get", "clusterpolicyreport", "verdict", "-o", "json"],
+    };
+    let (ok, out) = kube.try_kubectl(&kube.kubeconfig, &args, None);
+    if ok {
+        serde_json::from_str(&out).unwrap()
+    } else {
+        Value::Null
+    }
+}
+
+/// `(kind/name, policy, result, code)` of each result of a report.
+fn results(report: &Value) -> Vec<(String, String, String, String)> {
+    let mut out: Vec<_> = report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let resource = &r["resources"][0];
+            (
+                format!(
+                    "{}/{}",
+                    resource["kind"].as_str().unwrap(),
+                    resource["name"].as_str().unwrap()
+                ),
+                r["policy"].as_str().unwrap().to_string(),
+                r["result"].as_str().unwrap().to_string(),
+                r["properties"]["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The value of an unlabelled metric.
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = server.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn lease_holder(kube: &Kube) -> String {
+    let (_, out) = kube.try_kubectl(
+        &kube.kubeconfig,
+        &[
+            "-n",
+            "verdict-system",
+            "get",
+            "lease",
+            "verdict-audit",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
+    out.trim().to_string()
+}
+
+/// `serve --audit-interval` on two replicas with the shipped audit RBAC: one holds the
+/// Lease and writes PolicyReports (namespaced objects by namespace, Namespaces judged by a
+/// library constraint in the ClusterPolicyReport); a fixed object's result clears, a deleted
+/// one's goes, an unchanged report is not written again; when the holder hangs (SIGSTOP) the
+/// other takes the Lease within its duration and audits, and when that one stops (SIGTERM)
+/// it releases the Lease to the first at once.
+fn background_audit(kube: &Kube) {
+    install_audit(kube);
+    kube.create_namespace("team-bg");
+    let workload = |image: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "team-bg"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": image}]}}}})
+    };
+    let pod = |name: &str, image: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "team-bg"},
+               "spec": {"containers": [{"name": "c", "image": image}]}})
+    };
+    apply(
+        kube,
+        vec![
+            workload("nginx:latest"),
+            pod("ok", "nginx:1.27"),
+            pod("temp", "nginx:latest"),
+        ],
+    );
+    let library = common::fixture("gatekeeper-library/general/requiredlabels");
+    let read = |rel: &str| std::fs::read_to_string(library.join(rel)).unwrap();
+    let (template, constraint) = (
+        read("template.yaml"),
+        read("samples/all-must-have-owner/constraint.yaml"),
+    );
+    let extra = [
+        ("gatekeeper/template.yaml", template.as_str()),
+        ("gatekeeper/constraint.yaml", constraint.as_str()),
+    ];
+    let args = ["--audit-interval", "2s"];
+    let latest = |name: &str| {
+        (
+            name.to_string(),
+            "images/tags.rego".to_string(),
+            "fail".to_string(),
+            "IMAGE_TAG_LATEST".to_string(),
+        )
+    };
+    runtime().block_on(async {
+        let mut first = verdict_with(kube, &extra, &args);
+        let mut second = verdict_with(kube, &extra, &args);
+        let found = eventually(Duration::from_secs(30), || async {
+            results(&report(kube, Some("team-bg"))) == [latest("Deployment/web"), latest("Pod/temp")]
+        })
+        .await;
+        let namespaced = report(kube, Some("team-bg"));
+        assert!(found, "{namespaced}\n{}\n{}", first.logs(), second.logs());
+        assert_eq!(
+            namespaced["summary"],
+            json!({"pass": 1, "fail": 2, "warn": 0, "error": 0, "skip": 0})
+        );
+        let result = &namespaced["results"][0];
+        assert_eq!(result["source"], "verdict");
+        assert_eq!(result["resources"][0]["namespace"], "team-bg");
+        assert!(result["resources"][0]["uid"].as_str().is_some_and(|u| !u.is_empty()), "{result}");
+        assert!(result["timestamp"]["seconds"].as_i64().unwrap() > 0, "{result}");
+        assert!(result["message"].as_str().unwrap().contains("latest"), "{result}");
+        let cluster = report(kube, None);
+        let team = (
+            "Namespace/team-bg".to_string(),
+            "K8sRequiredLabels/all-must-have-owner".to_string(),
+            "fail".to_string(),
+            "CONSTRAINT_VIOLATION".to_string(),
+        );
+        assert!(results(&cluster).contains(&team), "{cluster}");
+        // One replica audits.
+        let leaders = metric(&first, "verdict_audit_leader").await
+            + metric(&second, "verdict_audit_leader").await;
+        assert_eq!(leaders, 1.0);
+        let (leader, other) = if metric(&first, "verdict_audit_leader").await == 1.0 {
+            (&mut first, &mut second)
+        } else {
+            (&mut second, &mut first)
+        };
+        assert!(metric(leader, "verdict_audit_objects").await >= 3.0);
+        let violations = leader.metrics_text().await;
+        assert!(
+            violations.contains(r#"verdict_audit_violations{code="IMAGE_TAG_LATEST",namespace="team-bg",policy="images/tags.rego"} 2"#),
+            "{violations}"
+        );
+
+        // Fixed, deleted, relabelled: their results go.
+        apply(kube, vec![workload("nginx:1.27")]);
+        kube.kubectl(&["-n", "team-bg", "delete", "pod", "temp", "--wait=false"], None);
+        kube.label_namespace("team-bg", "owner=alice.agilebank.demo");
+        let cleared = eventually(Duration::from_secs(20), || async {
+            let r = report(kube, Some("team-bg"));
+            results(&r).is_empty() && r["summary"]["pass"] == 2
+                && !results(&report(kube, None)).contains(&team)
+        })
+        .await;
+        assert!(cleared, "{}\n{}", report(kube, Some("team-bg")), report(kube, None));
+
+        // Nothing changed: two more audits write nothing.
+        let version = report(kube, Some("team-bg"))["metadata"]["resourceVersion"].clone();
+        let runs = metric(leader, "verdict_audit_runs_total{result=\"success\"}").await;
+        let audited = eventually(Duration::from_secs(20), || async {
+            metric(leader, "verdict_audit_runs_total{result=\"success\"}").await >= runs + 2.0
+        })
+        .await;
+        assert!(audited, "{}", leader.logs());
+        assert_eq!(report(kube, Some("team-bg"))["metadata"]["resourceVersion"], version);
+
+        // The holder hangs: the other takes the Lease within its duration (15 s) and audits.
+        let holder = lease_holder(kube);
+        std::process::Command::new("kill").args(["-STOP", &leader.pid().to_string()]).status().unwrap();
+        let hung = Instant::now();
+        apply(kube, vec![pod("late", "nginx:latest")]);
+        let took = eventually(Duration::from_secs(25), || async {
+            results(&report(kube, Some("team-bg"))) == [latest("Pod/late")]
+        })
+        .await;
+        let taken_after = hung.elapsed();
+        std::process::Command::new("kill").args(["-CONT", &leader.pid().to_string()]).status().unwrap();
+        assert!(took, "{}", other.logs());
+        assert_ne!(lease_holder(kube), holder);
+        assert!(taken_after < Duration::from_secs(15 + 5), "{taken_after:?}");
+        println!("a hung holder's Lease was taken, and an audit published, within {taken_after:?}");
+        assert_eq!(metric(other, "verdict_audit_leader").await, 1.0);
+        // The resumed one finds the Lease taken, and stands by.
+        let stood_by = eventually(Duration::from_secs(10), || async {
+            metric(leader, "verdict_audit_leader").await == 0.0
+        })
+        .await;
+        assert!(stood_by, "{}", leader.logs());
+
+        // The new holder stops: it releases the Lease, and the first takes it at once.
+        let runs = metric(leader, "verdict_audit_runs_total{result=\"success\"}").await;
+        let stopped = Instant::now();
+        assert!(other.terminate().success());
+        let back = eventually(Duration::from_secs(10), || async {
+            metric(leader, "verdict_audit_runs_total{result=\"success\"}").await > runs
+        })
+        .await;
+        assert!(back, "{}", leader.logs());
+        println!("a stopped holder's Lease was taken, and an audit published, within {:?}", stopped.elapsed());
+    });
 }
 
 const CONFIG_SECRETS: &str = "apiVersion: config.gatekeeper.sh/v1alpha1\nkind: Config\nmetadata: {name: config, namespace: gatekeeper-system}\nspec:\n  sync:\n    syncOnly:\n    - {group: '', version: v1, kind: Namespace}\n    - {group: '', version: v1, kind: Secret}\n";

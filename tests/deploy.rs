@@ -14,7 +14,8 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Deserialize as _;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -118,6 +119,11 @@ fn every_built_in_document_parses_into_its_typed_struct() {
                 "Secret" => drop(typed::<Secret>(&rendering, doc)),
                 "ClusterRole" => drop(typed::<ClusterRole>(&rendering, doc)),
                 "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(&rendering, doc)),
+                "Role" => drop(typed::<Role>(&rendering, doc)),
+                "RoleBinding" => drop(typed::<RoleBinding>(&rendering, doc)),
+                "CustomResourceDefinition" => {
+                    drop(typed::<CustomResourceDefinition>(&rendering, doc))
+                }
                 "ValidatingWebhookConfiguration" => {
                     drop(typed::<ValidatingWebhookConfiguration>(&rendering, doc))
                 }
@@ -398,6 +404,97 @@ fn every_rendered_deployment_starts_verdict_with_flags_it_accepts() {
     assert!(seen > 0);
 }
 
+fn audit_role(doc: &Value) -> bool {
+    doc["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n.ends_with("-audit"))
+}
+
+/// The rendered Deployments' `serve` arguments.
+fn serve_args(rendering: &Rendering) -> Vec<String> {
+    of_kind(rendering, "Deployment")
+        .iter()
+        .flat_map(|d| {
+            let d: Deployment = typed(rendering, d);
+            d.spec.template.spec.unwrap().containers[0]
+                .args
+                .clone()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The audit's rules exist exactly when the Deployment audits, and grant exactly what it
+/// uses: list on every kind verdict reads images from (and the chart's listRules), list,
+/// create, update and delete on PolicyReports, and the Lease by name (create by kind).
+#[test]
+fn the_audit_role_grants_exactly_what_the_background_audit_uses() {
+    let mut seen = 0;
+    for rendering in renderings() {
+        let name = &rendering.name;
+        let audits = serve_args(&rendering)
+            .iter()
+            .any(|a| a.starts_with("--audit-interval="));
+        let roles: Vec<&Value> = of_kind(&rendering, "ClusterRole")
+            .into_iter()
+            .filter(|d| audit_role(d))
+            .collect();
+        let leases = of_kind(&rendering, "Role");
+        assert_eq!(roles.len(), usize::from(audits), "{name}");
+        assert_eq!(leases.len(), usize::from(audits), "{name}");
+        assert_eq!(
+            of_kind(&rendering, "RoleBinding").len(),
+            usize::from(audits),
+            "{name}"
+        );
+        if !audits {
+            continue;
+        }
+        let role: ClusterRole = typed(&rendering, roles[0]);
+        let mut listed = BTreeSet::new();
+        for rule in role.rules.unwrap_or_default() {
+            let resources = rule.resources.clone().unwrap_or_default();
+            if rule.api_groups.as_deref() == Some(&["wgpolicyk8s.io".to_string()][..]) {
+                assert_eq!(
+                    resources,
+                    ["policyreports", "clusterpolicyreports"],
+                    "{name}"
+                );
+                assert_eq!(rule.verbs, ["list", "create", "update", "delete"], "{name}");
+            } else {
+                assert_eq!(rule.verbs, ["list"], "{name}: {resources:?}");
+                assert!(!resources.iter().any(|r| r == "secrets"), "{name}");
+                listed.extend(resources);
+            }
+        }
+        // Ephemeral containers are listed with their Pods.
+        for (kind, _) in verdict::images::POD_SPEC_PATHS
+            .iter()
+            .filter(|(k, _)| *k != "EphemeralContainers")
+        {
+            assert!(
+                listed.contains(resource_of(kind)),
+                "{name}: {kind} is not listed"
+            );
+        }
+        let lease: Role = typed(&rendering, leases[0]);
+        let rules = lease.rules.unwrap_or_default();
+        assert_eq!(rules.len(), 2, "{name}");
+        for rule in &rules {
+            assert_eq!(rule.resources.as_deref(), Some(&["leases".to_string()][..]));
+            match rule.resource_names.as_deref() {
+                None => assert_eq!(rule.verbs, ["create"], "{name}"),
+                Some(names) => {
+                    assert_eq!(names, ["verdict-audit"], "{name}");
+                    assert_eq!(rule.verbs, ["get", "update"], "{name}");
+                }
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 2, "the audit overlay and the chart's audit values");
+}
+
 /// The ClusterRole grants exactly what verdict uses: list/watch on namespaces (and the
 /// synced kinds the chart is given), get on secrets and serviceaccounts only while pull
 /// secrets are on, and never list or watch on secrets.
@@ -405,21 +502,15 @@ fn every_rendered_deployment_starts_verdict_with_flags_it_accepts() {
 fn the_cluster_role_grants_exactly_what_verdict_uses() {
     let mut seen = 0;
     for rendering in renderings() {
-        let Some(doc) = of_kind(&rendering, "ClusterRole").first().copied() else {
+        let Some(doc) = of_kind(&rendering, "ClusterRole")
+            .into_iter()
+            .find(|d| !audit_role(d))
+        else {
             continue;
         };
         let role: ClusterRole = typed(&rendering, doc);
         let rules = role.rules.unwrap_or_default();
-        let args: Vec<String> = of_kind(&rendering, "Deployment")
-            .iter()
-            .flat_map(|d| {
-                let d: Deployment = typed(&rendering, d);
-                d.spec.template.spec.unwrap().containers[0]
-                    .args
-                    .clone()
-                    .unwrap()
-            })
-            .collect();
+        let args = serve_args(&rendering);
         let pull_secrets = !args.contains(&"--pull-secrets=false".to_string());
         let name = &rendering.name;
         for rule in &rules {

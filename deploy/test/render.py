@@ -79,6 +79,9 @@ HELM_VALUES = {
                                     "operations": ["CREATE", "UPDATE"], "resources": ["ingresses"],
                                     "scope": "Namespaced"}]},
     },
+    "helm-audit": {
+        "audit": {"interval": "30m", "listRules": [{"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"]}]},
+    },
     "helm-provided-certificate": {
         "certificates": {"provided": {"secretName": "my-tls", "caBundle": "LS0tLS1CRUdJTi0tLS0t"}},
         "policies": {"shipped": False, "files": {"rules.rego": "package r\n"}},

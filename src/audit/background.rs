@@ -70,7 +70,7 @@ pub async fn run(
         // Renewed just before writing: a replica that was paused past the Lease writes nothing.
         let outcome = match judged {
             Ok(judged) if leading(&mut lease, &metrics).await => {
-                publish(&client, judged, &metrics).await
+                publish(&client, judged, reviewer.policies().root(), &metrics).await
             }
             Ok(_) => continue,
             Err(e) => Err(e),
@@ -108,11 +108,12 @@ async fn leading(lease: &mut Lease, metrics: &Metrics) -> bool {
 async fn publish(
     client: &kube::Client,
     judged: Vec<Judged>,
+    root: &std::path::Path,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let objects = judged.len();
     let judged = super::folded(judged);
-    let desired = reports::desired(&judged);
+    let desired = reports::desired(&judged, root);
     let written = reports::publish(client, desired, unix_now()).await?;
     metrics
         .audit_objects
@@ -122,7 +123,7 @@ async fn publish(
     for object in &judged {
         let namespace = object.reference["namespace"].as_str().unwrap_or_default();
         for finding in &object.report.verdict.messages.0 {
-            let (policy, _) = reports::policy_and_rule(finding);
+            let (policy, _) = reports::policy_and_rule(finding, root);
             metrics
                 .audit_violations
                 .with_label_values(&[policy.as_str(), namespace, finding.code.as_str()])

@@ -15,6 +15,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostPa
 use kube::discovery::ApiResource;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// The name of verdict's report in each namespace, and of its cluster report.
 pub const NAME: &str = "verdict";
@@ -39,8 +40,9 @@ pub struct Written {
     pub unchanged: usize,
 }
 
-/// The reports of the judged (and folded) objects. Results carry no timestamp yet.
-pub fn desired(judged: &[Judged]) -> Desired {
+/// The reports of the judged (and folded) objects. Results carry no timestamp yet; files
+/// are named relative to the policies folder `root`.
+pub fn desired(judged: &[Judged], root: &Path) -> Desired {
     let mut results: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut passed: BTreeMap<String, u64> = BTreeMap::new();
     for object in judged {
@@ -51,7 +53,7 @@ pub fn desired(judged: &[Judged]) -> Desired {
         let findings = &object.report.verdict.messages.0;
         *passed.entry(namespace.clone()).or_default() += u64::from(findings.is_empty());
         let entry = results.entry(namespace).or_default();
-        entry.extend(findings.iter().map(|f| result(f, &object.reference)));
+        entry.extend(findings.iter().map(|f| result(f, &object.reference, root)));
     }
     passed
         .into_iter()
@@ -85,7 +87,7 @@ fn rank(result: &str) -> u8 {
 }
 
 /// One finding as a PolicyReport result (without `timestamp`).
-fn result(finding: &Finding, reference: &Value) -> Value {
+fn result(finding: &Finding, reference: &Value, root: &Path) -> Value {
     let mut properties = Map::new();
     let mut property = |key: &str, value: &str| {
         properties.insert(key.to_string(), json!(value));
@@ -106,7 +108,7 @@ fn result(finding: &Finding, reference: &Value) -> Value {
             ..
         } => {
             property("enforcementAction", enforcement_action);
-            property("file", file);
+            property("file", &relative(root, file));
         }
         Origin::Image {
             container,
@@ -121,12 +123,12 @@ fn result(finding: &Finding, reference: &Value) -> Value {
                 property("digest", digest);
             }
             if let Some(file) = file {
-                property("file", file);
+                property("file", &relative(root, file));
             }
         }
         Origin::Policy { .. } | Origin::Builtin => {}
     }
-    let (policy, rule) = policy_and_rule(finding);
+    let (policy, rule) = policy_and_rule(finding, root);
     let outcome = if errs(&finding.code) {
         "error"
     } else {
@@ -149,9 +151,16 @@ fn result(finding: &Finding, reference: &Value) -> Value {
 /// A result's `policy` and `rule`: the policy file(s) and the Rego rule; the constraint
 /// (`Kind/name`) and its template; the image policy; or `verdict` and the reason code for a
 /// check of verdict's own.
-pub fn policy_and_rule(finding: &Finding) -> (String, String) {
+pub fn policy_and_rule(finding: &Finding, root: &Path) -> (String, String) {
     match &finding.origin {
-        Origin::Policy { files, rule } => (files.join(", "), rule.clone()),
+        Origin::Policy { files, rule } => (
+            files
+                .iter()
+                .map(|f| relative(root, f))
+                .collect::<Vec<_>>()
+                .join(", "),
+            rule.clone(),
+        ),
         Origin::Constraint {
             constraint,
             kind,
@@ -164,6 +173,13 @@ pub fn policy_and_rule(finding: &Finding) -> (String, String) {
         } => (policy.clone(), "image-policy".to_string()),
         Origin::Image { .. } | Origin::Builtin => ("verdict".to_string(), finding.code.to_string()),
     }
+}
+
+/// `file` relative to `root` when it is inside it.
+fn relative(root: &Path, file: &str) -> String {
+    Path::new(file)
+        .strip_prefix(root)
+        .map_or_else(|_| file.to_string(), |p| p.display().to_string())
 }
 
 /// Codes that say the audit could not judge, rather than that the object is wrong.
@@ -374,7 +390,7 @@ mod tests {
                 image: "nginx:1".into(),
                 digest: Some("sha256:ab".into()),
                 policy: Some("release".into()),
-                file: Some("images/release.yaml".into()),
+                file: Some("/policies/images/release.yaml".into()),
             },
         };
         let warn = Finding {
@@ -382,16 +398,19 @@ mod tests {
             code: ReasonCode::Custom("TAG".into()),
             message: "tag".into(),
             origin: Origin::Policy {
-                files: vec!["tags.rego".into()],
+                files: vec!["/policies/images/tags.rego".into()],
                 rule: "data.tags.warn".into(),
             },
         };
         let error = Finding::builtin(Severity::Deny, ReasonCode::PolicyTimeout, "slow");
-        let desired = desired(&[
-            judged(Some("a"), "ok", Vec::new()),
-            judged(Some("a"), "bad", vec![warn, image]),
-            judged(None, "node-thing", vec![error]),
-        ]);
+        let desired = desired(
+            &[
+                judged(Some("a"), "ok", Vec::new()),
+                judged(Some("a"), "bad", vec![warn, image]),
+                judged(None, "node-thing", vec![error]),
+            ],
+            Path::new("/policies"),
+        );
         assert_eq!(desired.keys().collect::<Vec<_>>(), ["", "a"]);
         let a = &desired["a"];
         assert_eq!(
@@ -417,16 +436,19 @@ mod tests {
     #[test]
     fn unchanged_results_keep_their_timestamp() {
         let finding = Finding::builtin(Severity::Deny, ReasonCode::PolicyDenied, "no");
-        let mut before = desired(&[judged(Some("a"), "p", vec![finding.clone()])]);
+        let mut before = desired(
+            &[judged(Some("a"), "p", vec![finding.clone()])],
+            Path::new("/"),
+        );
         let mut old = before.remove("a").expect("a report for a");
         stamp(&mut old, None, 100);
-        let mut again = desired(&[judged(Some("a"), "p", vec![finding])])
+        let mut again = desired(&[judged(Some("a"), "p", vec![finding])], Path::new("/"))
             .remove("a")
             .expect("a report for a");
         stamp(&mut again, Some(&old), 200);
         assert!(same(&old, &again));
         assert_eq!(again["results"][0]["timestamp"]["seconds"], 100);
-        let mut changed = desired(&[judged(Some("a"), "p", Vec::new())])
+        let mut changed = desired(&[judged(Some("a"), "p", Vec::new())], Path::new("/"))
             .remove("a")
             .expect("a report for a");
         stamp(&mut changed, Some(&old), 200);

@@ -60,6 +60,11 @@ impl PolicyStore {
         })
     }
 
+    /// The policies folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// When the first Fulcio CA certificate of the trust roots in use (the default one and
     /// those the image policies name) expires, in Unix seconds.
     pub fn trust_expiry(&self) -> Option<i64> {

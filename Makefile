@@ -66,6 +66,7 @@ bench:
 	$(CARGO) bench --locked --bench load
 	$(CARGO) bench --locked --bench memory
 	$(CARGO) bench --locked --bench abuse
+	$(CARGO) bench --locked --bench audit
 
 # One million reviews at concurrency 64 while policies reload and certificates rotate;
 # fails on any transport error, wrong decision, or RSS growth of 10% or more. Not in `test`.

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub audit_interval: IntGauge,
     /// 1 while this replica holds the audit Lease.
     pub audit_leader: IntGauge,
+    /// 1 while a background audit runs on this replica.
+    pub audit_running: IntGauge,
 }
 
 impl Metrics {
@@ -247,7 +249,12 @@ impl Metrics {
         registry.register(Box::new(audit_objects.clone()))?;
         registry.register(Box::new(audit_last_success.clone()))?;
         registry.register(Box::new(audit_interval.clone()))?;
+        let audit_running = IntGauge::new(
+            "verdict_audit_running",
+            "1 while a background audit runs on this replica",
+        )?;
         registry.register(Box::new(audit_leader.clone()))?;
+        registry.register(Box::new(audit_running.clone()))?;
         registry.register(Box::new(inventory_objects.clone()))?;
         registry.register(Box::new(inventory_watch_restarts.clone()))?;
         registry.register(Box::new(inventory_last_event_age.clone()))?;
@@ -292,6 +299,7 @@ impl Metrics {
             audit_last_success,
             audit_interval,
             audit_leader,
+            audit_running,
             reviews,
             review_duration,
             policy_eval_duration,

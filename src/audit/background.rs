@@ -57,6 +57,8 @@ pub async fn run(
             Some(PACE),
         );
         tokio::pin!(judging);
+        metrics.audit_running.set(1);
+        let _running = Running(&metrics);
         let judged = loop {
             tokio::select! {
                 judged = &mut judging => break judged,
@@ -92,6 +94,15 @@ pub async fn run(
     }
     lease.release().await;
     metrics.audit_leader.set(0);
+}
+
+/// Sets `verdict_audit_running` back to 0 however the audit ends.
+struct Running<'a>(&'a Metrics);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.audit_running.set(0);
+    }
 }
 
 /// One Lease step; a replica that does not lead shows no violations of its own.

@@ -611,6 +611,18 @@ fn background_audit(kube: &Kube) {
             pod("temp", "nginx:latest"),
         ],
     );
+    // Someone else's report named like verdict's, in a namespace with a finding: left alone,
+    // and the audit goes on with every other namespace.
+    kube.create_namespace("team-foreign");
+    apply(
+        kube,
+        vec![
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "namespace": "team-foreign"},
+                   "spec": {"containers": [{"name": "c", "image": "nginx:latest"}]}}),
+            json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+                   "metadata": {"name": "verdict", "namespace": "team-foreign"}, "results": []}),
+        ],
+    );
     let library = common::fixture("gatekeeper-library/general/requiredlabels");
     let read = |rel: &str| std::fs::read_to_string(library.join(rel)).unwrap();
     let (template, constraint) = (
@@ -649,6 +661,8 @@ fn background_audit(kube: &Kube) {
         assert!(result["resources"][0]["uid"].as_str().is_some_and(|u| !u.is_empty()), "{result}");
         assert!(result["timestamp"]["seconds"].as_i64().unwrap() > 0, "{result}");
         assert!(result["message"].as_str().unwrap().contains("latest"), "{result}");
+        let foreign = report(kube, Some("team-foreign"));
+        assert!(foreign["summary"].is_null() && results(&foreign).is_empty(), "{foreign}");
         let cluster = report(kube, None);
         let team = (
             "Namespace/team-bg".to_string(),

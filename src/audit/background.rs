@@ -150,6 +150,7 @@ async fn publish(
         updated = written.updated,
         deleted = written.deleted,
         unchanged = written.unchanged,
+        foreign = written.foreign,
         "background audit done"
     );
     Ok(())

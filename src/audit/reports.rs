@@ -38,6 +38,8 @@ pub struct Written {
     pub updated: usize,
     pub deleted: usize,
     pub unchanged: usize,
+    /// Reports not written because one of the same name is not verdict's.
+    pub foreign: usize,
 }
 
 /// The reports of the judged (and folded) objects. Results carry no timestamp yet; files
@@ -278,10 +280,19 @@ pub async fn publish(client: &kube::Client, desired: Desired, now: i64) -> anyho
                     },
                     data: body,
                 };
-                api.create(&PostParams::default(), &report)
-                    .await
-                    .with_context(|| format!("creating {}", described(&namespace)))?;
-                written.created += 1;
+                match api.create(&PostParams::default(), &report).await {
+                    Ok(_) => written.created += 1,
+                    // A report of that name without verdict's label: someone else's, left
+                    // alone (and a namespace's user cannot fail the whole audit with one).
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        tracing::warn!(report = %described(&namespace), "a report of this name exists without the label app.kubernetes.io/managed-by=verdict: not written");
+                        written.foreign += 1;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("creating {}", described(&namespace))))
+                    }
+                }
             }
         }
     }

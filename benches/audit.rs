@@ -28,7 +28,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{bench_policies, client, drive, fixed, pod, start_verdict_with, RunStats};
+use support::{
+    bench_policies, client, drive, fixed, peak_rss_kib, pod, start_verdict_with, RunStats,
+};
 
 const NAMESPACES: usize = 20;
 const PODS_PER_DEPLOYMENT: usize = 4;
@@ -45,17 +47,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Peak resident memory of a live process, KiB (`VmHWM`).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -261,15 +252,17 @@ async fn run() {
             .collect(),
         true,
     );
-    drive(
-        &client,
-        &url,
-        bodies.clone(),
-        PER_ROUND,
-        16,
-        verdict.child.id(),
-    )
-    .await;
+    let round = || {
+        drive(
+            &client,
+            &url,
+            bodies.clone(),
+            PER_ROUND,
+            16,
+            verdict.child.id(),
+        )
+    };
+    round().await;
     let (mut quiet, mut during): (Option<RunStats>, Option<RunStats>) = (None, None);
     let (mut quiet_rounds, mut during_rounds) = (0, 0);
     let pool = |into: &mut Option<RunStats>, stats: RunStats| match into {
@@ -281,15 +274,7 @@ async fn run() {
         && started.elapsed() < Duration::from_secs(180)
     {
         let before = verdict.metric("verdict_audit_running").await;
-        let stats = drive(
-            &client,
-            &url,
-            bodies.clone(),
-            PER_ROUND,
-            16,
-            verdict.child.id(),
-        )
-        .await;
+        let stats = round().await;
         let after = verdict.metric("verdict_audit_running").await;
         assert_eq!((stats.errors, stats.wrong), (0, 0));
         match (before, after) {

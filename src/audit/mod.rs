@@ -330,38 +330,61 @@ fn images(object: &Value) -> Vec<(String, String)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::decision::{Decision, Findings, ReasonCode, Severity};
-    use crate::review::{Timings, Verdict};
-
-    fn judged(kind: &str, uid: &str, owner: Option<&str>, image: &str, codes: &[&str]) -> Judged {
-        let mut messages = Findings::default();
-        for code in codes {
-            messages.push(Finding::builtin(
-                Severity::Deny,
-                ReasonCode::Custom(code.to_string()),
-                format!("{kind} {uid} is wrong"),
-            ));
+impl Judged {
+    /// A judged object for tests: `kind` `name` (also its uid) in `namespace`, with `findings`.
+    pub(crate) fn sample(
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        findings: Vec<Finding>,
+    ) -> Self {
+        let mut reference = json!({"apiVersion": "v1", "kind": kind, "name": name, "uid": name});
+        if let Some(ns) = namespace {
+            reference["namespace"] = json!(ns);
         }
+        let messages = crate::decision::Findings(findings);
         Judged {
-            reference: json!({"kind": kind, "name": uid, "uid": uid}),
-            uid: uid.to_string(),
-            controller: owner.map(str::to_string),
-            images: vec![("c".to_string(), image.to_string())],
+            reference,
+            uid: name.to_string(),
+            controller: None,
+            images: Vec::new(),
             report: ObjectReport {
-                object: format!("{kind} {uid}"),
+                object: format!("{kind} {name}"),
                 kind: kind.to_string(),
-                namespace: String::new(),
-                name: uid.to_string(),
+                namespace: namespace.unwrap_or_default().to_string(),
+                name: name.to_string(),
                 operation: "CREATE".to_string(),
-                verdict: Verdict {
+                verdict: crate::review::Verdict {
                     decision: messages.decision(),
                     messages,
                     images: Vec::new(),
-                    timings: Timings::default(),
+                    timings: crate::review::Timings::default(),
                 },
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{Decision, ReasonCode, Severity};
+
+    fn judged(kind: &str, uid: &str, owner: Option<&str>, image: &str, codes: &[&str]) -> Judged {
+        let findings = codes
+            .iter()
+            .map(|code| {
+                Finding::builtin(
+                    Severity::Deny,
+                    ReasonCode::Custom(code.to_string()),
+                    format!("{kind} {uid} is wrong"),
+                )
+            })
+            .collect();
+        Judged {
+            controller: owner.map(str::to_string),
+            images: vec![("c".to_string(), image.to_string())],
+            ..Judged::sample(kind, None, uid, findings)
         }
     }
 

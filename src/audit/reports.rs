@@ -359,35 +359,9 @@ fn same(old: &Value, body: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::Findings;
-    use crate::report::ObjectReport;
-    use crate::review::{Timings, Verdict};
 
     fn judged(namespace: Option<&str>, name: &str, findings: Vec<Finding>) -> Judged {
-        let mut reference = json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": name});
-        if let Some(ns) = namespace {
-            reference["namespace"] = json!(ns);
-        }
-        let messages = Findings(findings);
-        Judged {
-            reference,
-            uid: name.to_string(),
-            controller: None,
-            images: Vec::new(),
-            report: ObjectReport {
-                object: name.to_string(),
-                kind: "Pod".to_string(),
-                namespace: namespace.unwrap_or_default().to_string(),
-                name: name.to_string(),
-                operation: "CREATE".to_string(),
-                verdict: Verdict {
-                    decision: messages.decision(),
-                    messages,
-                    images: Vec::new(),
-                    timings: Timings::default(),
-                },
-            },
-        }
+        Judged::sample("Pod", namespace, name, findings)
     }
 
     #[test]

@@ -69,9 +69,7 @@ fn mib(kib: u64) -> f64 {
 async fn run() {
     let work = tempfile::tempdir().unwrap();
     let certs_dir = work.path().join("certs");
-    let certs = verdict::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
-        .unwrap();
-    verdict::certs::write(&certs_dir, &certs).unwrap();
+    let certs = support::dev_certs(&certs_dir);
     let policies = work.path().join("policies");
     bench_policies(&policies, "registry.invalid", "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAELKhD7F5OKy77Z582Y6h0u1J3GNA+\nkvUsh4eKpd1lwkDAzfFDs7yXEExsEkPPuiQJBelDT68n7PDIWB/QEY7mrA==\n-----END PUBLIC KEY-----\n");
     // A policy that reads every object whole: the review is built, and given to Rego, entire.

@@ -149,9 +149,7 @@ async fn run_all() {
     std::fs::create_dir_all(&out).unwrap();
     let work = tempfile::tempdir().unwrap();
     let certs_dir = work.path().join("certs");
-    let certs = verdict::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
-        .unwrap();
-    verdict::certs::write(&certs_dir, &certs).unwrap();
+    let certs = support::dev_certs(&certs_dir);
 
     // The registry, signed images for (b), and a pool of cold signed images for (c).
     let registry = TestRegistry::start().await;

@@ -28,9 +28,7 @@ async fn run() {
         .unwrap_or(100_000);
     let work = tempfile::tempdir().unwrap();
     let certs_dir = work.path().join("certs");
-    let certs = verdict::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
-        .unwrap();
-    verdict::certs::write(&certs_dir, &certs).unwrap();
+    let certs = support::dev_certs(&certs_dir);
     let registry = Arc::new(TestRegistry::start().await);
     let key = Arc::new(TestKey::generate(SigningScheme::ECDSA_P256_SHA256_ASN1));
 

@@ -28,6 +28,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Development certificates for 127.0.0.1 and localhost, written to `dir` for `serve`.
+pub fn dev_certs(dir: &Path) -> verdict::certs::DevCerts {
+    let certs = verdict::certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
+        .unwrap();
+    verdict::certs::write(dir, &certs).unwrap();
+    certs
+}
+
 /// Resident memory of a process, KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")

@@ -234,7 +234,7 @@ async fn run() {
         let (seconds, judged) = succeeded(n).await;
         let line = format!(
             "serve background audit ({what}): {judged} objects in {seconds:.2} s, {:.0} objects/s \
-             (paced to half a worker)",
+             (paced: a quarter of its time judging)",
             judged / seconds
         );
         println!("{line}");

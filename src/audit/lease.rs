@@ -56,8 +56,15 @@ impl Lease {
 
     /// Takes, keeps or waits for the Lease (one try); then whether it is held.
     pub async fn step(&mut self) -> bool {
-        if let Err(e) = self.try_step().await {
-            tracing::warn!(lease = NAME, namespace = %self.namespace, error = %e, "the audit Lease could not be read or written");
+        // A slow API server must not keep a holder believing past its renew deadline.
+        match tokio::time::timeout(RETRY * 2, self.try_step()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(lease = NAME, namespace = %self.namespace, error = %e, "the audit Lease could not be read or written");
+            }
+            Err(_) => {
+                tracing::warn!(lease = NAME, namespace = %self.namespace, "the API server did not answer about the audit Lease in time");
+            }
         }
         self.held()
     }

@@ -722,7 +722,8 @@ fn background_audit(kube: &Kube) {
         std::process::Command::new("kill").args(["-CONT", &leader.pid().to_string()]).status().unwrap();
         assert!(took, "{}", other.logs());
         assert_ne!(lease_holder(kube), holder);
-        assert!(taken_after < Duration::from_secs(15 + 5), "{taken_after:?}");
+        // Taken within the 15 s lease duration, then one audit (about a second) published.
+        assert!(taken_after < Duration::from_secs(15 + 3), "{taken_after:?}");
         println!("a hung holder's Lease was taken, and an audit published, within {taken_after:?}");
         assert_eq!(metric(other, "verdict_audit_leader").await, 1.0);
         // The resumed one finds the Lease taken, and stands by.

@@ -1,9 +1,12 @@
 //! Which replica audits: a `coordination.k8s.io/v1` Lease, as client-go's leader election
 //! keeps one. The holder renews it every [`RETRY`]; a candidate takes it when it has no
-//! holder, or when its record (holder, renew time) has not changed for the lease's
-//! duration by the candidate's own clock (so clocks need not agree). A holder that could
-//! not renew for [`RENEW_DEADLINE`] counts itself out, before anyone may take over; one
-//! that stops releases the Lease, so another takes it at its next try.
+//! holder, or when its record (holder, renew time) has not changed by the candidate's own
+//! clock (so clocks need not agree) for the lease's duration less two tries: a candidate
+//! sees a renewal up to one try late and acts on a try, so a hung holder's Lease is taken
+//! within one lease duration of its last renewal. A holder that could not renew for
+//! [`RENEW_DEADLINE`] counts itself out before that (it renews again just before it
+//! writes, so it never writes after losing the Lease); one that stops releases the Lease,
+//! so another takes it at its next try.
 
 use k8s_openapi::api::coordination::v1::{Lease as LeaseObject, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -118,7 +121,10 @@ impl Lease {
             .lease_duration_seconds
             .and_then(|s| u64::try_from(s).ok())
             .map_or(DURATION, Duration::from_secs);
-        if !holder.is_empty() && seen_at.elapsed() < duration {
+        let silent = duration
+            .saturating_sub(RETRY * 2)
+            .max(RENEW_DEADLINE + Duration::from_secs(1));
+        if !holder.is_empty() && seen_at.elapsed() < silent {
             return Ok(());
         }
         spec.holder_identity = Some(self.identity.clone());

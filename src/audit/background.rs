@@ -153,6 +153,7 @@ async fn publish(
         deleted = written.deleted,
         unchanged = written.unchanged,
         foreign = written.foreign,
+        skipped = written.skipped,
         "background audit done"
     );
     Ok(())

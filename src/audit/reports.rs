@@ -10,7 +10,6 @@
 
 use super::Judged;
 use crate::decision::{Finding, Origin, ReasonCode, Severity};
-use anyhow::Context as _;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::{json, Map, Value};
@@ -21,9 +20,11 @@ use std::path::Path;
 pub const NAME: &str = "verdict";
 /// The label on every report verdict writes; only reports with it are changed or deleted.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "verdict");
-/// The most results one report holds (etcd refuses objects over 1.5 MiB); the summary
-/// still counts every result. Failures and errors come first.
+/// The most results one report holds (etcd refuses objects over 1.5 MiB, see also
+/// [`MAX_BYTES`]); the summary still counts every result. Failures and errors come first.
 pub const MAX_RESULTS: usize = 1_000;
+/// The most bytes of results one report holds: well under etcd's 1.5 MiB request limit.
+pub const MAX_BYTES: usize = 1024 * 1024;
 /// The longest message a result carries, in bytes.
 const MAX_MESSAGE: usize = 1_024;
 
@@ -40,6 +41,26 @@ pub struct Written {
     pub unchanged: usize,
     /// Reports not written because one of the same name is not verdict's.
     pub foreign: usize,
+    /// Reports not written this time: the namespace went or is going, or the report was
+    /// changed since it was listed (the next audit writes it).
+    pub skipped: usize,
+}
+
+/// A write refused for a passing reason: the namespace is gone or terminating, or the
+/// report changed or went since it was listed.
+fn passing(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            let passing = s.code == 404
+                || (s.code == 409 && s.reason == "Conflict")
+                || (s.code == 403 && s.message.contains("being terminated"));
+            if passing {
+                tracing::info!(code = s.code, message = %s.message, "a PolicyReport was not written this time");
+            }
+            passing
+        }
+        _ => false,
+    }
 }
 
 /// The reports of the judged (and folded) objects. Results carry no timestamp yet; files
@@ -74,7 +95,17 @@ pub fn desired(judged: &[Judged], root: &Path) -> Desired {
                 )
             });
             results.dedup();
-            results.truncate(MAX_RESULTS);
+            // At most MAX_RESULTS, and MAX_BYTES of them (each with a timestamp to come).
+            let mut bytes = 0;
+            let kept = results
+                .iter()
+                .take(MAX_RESULTS)
+                .take_while(|r| {
+                    bytes += r.to_string().len() + 64;
+                    bytes <= MAX_BYTES
+                })
+                .count();
+            results.truncate(kept);
             (namespace, json!({"results": results, "summary": summary}))
         })
         .collect()
@@ -261,10 +292,14 @@ pub async fn publish(client: &kube::Client, desired: Desired, now: i64) -> anyho
             Some(mut old) => {
                 old.data["results"] = body["results"].take();
                 old.data["summary"] = body["summary"].take();
-                api.replace(NAME, &PostParams::default(), &old)
-                    .await
-                    .with_context(|| format!("updating {}", described(&namespace)))?;
-                written.updated += 1;
+                match api.replace(NAME, &PostParams::default(), &old).await {
+                    Ok(_) => written.updated += 1,
+                    Err(e) if passing(&e) => written.skipped += 1,
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("updating {}", described(&namespace))))
+                    }
+                }
             }
             None => {
                 let report = DynamicObject {
@@ -288,6 +323,7 @@ pub async fn publish(client: &kube::Client, desired: Desired, now: i64) -> anyho
                         tracing::warn!(report = %described(&namespace), "a report of this name exists without the label app.kubernetes.io/managed-by=verdict: not written");
                         written.foreign += 1;
                     }
+                    Err(e) if passing(&e) => written.skipped += 1,
                     Err(e) => {
                         return Err(anyhow::Error::new(e)
                             .context(format!("creating {}", described(&namespace))))
@@ -438,6 +474,29 @@ mod tests {
             .expect("a report for a");
         stamp(&mut changed, Some(&old), 200);
         assert!(!same(&old, &changed));
+    }
+
+    #[test]
+    fn a_report_stays_under_etcds_limit_and_counts_every_result() {
+        let objects: Vec<Judged> = (0..3_000)
+            .map(|i| {
+                let finding =
+                    Finding::builtin(Severity::Deny, ReasonCode::PolicyDenied, "x".repeat(5_000));
+                judged(Some("a"), &format!("pod-{i}"), vec![finding])
+            })
+            .collect();
+        let mut report = desired(&objects, Path::new("/"))
+            .remove("a")
+            .expect("a report for a");
+        assert_eq!(report["summary"]["fail"], 3_000);
+        let kept = report["results"].as_array().expect("results").len();
+        assert!(kept > 100 && kept < MAX_RESULTS, "{kept}");
+        stamp(&mut report, None, 1_800_000_000);
+        assert!(
+            report.to_string().len() <= MAX_BYTES,
+            "{}",
+            report.to_string().len()
+        );
     }
 
     #[test]

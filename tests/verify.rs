@@ -366,10 +366,14 @@ async fn warn_mode_warns_and_audit_mode_only_counts() {
             .contains("verdict_image_verifications_total{code=\"NO_SIGNATURE\",mode=\"audit\"} 1"),
         "{metrics}"
     );
-    assert!(setup
-        .server
-        .logs()
-        .contains("image policy not satisfied (audit mode)"));
+    assert!(
+        setup
+            .server
+            .logged("image policy not satisfied (audit mode)")
+            .await,
+        "{}",
+        setup.server.logs()
+    );
 }
 
 /// A server requiring a signature by `key` for every image of the test registry.

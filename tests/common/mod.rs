@@ -286,6 +286,15 @@ impl Server {
             .unwrap()
     }
 
+    /// Whether a log line with `text` appears within 5 s: lines are written in batches, and
+    /// what is counted in metrics may be logged a moment later.
+    pub async fn logged(&self, text: &str) -> bool {
+        eventually(Duration::from_secs(5), || async {
+            self.logs().contains(text)
+        })
+        .await
+    }
+
     pub async fn metrics_text(&self) -> String {
         reqwest::get(self.metrics_url("/metrics"))
             .await

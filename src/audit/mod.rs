@@ -97,10 +97,12 @@ pub async fn judge_all(
         let Some(api) = api(client, resource, capabilities, selection) else {
             continue;
         };
-        let mut params = ListParams::default().limit(PAGE);
+        let mut first = ListParams::default().limit(PAGE);
         if let Some(selector) = &selection.selector {
-            params = params.labels(selector);
+            first = first.labels(selector);
         }
+        let mut params = first.clone();
+        let (kind_start, mut relists) = (judged.len(), 0);
         loop {
             if Instant::now() > deadline {
                 anyhow::bail!(
@@ -108,10 +110,23 @@ pub async fn judge_all(
                     resource.plural
                 );
             }
-            let page = api
-                .list(&params)
-                .await
-                .with_context(|| format!("listing {}", resource.plural))?;
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                // The continue token expired (etcd compacted past it, a slow paced audit of a
+                // large kind): list the kind again from its start, at most twice.
+                Err(kube::Error::Api(s)) if s.code == 410 && relists < 2 => {
+                    tracing::info!(kind = %resource.plural, "the list's continue token expired: listing the kind again");
+                    judged.truncate(kind_start);
+                    params = first.clone();
+                    relists += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("listing {}", resource.plural))
+                    )
+                }
+            };
             for item in page.items {
                 let started = Instant::now();
                 judged.push(judge_object(reviewer, resource, item, judged.len(), deadline).await?);

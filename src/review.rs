@@ -566,3 +566,67 @@ fn describe_kind(image: &ImageFacts) -> &'static str {
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::{ImageError, PolicyOutcome};
+
+    /// An image that fails an image policy in `mode`.
+    fn failing(mode: Mode) -> ImageFacts {
+        let occurrence = images::ImageOccurrence {
+            container: "web".into(),
+            kind: images::ContainerKind::Container,
+            path: "spec.containers[0].image".into(),
+            reference: "ghcr.io/acme/web:1".into(),
+        };
+        let mut facts = ImageFacts::from_parsed(&occurrence, occurrence.parse().as_ref());
+        facts.policies.push(PolicyOutcome {
+            policy: "release".into(),
+            file: "/policies/images.yaml".into(),
+            mode,
+            satisfied: false,
+            signature: None,
+            error: Some(ImageError {
+                code: ReasonCode::NoSignature,
+                message: "no signature".into(),
+            }),
+            reproduce: "cosign verify ...".into(),
+        });
+        facts
+    }
+
+    fn findings(facts: &ImageFacts, point: Point) -> Vec<(Severity, String, Origin)> {
+        let mut out = Findings::default();
+        let subject = crate::admission::Subject::default();
+        image_findings(facts, &subject, NoMatchPolicy::Allow, point, &mut out);
+        out.0
+            .into_iter()
+            .map(|f| (f.severity, f.code.to_string(), f.origin))
+            .collect()
+    }
+
+    #[test]
+    fn an_audit_mode_image_policy_only_logs_at_admission_and_is_dryrun_at_the_audit_point() {
+        let audit = failing(Mode::Audit);
+        assert!(findings(&audit, Point::Validation).is_empty());
+        let origin = Origin::Image {
+            container: "web".into(),
+            image: "ghcr.io/acme/web:1".into(),
+            digest: None,
+            policy: Some("release".into()),
+            file: Some("/policies/images.yaml".into()),
+        };
+        assert_eq!(
+            findings(&audit, Point::Audit),
+            [(Severity::Dryrun, "NO_SIGNATURE".to_string(), origin.clone())]
+        );
+        // Enforced policies deny at both points, naming the image and the policy.
+        for point in [Point::Validation, Point::Audit] {
+            assert_eq!(
+                findings(&failing(Mode::Enforce), point),
+                [(Severity::Deny, "NO_SIGNATURE".to_string(), origin.clone())]
+            );
+        }
+    }
+}

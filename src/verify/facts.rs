@@ -116,7 +116,7 @@ impl decision_key::Image for ImageFacts {
 
 impl ImageFacts {
     /// Facts known from the (parsed) reference alone.
-    pub(super) fn from_parsed(
+    pub(crate) fn from_parsed(
         occurrence: &ImageOccurrence,
         parsed: Result<&ImageRef, &crate::images::ReferenceError>,
     ) -> Self {

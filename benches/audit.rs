@@ -21,7 +21,7 @@ mod kube;
 mod registry;
 mod support;
 
-use registry::{payload, TestKey, TestRegistry};
+use registry::{TestKey, TestRegistry};
 use serde_json::{json, Value};
 use sigstore::crypto::SigningScheme;
 use std::fmt::Write as _;
@@ -68,11 +68,7 @@ async fn run() {
     let mut images = Vec::new();
     for i in 0..distinct {
         let repo = format!("audit/app{i}");
-        let digest = registry.push_image(&repo, "v1").await;
-        registry
-            .push_signatures(&repo, &digest, &[key.layer(payload(&repo, &digest))])
-            .await;
-        images.push(format!("{}/{repo}:v1", registry.host));
+        images.push(registry.push_signed(&key, &repo).await);
     }
     let policies = work.path().join("policies");
     bench_policies(&policies, &registry.host, &key.public_pem);

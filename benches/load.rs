@@ -20,7 +20,7 @@ mod kube;
 mod registry;
 mod support;
 
-use registry::{payload, TestKey, TestRegistry};
+use registry::{TestKey, TestRegistry};
 use serde_json::{json, Value};
 use sigstore::crypto::SigningScheme;
 use std::path::{Path, PathBuf};
@@ -161,11 +161,7 @@ async fn run_all() {
     let mut signed = Vec::new();
     for i in 0..3 + cold_per_run * CONCURRENCY.len() * 2 {
         let repo = format!("bench/app{i}");
-        let digest = registry.push_image(&repo, "v1").await;
-        registry
-            .push_signatures(&repo, &digest, &[key.layer(payload(&repo, &digest))])
-            .await;
-        signed.push(format!("{}/{repo}:v1", registry.host));
+        signed.push(registry.push_signed(&key, &repo).await);
     }
 
     // Shipped policies, the local registry allowed, and an image policy for it.

@@ -12,7 +12,7 @@ mod registry;
 mod support;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use registry::{payload, TestKey, TestRegistry};
+use registry::{TestKey, TestRegistry};
 use sigstore::crypto::SigningScheme;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -139,11 +139,7 @@ fn verification(c: &mut Criterion) {
         let mut images = Vec::new();
         for i in 0..COLD + 3 {
             let repo = format!("bench/app{i}");
-            let digest = registry.push_image(&repo, "v1").await;
-            registry
-                .push_signatures(&repo, &digest, &[key.layer(payload(&repo, &digest))])
-                .await;
-            images.push(format!("{}/{repo}:v1", registry.host));
+            images.push(registry.push_signed(&key, &repo).await);
         }
         images
     });

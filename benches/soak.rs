@@ -9,7 +9,7 @@
 mod registry;
 mod support;
 
-use registry::{payload, TestKey, TestRegistry};
+use registry::{TestKey, TestRegistry};
 use sigstore::crypto::SigningScheme;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,11 +58,7 @@ async fn soak() -> bool {
     let mut signed = Vec::new();
     for i in 0..3 {
         let repo = format!("soak/app{i}");
-        let digest = registry.push_image(&repo, "v1").await;
-        registry
-            .push_signatures(&repo, &digest, &[key.layer(payload(&repo, &digest))])
-            .await;
-        signed.push(format!("{}/{repo}:v1", registry.host));
+        signed.push(registry.push_signed(&key, &repo).await);
     }
     registry.push_image("soak/unsigned", "v1").await;
     let unsigned = format!("{}/soak/unsigned:v1", registry.host);

@@ -230,6 +230,16 @@ impl TestRegistry {
         self.push_manifest(repo, tag, &manifest).await
     }
 
+    /// A unique image `repo:v1` signed by `key` (payload identity `repo`); returns its
+    /// reference `host/repo:v1`.
+    #[allow(dead_code)]
+    pub async fn push_signed(&self, key: &TestKey, repo: &str) -> String {
+        let digest = self.push_image(repo, "v1").await;
+        self.push_signatures(repo, &digest, &[key.layer(payload(repo, &digest))])
+            .await;
+        format!("{}/{repo}:v1", self.host)
+    }
+
     /// Pushes cosign signature layers for `digest` as `sha256-<hex>.sig`.
     pub async fn push_signatures(&self, repo: &str, digest: &str, layers: &[SignatureLayer]) {
         let media_type = "application/vnd.dev.cosign.simplesigning.v1+json";

@@ -28,8 +28,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    bench_policies, client, copy_dir, drive, fixed, free_port, pace, pod, rss_kib,
-    start_verdict_with, wait_ready, Process, RunStats,
+    bench_policies, client, copy_dir, fixed, free_port, pace, pod, rss_kib, start_verdict_with,
+    wait_ready, Process, RunStats,
 };
 
 const BASELINE_ENV: &str = "VERDICT_BENCH_BASELINE";
@@ -243,14 +243,7 @@ async fn run_all() {
                 let total = n(concurrency);
                 let bodies = fixed((0..total).map(|i| pod(images, i)).collect(), true);
                 let runs = rounds(ROUNDS, &servers, |server| {
-                    drive(
-                        &server.client,
-                        &server.url,
-                        bodies.clone(),
-                        total,
-                        concurrency,
-                        server.pid,
-                    )
+                    server.drive(bodies.clone(), total, concurrency)
                 })
                 .await;
                 rows.extend(pair(scenario, http2, Load::Closed(concurrency), runs));
@@ -265,15 +258,7 @@ async fn run_all() {
                 true,
             );
             let ours = &servers[1];
-            let run = drive(
-                &ours.client,
-                &ours.url,
-                bodies,
-                images.len(),
-                concurrency,
-                ours.pid,
-            )
-            .await;
+            let run = ours.drive(bodies, images.len(), concurrency).await;
             let ours = row(
                 "verdict",
                 "c-cold-verification",
@@ -411,14 +396,7 @@ async fn gatekeeper_runs(
             };
             let before = verdict.metrics().await;
             let runs = rounds(GATEKEEPER_ROUNDS, &servers, |server| {
-                drive(
-                    &server.client,
-                    &server.url,
-                    bodies.clone(),
-                    total,
-                    concurrency,
-                    server.pid,
-                )
+                server.drive(bodies.clone(), total, concurrency)
             })
             .await;
             let after = verdict.metrics().await;
@@ -570,21 +548,26 @@ impl Target {
             pid: server.child.id(),
         }
     }
+
+    /// A closed-loop run of `total` of `bodies` at `concurrency` (see `support::drive`).
+    async fn drive(&self, bodies: support::Bodies, total: usize, concurrency: usize) -> RunStats {
+        support::drive(
+            &self.client,
+            &self.url,
+            bodies,
+            total,
+            concurrency,
+            self.pid,
+        )
+        .await
+    }
 }
 
 /// 64 reviews of Pods with `images` to each server: images verified, connections open.
 async fn warm_up(servers: &[Target; 2], images: &[String]) {
     let warmup = fixed((0..64).map(|i| pod(images, i)).collect(), true);
     for server in servers {
-        drive(
-            &server.client,
-            &server.url,
-            warmup.clone(),
-            64,
-            64,
-            server.pid,
-        )
-        .await;
+        server.drive(warmup.clone(), 64, 64).await;
     }
 }
 

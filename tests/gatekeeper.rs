@@ -407,15 +407,12 @@ async fn the_server_enforces_constraints_by_their_action() {
                "template": "k8srequiredlabels", "file": server.policies().join("constraints.yaml").display().to_string(),
                "enforcementAction": "dryrun", "details": {"missing_labels": ["cost"]}})
     );
-    let text_report = client
-        .post(server.url("/v1/check?format=text"))
-        .body("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-c}\n")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text_report = server
+        .dry_run_text(
+            &client,
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-c}\n",
+        )
+        .await;
     assert!(
         text_report.contains("dryrun [CONSTRAINT_VIOLATION] [count-cost]")
             && text_report.contains("from constraint K8sRequiredLabels/count-cost (template k8srequiredlabels, enforcementAction dryrun)"),

@@ -601,15 +601,7 @@ async fn dry_run_reports_messages_images_and_timings() {
     assert!(web["timings"]["total_us"].as_u64().is_some());
     assert_eq!(report["objects"][1]["decision"], "allow");
 
-    let text = client
-        .post(server.url("/v1/check?format=text"))
-        .body(manifests)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.dry_run_text(&client, manifests).await;
     assert!(text.starts_with("DENIED (2 object(s), 1 denied)"), "{text}");
     assert!(
         text.contains("from data.verdict.images.tags.deny in"),

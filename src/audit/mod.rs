@@ -58,12 +58,24 @@ pub struct Judged {
     /// `apiVersion`, `kind`, `namespace` (absent for cluster-scoped objects), `name`, `uid`:
     /// the object reference of a PolicyReport result.
     pub reference: Value,
-    pub uid: String,
     /// The uid of its controller (`ownerReferences[].controller`), if any.
     pub controller: Option<String>,
-    /// `(container, image)` of its pod spec, in order.
-    pub images: Vec<(String, String)>,
     pub report: ObjectReport,
+}
+
+impl Judged {
+    fn uid(&self) -> &str {
+        self.reference["uid"].as_str().unwrap_or_default()
+    }
+
+    /// `(container, image)` of its pod spec, in order, as the review found them.
+    fn images(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.report
+            .verdict
+            .images
+            .iter()
+            .map(|i| (i.container.as_str(), i.reference.as_str()))
+    }
 }
 
 /// How fast the audit may go: `None` as fast as one task can; `Some(f)` at most the
@@ -167,9 +179,8 @@ async fn judge_object(
     object["kind"] = json!(resource.kind);
     let object = crate::cluster::inventory::kept(object);
     let metadata = &object["metadata"];
-    let uid = metadata["uid"].as_str().unwrap_or_default().to_string();
     let mut reference = json!({"apiVersion": resource.api_version, "kind": resource.kind,
-                               "name": metadata["name"], "uid": uid});
+                               "name": metadata["name"], "uid": metadata["uid"]});
     if let Some(namespace) = metadata["namespace"].as_str() {
         reference["namespace"] = json!(namespace);
     }
@@ -180,15 +191,12 @@ async fn judge_object(
         .find(|r| r["controller"] == true)
         .and_then(|r| r["uid"].as_str())
         .map(str::to_string);
-    let images = images(&object);
     let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                         "request": crate::manifest::create_request(object, index)});
     let report = report::judge_one(reviewer, &review, deadline, Placement::Audit).await;
     Ok(Judged {
         reference,
-        uid,
         controller,
-        images,
         report,
     })
 }
@@ -273,8 +281,8 @@ fn api(
 pub fn folded(judged: Vec<Judged>) -> Vec<Judged> {
     let by_uid: BTreeMap<&str, &Judged> = judged
         .iter()
-        .filter(|j| !j.uid.is_empty())
-        .map(|j| (j.uid.as_str(), j))
+        .filter(|j| !j.uid().is_empty())
+        .map(|j| (j.uid(), j))
         .collect();
     let hidden: BTreeSet<usize> = judged
         .iter()
@@ -284,8 +292,8 @@ pub fn folded(judged: Vec<Judged>) -> Vec<Judged> {
                 .as_deref()
                 .and_then(|uid| by_uid.get(uid))
                 .is_some_and(|owner| {
-                    owner.uid != j.uid
-                        && owner.images == j.images
+                    owner.uid() != j.uid()
+                        && owner.images().eq(j.images())
                         && outcome(&owner.report) == outcome(&j.report)
                 })
         })
@@ -329,21 +337,6 @@ fn outcome(report: &ObjectReport) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-/// `(container name, image)` of every container of an object's pod spec, in order; for a
-/// Pod its own, for a workload its template's.
-fn images(object: &Value) -> Vec<(String, String)> {
-    let kind = object["kind"].as_str().unwrap_or_default();
-    let node = crate::json::Node::from(object);
-    crate::images::extract(kind, &node)
-        .map(|found| {
-            found
-                .into_iter()
-                .map(|o| (o.container, o.reference))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 impl Judged {
     /// A judged object for tests: `kind` `name` (also its uid) in `namespace`, with `findings`.
@@ -360,9 +353,7 @@ impl Judged {
         let messages = crate::decision::Findings(findings);
         Judged {
             reference,
-            uid: name.to_string(),
             controller: None,
-            images: Vec::new(),
             report: ObjectReport {
                 object: format!("{kind} {name}"),
                 kind: kind.to_string(),
@@ -396,11 +387,20 @@ mod tests {
                 )
             })
             .collect();
-        Judged {
+        let occurrence = crate::images::ImageOccurrence {
+            container: "c".into(),
+            kind: crate::images::ContainerKind::Container,
+            path: "spec.containers[0].image".into(),
+            reference: image.into(),
+        };
+        let facts =
+            crate::verify::ImageFacts::from_parsed(&occurrence, occurrence.parse().as_ref());
+        let mut judged = Judged {
             controller: owner.map(str::to_string),
-            images: vec![("c".to_string(), image.to_string())],
             ..Judged::sample(kind, None, uid, findings)
-        }
+        };
+        judged.report.verdict.images = vec![std::sync::Arc::new(facts)];
+        judged
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub const MAX_RESULTS: usize = 1_000;
 pub const MAX_BYTES: usize = 1024 * 1024;
 /// The longest message a result carries, in bytes.
 const MAX_MESSAGE: usize = 1_024;
+/// The longest property value (an image reference, a file name), in bytes.
+const MAX_PROPERTY: usize = 512;
 
 /// The reports one audit wants: `results` and `summary` by namespace (`""`: the cluster
 /// report).
@@ -122,8 +124,10 @@ fn rank(result: &str) -> u8 {
 /// One finding as a PolicyReport result (without `timestamp`).
 fn result(finding: &Finding, reference: &Value, root: &Path) -> Value {
     let mut properties = Map::new();
+    // Values a Pod author writes (an image reference) are cut too: no result may crowd
+    // the others out of the report's byte budget.
     let mut property = |key: &str, value: &str| {
-        properties.insert(key.to_string(), json!(value));
+        properties.insert(key.to_string(), json!(truncated(value, MAX_PROPERTY)));
     };
     property("code", finding.code.as_str());
     property(
@@ -175,7 +179,7 @@ fn result(finding: &Finding, reference: &Value, root: &Path) -> Value {
         "policy": policy,
         "rule": rule,
         "result": outcome,
-        "message": truncated(&finding.message),
+        "message": truncated(&finding.message, MAX_MESSAGE),
         "properties": properties,
         "resources": [reference],
     })
@@ -229,15 +233,16 @@ fn errs(code: &ReasonCode) -> bool {
     )
 }
 
-fn truncated(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE {
-        return message.to_string();
+/// `text` cut to at most `max` bytes (and `...`).
+fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
     }
-    let mut end = MAX_MESSAGE;
-    while !message.is_char_boundary(end) {
+    let mut end = max;
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &message[..end])
+    format!("{}...", &text[..end])
 }
 
 fn resource(cluster: bool) -> ApiResource {
@@ -500,9 +505,40 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_authors_long_image_reference_cannot_crowd_out_other_results() {
+        let long = Finding {
+            severity: Severity::Deny,
+            code: ReasonCode::InvalidImageRef,
+            message: "bad".into(),
+            origin: Origin::Image {
+                container: "c".into(),
+                image: "a".repeat(2_000_000),
+                digest: None,
+                policy: None,
+                file: None,
+            },
+        };
+        let other = Finding::builtin(Severity::Deny, ReasonCode::PolicyDenied, "no");
+        let report = desired(
+            &[
+                judged(Some("a"), "aaa", vec![long]),
+                judged(Some("a"), "zzz", vec![other]),
+            ],
+            Path::new("/"),
+        )
+        .remove("a")
+        .expect("a report for a");
+        assert_eq!(report["results"].as_array().expect("results").len(), 2);
+        let image = report["results"][0]["properties"]["image"]
+            .as_str()
+            .expect("image");
+        assert!(image.len() <= MAX_PROPERTY + 3, "{}", image.len());
+    }
+
+    #[test]
     fn long_messages_are_cut_on_a_character_boundary() {
         let message = "é".repeat(MAX_MESSAGE);
-        let cut = truncated(&message);
+        let cut = truncated(&message, MAX_MESSAGE);
         assert!(cut.len() <= MAX_MESSAGE + 3 && cut.ends_with("..."));
     }
 }

@@ -544,29 +544,29 @@ pub(crate) fn add_data(
         let mut docs = Vec::new();
         for doc in documents::read(&file.contents, file.path.ends_with(".json")).map_err(invalid)? {
             // A `v1 List` (what `kubectl get ... -o yaml` writes) counts by its items.
-            let values = match doc.value["items"].as_array() {
-                Some(items) if doc.value["kind"] == "List" && doc.value["apiVersion"] == "v1" => {
-                    items.clone()
+            let (line, mut value) = (doc.line, doc.value);
+            let values = if value["kind"] == "List"
+                && value["apiVersion"] == "v1"
+                && value["items"].is_array()
+            {
+                match value["items"].take() {
+                    serde_json::Value::Array(items) => items,
+                    _ => Vec::new(),
                 }
-                _ => vec![doc.value],
+            } else {
+                vec![value]
+            };
+            let source = |doc| gatekeeper::Source {
+                file: file.path.clone(),
+                line,
+                doc,
             };
             for value in values {
                 match gatekeeper::kind_of(&value) {
-                    Some(gatekeeper::Kind::Template) => found.templates.push((
-                        gatekeeper::Source {
-                            file: file.path.clone(),
-                            line: doc.line,
-                            doc: value,
-                        },
-                        file.contents.clone(),
-                    )),
-                    Some(gatekeeper::Kind::Constraint) => {
-                        found.constraints.push(gatekeeper::Source {
-                            file: file.path.clone(),
-                            line: doc.line,
-                            doc: value,
-                        })
+                    Some(gatekeeper::Kind::Template) => {
+                        found.templates.push((source(value), file.contents.clone()))
                     }
+                    Some(gatekeeper::Kind::Constraint) => found.constraints.push(source(value)),
                     Some(gatekeeper::Kind::Suite) => {}
                     None => docs.push(value),
                 }

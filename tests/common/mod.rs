@@ -286,6 +286,23 @@ impl Server {
             .unwrap()
     }
 
+    /// The text report of a `/v1/check?format=text` dry run of `body`.
+    pub async fn dry_run_text(
+        &self,
+        client: &reqwest::Client,
+        body: impl Into<reqwest::Body>,
+    ) -> String {
+        client
+            .post(self.url("/v1/check?format=text"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Whether a log line with `text` appears within 5 s: lines are written in batches, and
     /// what is counted in metrics may be logged a moment later.
     pub async fn logged(&self, text: &str) -> bool {

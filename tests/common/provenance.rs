@@ -84,15 +84,11 @@ impl Setup {
     pub async fn check(&self, images: &[&str]) -> Value {
         let review = pod_review("team-a", images);
         self.server
-            .client(true)
-            .post(self.server.url("/v1/check"))
-            .json(&review)
-            .send()
+            .dry_run(
+                &self.server.client(true),
+                serde_json::to_vec(&review).unwrap(),
+            )
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     /// Pushes an image and signs it with a key-based layer built by `sign`.
